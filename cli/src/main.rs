@@ -1,0 +1,54 @@
+//! `cloak`: the operator's tool. `cloak image build` makes the guest image; `cloak probe` boots
+//! a throwaway pod VM with it and reports what the agent says.
+
+mod image;
+mod probe;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "cloak",
+    version,
+    about = "cloak confidential container runtime"
+)]
+struct Cli {
+    /// Log filter (also RUST_LOG).
+    #[arg(long, global = true, env = "CLOAK_LOG", default_value = "warn")]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Guest image commands.
+    Image {
+        #[command(subcommand)]
+        command: image::ImageCommand,
+    },
+    /// Boot a pod VM with the configured guest image, query the agent, shut it down.
+    Probe(probe::ProbeArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&cli.log)
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.command {
+        Command::Image { command } => image::run(command),
+        Command::Probe(args) => probe::run(args),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("cloak: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,84 @@
+//! `cloak probe`: the smallest end-to-end check of a node — boot a pod VM, ask the agent who
+//! it is, power it off, and say how long each part took.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::Context as _;
+use clap::Args;
+use cloak_shim::config::{Configuration, DEFAULT_CONFIG_PATH};
+
+#[derive(Args)]
+pub struct ProbeArgs {
+    /// Runtime configuration.
+    #[arg(long, default_value = DEFAULT_CONFIG_PATH)]
+    config: PathBuf,
+    /// Guest image directory (overrides guest.image_dir).
+    #[arg(long, env = "CLOAK_GUEST_DIR")]
+    guest_dir: Option<PathBuf>,
+    /// Run directory (overrides runtime.run_dir).
+    #[arg(long)]
+    run_dir: Option<PathBuf>,
+}
+
+pub fn run(args: ProbeArgs) -> anyhow::Result<()> {
+    let mut config = if args.config.exists() {
+        Configuration::load(&args.config)?
+    } else {
+        Configuration::default()
+    };
+    if let Some(dir) = args.guest_dir {
+        config.guest.image_dir = dir;
+    }
+    if let Some(dir) = args.run_dir {
+        config.runtime.run_dir = dir;
+    }
+    let runtime = tokio::runtime::Runtime::new().context("creating the async runtime")?;
+    runtime.block_on(probe(config))
+}
+
+async fn probe(config: Configuration) -> anyhow::Result<()> {
+    let manifest = cloak_image::Manifest::load(&config.guest.image_dir)?;
+    let id = format!("probe-{}", std::process::id());
+    let vm_config = cloak_shim::pod_vm::vm_config_for(&config, &manifest, &id);
+    let hypervisor = cloak_shim::hypervisor::from_config(&config.hypervisor)?;
+    let started = Instant::now();
+    let vm = cloak_shim::PodVm::boot(
+        hypervisor,
+        vm_config.clone(),
+        config.boot_timeout(),
+        config.request_timeout(),
+    )
+    .await?;
+    let boot_ms = started.elapsed().as_millis();
+    let details = vm.agent().guest_details().await;
+    let (protocol, agent_version) = vm.agent().version().await?;
+    let run_dir = vm.run_dir().to_owned();
+    vm.shutdown().await?;
+    let details = details?;
+    let _ = std::fs::remove_dir_all(&run_dir);
+
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "pod VM booted and answered in {boot_ms} ms")?;
+    writeln!(out, "guest kernel:   {}", details.kernel_release)?;
+    writeln!(out, "agent:          {agent_version} (protocol {protocol})")?;
+    writeln!(out, "vCPUs:          {}", details.online_vcpus)?;
+    writeln!(
+        out,
+        "memory:         {} MiB",
+        details.memory_total_bytes >> 20
+    )?;
+    writeln!(
+        out,
+        "TEE:            {:?}",
+        details.tee.enum_value_or_default()
+    )?;
+    writeln!(
+        out,
+        "agent ready at: {} ms after kernel start",
+        details.agent_ready_ms
+    )?;
+    writeln!(out, "modules:        {}", details.loaded_modules.join(" "))?;
+    Ok(())
+}

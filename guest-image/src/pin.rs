@@ -1,0 +1,122 @@
+//! `configs/guest-image.toml`: the pinned kernel package, the modules, the command line.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("parsing {path}: {source}")]
+    Parse {
+        path: String,
+        source: toml::de::Error,
+    },
+    #[error("{path}: {reason}")]
+    Invalid { path: String, reason: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageConfig {
+    pub kernel: KernelPin,
+    pub modules: ModuleSelection,
+    pub cmdline: CmdlineConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KernelPin {
+    pub package: String,
+    pub version: String,
+    /// SHA-256 of the .deb, checked after download.
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModuleSelection {
+    pub load: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CmdlineConfig {
+    pub default: String,
+}
+
+impl ImageConfig {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let display = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: display.clone(),
+            source,
+        })?;
+        Self::parse(&text, &display)
+    }
+
+    pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        let config: Self = toml::from_str(text).map_err(|source| ConfigError::Parse {
+            path: origin.to_owned(),
+            source,
+        })?;
+        let invalid = |reason: &str| ConfigError::Invalid {
+            path: origin.to_owned(),
+            reason: reason.to_owned(),
+        };
+        let sha = &config.kernel.sha256;
+        if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(invalid("kernel.sha256 must be 64 hex digits"));
+        }
+        if config.kernel.package.is_empty() || config.kernel.version.is_empty() {
+            return Err(invalid("kernel.package and kernel.version must be set"));
+        }
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[kernel]
+package = "linux-image-x"
+version = "1.0"
+sha256 = "69c92f43b23821de79576fa4d7c86e2924ae2c1b247a47cc5ed9339e220fbcb7"
+[modules]
+load = ["vsock"]
+[cmdline]
+default = "console=ttyS0"
+"#;
+
+    #[test]
+    fn parses_the_shipped_config() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/guest-image.toml");
+        let config = ImageConfig::load(&path).unwrap();
+        assert!(config.kernel.package.starts_with("linux-image-"));
+        assert!(config
+            .modules
+            .load
+            .contains(&"vmw_vsock_virtio_transport".to_owned()));
+    }
+
+    #[test]
+    fn rejects_bad_hash_and_unknown_keys() {
+        assert!(ImageConfig::parse(GOOD, "t").is_ok());
+        let bad_hash = GOOD.replace("69c92f43", "zzzz");
+        assert!(matches!(
+            ImageConfig::parse(&bad_hash, "t"),
+            Err(ConfigError::Invalid { .. })
+        ));
+        let unknown = GOOD.replace("[cmdline]", "[cmdline]\nextra = 1");
+        assert!(matches!(
+            ImageConfig::parse(&unknown, "t"),
+            Err(ConfigError::Parse { .. })
+        ));
+    }
+}

@@ -1,0 +1,350 @@
+//! The `qemu` backend: `qemu-system-x86_64` with a direct kernel boot, guest RAM in a shared
+//! memfd (vhost-user backends map it), vsock through `vhost-device-vsock`, and the serial
+//! console in a log file. `-no-reboot` turns any guest reset (a PID 1 panic with `panic=-1`,
+//! a failed power-off) into a QEMU exit, so a dead guest is never a silent hang.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use tokio::process::Command;
+
+use super::child::ChildProcess;
+use super::host;
+use super::readiness::ReadyListener;
+use super::vsock_backend::VsockBackend;
+use super::{Hypervisor, HypervisorError, VmConfig, VmExit};
+use crate::config::{AccelSetting, HypervisorConfig};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accel {
+    Kvm,
+    Tcg,
+}
+
+impl Accel {
+    pub fn resolve(setting: AccelSetting) -> Self {
+        match setting {
+            AccelSetting::Kvm => Accel::Kvm,
+            AccelSetting::Tcg => Accel::Tcg,
+            AccelSetting::Auto if host::kvm_usable() => Accel::Kvm,
+            AccelSetting::Auto => Accel::Tcg,
+        }
+    }
+}
+
+/// Everything the QEMU command line depends on, so it can be built and tested without
+/// starting anything.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QemuLaunch {
+    pub machine: String,
+    pub accel: Accel,
+    pub vcpus: u32,
+    pub memory_mib: u32,
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
+    pub cmdline: String,
+    pub console_log: PathBuf,
+    pub vhost_vsock_socket: PathBuf,
+}
+
+impl QemuLaunch {
+    pub fn args(&self) -> Vec<String> {
+        let memory = format!("{}M", self.memory_mib);
+        let (accel, cpu) = match self.accel {
+            Accel::Kvm => ("kvm", "host"),
+            Accel::Tcg => ("tcg", "max"),
+        };
+        let (machine, vsock_device) = if self.machine == "microvm" {
+            // ACPI on: Debian's kernel finds virtio-mmio devices only through ACPI.
+            (
+                format!("microvm,accel={accel},acpi=on,rtc=on,memory-backend=mem"),
+                "vhost-user-vsock-device",
+            )
+        } else {
+            (
+                format!("{},accel={accel},memory-backend=mem", self.machine),
+                "vhost-user-vsock-pci",
+            )
+        };
+        let mut args: Vec<String> = vec![
+            "-machine".into(),
+            machine,
+            "-cpu".into(),
+            cpu.into(),
+            "-smp".into(),
+            self.vcpus.to_string(),
+            "-m".into(),
+            memory.clone(),
+            "-object".into(),
+            format!("memory-backend-memfd,id=mem,size={memory},share=on"),
+            "-nodefaults".into(),
+            "-no-user-config".into(),
+            "-nographic".into(),
+            "-no-reboot".into(),
+            "-kernel".into(),
+            path_arg(&self.kernel),
+            "-initrd".into(),
+            path_arg(&self.initrd),
+            "-append".into(),
+            self.cmdline.clone(),
+            "-chardev".into(),
+            format!("file,id=console,path={}", path_arg(&self.console_log)),
+            "-serial".into(),
+            "chardev:console".into(),
+            "-chardev".into(),
+            format!(
+                "socket,id=vsock,path={}",
+                path_arg(&self.vhost_vsock_socket)
+            ),
+            "-device".into(),
+            format!("{vsock_device},chardev=vsock"),
+        ];
+        if self.machine != "microvm" {
+            args.extend(["-device".into(), "virtio-rng-pci".into()]);
+        }
+        args
+    }
+}
+
+fn path_arg(path: &Path) -> String {
+    // QEMU option values split on commas; a comma in a path is doubled to escape it.
+    path.display().to_string().replace(',', ",,")
+}
+
+/// Kernel parameters the backend adds for this host.
+pub fn host_kernel_params(accel: Accel) -> Vec<String> {
+    match (accel, host::tsc_khz()) {
+        (Accel::Tcg, Some(khz)) => vec![format!("tsc_early_khz={khz}")],
+        _ => Vec::new(),
+    }
+}
+
+struct RunningVm {
+    qemu: ChildProcess,
+    vsock: VsockBackend,
+    ready: ReadyListener,
+    config: VmConfig,
+}
+
+pub struct Qemu {
+    settings: HypervisorConfig,
+    running: Option<RunningVm>,
+    last_config: Option<VmConfig>,
+}
+
+impl Qemu {
+    pub fn new(settings: HypervisorConfig) -> Self {
+        Self {
+            settings,
+            running: None,
+            last_config: None,
+        }
+    }
+
+    fn launch_for(&self, config: &VmConfig, vhost_vsock_socket: &Path) -> QemuLaunch {
+        let accel = Accel::resolve(self.settings.accel);
+        let mut cmdline = config.cmdline.clone();
+        for param in host_kernel_params(accel) {
+            cmdline.push(' ');
+            cmdline.push_str(&param);
+        }
+        QemuLaunch {
+            machine: self.settings.machine.clone(),
+            accel,
+            vcpus: config.vcpus,
+            memory_mib: config.memory_mib,
+            kernel: config.kernel.clone(),
+            initrd: config.initrd.clone(),
+            cmdline,
+            console_log: config.console_log(),
+            vhost_vsock_socket: vhost_vsock_socket.to_owned(),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Hypervisor for Qemu {
+    fn name(&self) -> &'static str {
+        "qemu"
+    }
+
+    async fn start(&mut self, config: &VmConfig) -> Result<(), HypervisorError> {
+        if self.running.is_some() {
+            return Err(HypervisorError::Unsupported(
+                "this qemu instance already runs a VM".to_owned(),
+            ));
+        }
+        for file in [&config.kernel, &config.initrd] {
+            if !file.is_file() {
+                return Err(HypervisorError::RunDir {
+                    path: file.display().to_string(),
+                    source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
+                });
+            }
+        }
+        std::fs::create_dir_all(&config.run_dir).map_err(|source| HypervisorError::RunDir {
+            path: config.run_dir.display().to_string(),
+            source,
+        })?;
+        self.last_config = Some(config.clone());
+        let ready =
+            ReadyListener::bind(&config.host_port_socket(cloak_protocol::READY_VSOCK_PORT))?;
+        let mut vsock = VsockBackend::start(
+            &self.settings.vsock_backend_path,
+            &config.run_dir,
+            &config.vsock_socket(),
+        )
+        .await?;
+        let launch = self.launch_for(config, vsock.vhost_socket());
+        let _ = std::fs::remove_file(&launch.console_log);
+        let mut command = Command::new(&self.settings.qemu_path);
+        command.args(launch.args());
+        let qemu = match ChildProcess::spawn("qemu", command, &config.run_dir) {
+            Ok(qemu) => qemu,
+            Err(err) => {
+                vsock.stop().await;
+                return Err(err);
+            }
+        };
+        tracing::info!(
+            sandbox = %config.id,
+            pid = qemu.pid(),
+            accel = ?launch.accel,
+            machine = %launch.machine,
+            vcpus = launch.vcpus,
+            memory_mib = launch.memory_mib,
+            "qemu started"
+        );
+        self.running = Some(RunningVm {
+            qemu,
+            vsock,
+            ready,
+            config: config.clone(),
+        });
+        Ok(())
+    }
+
+    async fn wait_for_agent(&mut self, deadline: Instant) -> Result<(), HypervisorError> {
+        let running = self.running.as_mut().ok_or(HypervisorError::NotRunning)?;
+        let RunningVm { qemu, ready, .. } = running;
+        match ready.wait(deadline, || qemu.try_exit()).await {
+            Err(HypervisorError::VmExited(exit)) => {
+                // QEMU's own complaint (a bad argument, a missing device) explains more than
+                // the exit code.
+                let details = qemu.log_tail(5);
+                if details.trim().is_empty() {
+                    Err(HypervisorError::VmExited(exit))
+                } else {
+                    Err(HypervisorError::EarlyExit {
+                        what: "qemu".to_owned(),
+                        exit,
+                        details: format!("\n{details}"),
+                    })
+                }
+            }
+            other => other,
+        }
+    }
+
+    fn try_exit(&mut self) -> Option<VmExit> {
+        self.running
+            .as_mut()
+            .and_then(|running| running.qemu.try_exit())
+    }
+
+    async fn stop(&mut self) -> Result<(), HypervisorError> {
+        let Some(mut running) = self.running.take() else {
+            return Ok(());
+        };
+        let exit = running.qemu.terminate(Duration::from_secs(3)).await;
+        running.vsock.stop().await;
+        drop(running.ready);
+        tracing::info!(sandbox = %running.config.id, %exit, "qemu stopped");
+        Ok(())
+    }
+
+    fn console_log(&self) -> Option<PathBuf> {
+        self.last_config.as_ref().map(VmConfig::console_log)
+    }
+
+    fn vsock_socket(&self) -> Option<PathBuf> {
+        self.last_config.as_ref().map(VmConfig::vsock_socket)
+    }
+
+    fn process_ids(&self) -> Vec<u32> {
+        self.running
+            .as_ref()
+            .map(|running| vec![running.qemu.pid(), running.vsock.pid()])
+            .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn launch(machine: &str, accel: Accel) -> QemuLaunch {
+        QemuLaunch {
+            machine: machine.to_owned(),
+            accel,
+            vcpus: 2,
+            memory_mib: 512,
+            kernel: PathBuf::from("/img/vmlinuz"),
+            initrd: PathBuf::from("/img/initrd.img"),
+            cmdline: "console=ttyS0 quiet".to_owned(),
+            console_log: PathBuf::from("/run/cloak/p,1/console.log"),
+            vhost_vsock_socket: PathBuf::from("/run/cloak/p,1/vhost-vsock.sock"),
+        }
+    }
+
+    fn value_after(args: &[String], flag: &str) -> Vec<String> {
+        args.windows(2)
+            .filter(|pair| pair[0] == flag)
+            .map(|pair| pair[1].clone())
+            .collect()
+    }
+
+    #[test]
+    fn microvm_under_tcg() {
+        let args = launch("microvm", Accel::Tcg).args();
+        assert_eq!(
+            value_after(&args, "-machine"),
+            ["microvm,accel=tcg,acpi=on,rtc=on,memory-backend=mem"]
+        );
+        assert_eq!(value_after(&args, "-cpu"), ["max"]);
+        assert_eq!(value_after(&args, "-smp"), ["2"]);
+        assert_eq!(
+            value_after(&args, "-object"),
+            ["memory-backend-memfd,id=mem,size=512M,share=on"]
+        );
+        assert_eq!(value_after(&args, "-append"), ["console=ttyS0 quiet"]);
+        assert!(args.contains(&"-no-reboot".to_owned()));
+        assert_eq!(
+            value_after(&args, "-device"),
+            ["vhost-user-vsock-device,chardev=vsock"]
+        );
+        // Commas in paths are escaped for QEMU's option parser.
+        assert!(value_after(&args, "-chardev")
+            .contains(&"file,id=console,path=/run/cloak/p,,1/console.log".to_owned()));
+    }
+
+    #[test]
+    fn q35_under_kvm_uses_pci_devices() {
+        let args = launch("q35", Accel::Kvm).args();
+        assert_eq!(
+            value_after(&args, "-machine"),
+            ["q35,accel=kvm,memory-backend=mem"]
+        );
+        assert_eq!(value_after(&args, "-cpu"), ["host"]);
+        assert_eq!(
+            value_after(&args, "-device"),
+            ["vhost-user-vsock-pci,chardev=vsock", "virtio-rng-pci"]
+        );
+    }
+
+    #[test]
+    fn forced_accel_is_kept() {
+        assert_eq!(Accel::resolve(AccelSetting::Tcg), Accel::Tcg);
+        assert_eq!(Accel::resolve(AccelSetting::Kvm), Accel::Kvm);
+    }
+}

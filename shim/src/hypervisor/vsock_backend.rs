@@ -1,0 +1,95 @@
+//! The userspace vsock device for QEMU: `vhost-device-vsock` serves the guest's virtio-vsock
+//! queues over vhost-user and exposes the host side as a hybrid-vsock Unix socket. One backend
+//! per VM; it outlives a VM disconnect, so the runtime stops it with the VM.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use tokio::process::Command;
+
+use super::child::ChildProcess;
+use super::HypervisorError;
+
+/// The guest's vsock CID. Every pod VM has its own backend, so all can use the first free CID.
+pub const GUEST_CID: u32 = 3;
+
+/// How long the backend may take to create its vhost-user socket.
+const SOCKET_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub struct VsockBackend {
+    process: ChildProcess,
+    vhost_socket: PathBuf,
+    vsock_socket: PathBuf,
+}
+
+impl VsockBackend {
+    /// Starts the backend; returns once its vhost-user socket exists (QEMU connects to it).
+    pub async fn start(
+        program: &Path,
+        run_dir: &Path,
+        vsock_socket: &Path,
+    ) -> Result<Self, HypervisorError> {
+        let vhost_socket = run_dir.join("vhost-vsock.sock");
+        for stale in [&vhost_socket, &vsock_socket.to_path_buf()] {
+            let _ = std::fs::remove_file(stale);
+        }
+        let mut command = Command::new(program);
+        command
+            .arg("--guest-cid")
+            .arg(GUEST_CID.to_string())
+            .arg("--socket")
+            .arg(&vhost_socket)
+            .arg("--uds-path")
+            .arg(vsock_socket);
+        let process = ChildProcess::spawn("vsock-backend", command, run_dir)?;
+        let mut backend = Self {
+            process,
+            vhost_socket,
+            vsock_socket: vsock_socket.to_owned(),
+        };
+        let started = Instant::now();
+        while !backend.vhost_socket.exists() {
+            if let Some(exit) = backend.process.try_exit() {
+                let details = backend.process.log_tail(10);
+                backend.remove_sockets();
+                return Err(HypervisorError::EarlyExit {
+                    what: "vhost-device-vsock".to_owned(),
+                    exit,
+                    details: format!("\n{details}"),
+                });
+            }
+            if started.elapsed() > SOCKET_TIMEOUT {
+                backend.stop().await;
+                return Err(HypervisorError::NotReady {
+                    what: format!(
+                        "vhost-device-vsock socket {}",
+                        backend.vhost_socket.display()
+                    ),
+                    waited_ms: SOCKET_TIMEOUT.as_millis() as u64,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        Ok(backend)
+    }
+
+    /// The vhost-user socket QEMU's `vhost-user-vsock-*` device connects to.
+    pub fn vhost_socket(&self) -> &Path {
+        &self.vhost_socket
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+
+    pub async fn stop(&mut self) {
+        self.process.terminate(Duration::from_secs(2)).await;
+        self.remove_sockets();
+    }
+
+    fn remove_sockets(&self) {
+        for socket in [&self.vhost_socket, &self.vsock_socket] {
+            let _ = std::fs::remove_file(socket);
+        }
+    }
+}
