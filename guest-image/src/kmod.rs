@@ -184,7 +184,6 @@ pub fn modinfo_depends(module: &[u8], path: &Path) -> Result<Vec<String>, Module
         .filter_map(|field| field.strip_prefix(b"depends="))
         .flat_map(|list| {
             String::from_utf8_lossy(list)
-                .into_owned()
                 .split(',')
                 .map(str::to_owned)
                 .collect::<Vec<_>>()

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Installs what cloak needs on a Debian 12 (bookworm) host, idempotently: QEMU from
+# bookworm-backports (software emulation works where KVM cannot boot Linux), the userspace
+# vsock backend, and the tools the test suite uses. Run as root.
+set -euo pipefail
+
+VHOST_DEVICE_VSOCK_VERSION=0.3.0
+
+log() { printf 'setup-host: %s\n' "$*" >&2; }
+
+if [ "$(id -u)" -ne 0 ]; then
+    log "must run as root (apt-get install)"
+    exit 1
+fi
+
+codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
+if [ "$codename" != bookworm ]; then
+    log "warning: written for Debian bookworm, this is '${codename:-unknown}'"
+fi
+
+# The guest kernel package and a current QEMU come from bookworm-backports.
+backports=/etc/apt/sources.list.d/cloak-backports.sources
+if [ "$codename" = bookworm ] && ! grep -rqs 'bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/; then
+    log "adding bookworm-backports to apt sources"
+    cat > "$backports" <<'SOURCES'
+Types: deb
+URIs: http://deb.debian.org/debian
+Suites: bookworm-backports
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+SOURCES
+fi
+
+export DEBIAN_FRONTEND=noninteractive
+log "apt-get update"
+apt-get update -q >/dev/null
+
+packages=(cpio)
+missing=()
+for package in "${packages[@]}"; do
+    dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+    log "installing ${missing[*]}"
+    apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! dpkg -s qemu-system-x86 >/dev/null 2>&1; then
+    log "installing qemu-system-x86 from bookworm-backports"
+    apt-get install -y -q --no-install-recommends -t bookworm-backports qemu-system-x86 >/dev/null
+fi
+
+if ! command -v vhost-device-vsock >/dev/null 2>&1; then
+    log "installing vhost-device-vsock $VHOST_DEVICE_VSOCK_VERSION (cargo install)"
+    cargo install --locked --quiet vhost-device-vsock --version "$VHOST_DEVICE_VSOCK_VERSION"
+fi
+
+log "qemu: $(qemu-system-x86_64 --version | head -n 1)"
+log "vhost-device-vsock: $(command -v vhost-device-vsock)"
+if grep -qwE 'vmx|svm' /proc/cpuinfo; then
+    log "CPU has hardware virtualization: guests can use KVM"
+else
+    log "no VMX/SVM in /proc/cpuinfo: guests run under QEMU software emulation (TCG)"
+fi

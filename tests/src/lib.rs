@@ -1,0 +1,196 @@
+//! Shared helpers of cloak's integration tests and benchmarks: where the built artifacts are,
+//! skipping (with the reason printed) when they or the host tools are missing, and making that
+//! skip a failure where the suite is required to run everything (`CLOAK_REQUIRE_VM_TESTS=1`,
+//! set by `make test` and CI).
+
+pub mod bench;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use cloak_shim::config::Configuration;
+
+/// Environment variables the Makefile sets for the suite.
+pub const ENV_GUEST_DIR: &str = "CLOAK_GUEST_DIR";
+pub const ENV_AGENT_BIN: &str = "CLOAK_AGENT_BIN";
+pub const ENV_FLOOR_INIT_BIN: &str = "CLOAK_FLOOR_INIT_BIN";
+pub const ENV_REQUIRE: &str = "CLOAK_REQUIRE_VM_TESTS";
+
+/// Repository root (this crate lives in `tests/`).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the tests crate is inside the repository")
+        .to_owned()
+}
+
+pub fn image_config() -> cloak_image::ImageConfig {
+    cloak_image::ImageConfig::load(&repo_root().join("configs/guest-image.toml"))
+        .expect("configs/guest-image.toml parses")
+}
+
+pub fn cache_dir() -> PathBuf {
+    std::env::var_os("CLOAK_CACHE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join(".cache"))
+}
+
+fn required() -> bool {
+    std::env::var(ENV_REQUIRE).is_ok_and(|value| value == "1")
+}
+
+/// Prints why a test does not run; fails instead where the suite must run everything.
+pub fn skip(test: &str, reason: &str) {
+    assert!(
+        !required(),
+        "{test}: cannot run ({reason}) but {ENV_REQUIRE}=1 requires it"
+    );
+    eprintln!("SKIPPED {test}: {reason}");
+}
+
+fn file_from_env(variable: &str) -> Result<PathBuf, String> {
+    let value = std::env::var_os(variable)
+        .ok_or_else(|| format!("{variable} is not set (run the suite with `make test`)"))?;
+    let path = PathBuf::from(value);
+    if path.exists() {
+        Ok(path)
+    } else {
+        Err(format!("{variable}={} does not exist", path.display()))
+    }
+}
+
+fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
+}
+
+/// What a VM test needs: the built guest image and the host tools of the qemu backend.
+pub struct VmTestEnv {
+    pub guest_dir: PathBuf,
+    pub manifest: cloak_image::Manifest,
+}
+
+impl VmTestEnv {
+    /// `None` (after printing why) when the test cannot run here.
+    pub fn get(test: &str) -> Option<Self> {
+        let guest_dir = match file_from_env(ENV_GUEST_DIR) {
+            Ok(dir) => dir,
+            Err(reason) => {
+                skip(test, &reason);
+                return None;
+            }
+        };
+        for tool in ["qemu-system-x86_64", "vhost-device-vsock"] {
+            if !on_path(tool) {
+                skip(
+                    test,
+                    &format!("{tool} is not on PATH (scripts/setup-host.sh installs it)"),
+                );
+                return None;
+            }
+        }
+        let manifest =
+            cloak_image::Manifest::load(&guest_dir).expect("the guest image manifest loads");
+        Some(Self {
+            guest_dir,
+            manifest,
+        })
+    }
+
+    /// A configuration that boots this image with its run directory under `run_root`.
+    pub fn configuration(&self, run_root: &Path) -> Configuration {
+        let mut config = Configuration::default();
+        config.guest.image_dir = self.guest_dir.clone();
+        config.runtime.run_dir = run_root.to_owned();
+        config.agent.boot_timeout_secs = boot_timeout().as_secs();
+        config
+    }
+}
+
+/// The agent (or another init) binary for building test images.
+pub fn init_binary(test: &str, variable: &str) -> Option<PathBuf> {
+    match file_from_env(variable) {
+        Ok(path) => Some(path),
+        Err(reason) => {
+            skip(test, &reason);
+            None
+        }
+    }
+}
+
+/// Generous: a 2-core host under load boots a TCG guest far slower than the ~4 s it takes idle.
+pub fn boot_timeout() -> Duration {
+    Duration::from_secs(90)
+}
+
+/// VMs under software emulation saturate this machine's 2 cores: one VM test at a time.
+pub fn vm_slot() -> MutexGuard<'static, ()> {
+    static SLOT: Mutex<()> = Mutex::new(());
+    SLOT.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Host processes whose command line mentions `needle` (a test's private directory).
+pub fn processes_mentioning(needle: &Path) -> Vec<String> {
+    let needle = needle.to_string_lossy().into_owned();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter(|entry| {
+            entry
+                .file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+        })
+        .filter_map(|entry| {
+            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+            let text = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            text.contains(&needle)
+                .then(|| format!("{}: {}", entry.file_name().to_string_lossy(), text.trim()))
+        })
+        .collect()
+}
+
+/// Unix sockets left anywhere below `dir`.
+pub fn sockets_below(dir: &Path) -> Vec<PathBuf> {
+    use std::os::unix::fs::FileTypeExt;
+    let mut found = Vec::new();
+    let mut pending = vec![dir.to_owned()];
+    while let Some(current) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&current) else {
+            continue;
+        };
+        for entry in entries.filter_map(Result::ok) {
+            let Ok(file_type) = entry.file_type() else {
+                continue;
+            };
+            if file_type.is_dir() {
+                pending.push(entry.path());
+            } else if file_type.is_socket() {
+                found.push(entry.path());
+            }
+        }
+    }
+    found
+}
+
+/// Builds a guest image with `init` as /init into `out`, using the shared download cache.
+pub fn build_image_with_init(
+    init: &Path,
+    out: &Path,
+    adjust: impl FnOnce(&mut cloak_image::ImageConfig),
+) -> cloak_image::Manifest {
+    let mut config = image_config();
+    adjust(&mut config);
+    cloak_image::build_image(&cloak_image::BuildOptions {
+        config,
+        init_binary: init.to_owned(),
+        out_dir: out.to_owned(),
+        cache_dir: cache_dir(),
+        source_date_epoch: 0,
+    })
+    .expect("guest image builds")
+}

@@ -1,0 +1,165 @@
+//! Pod VMs under the real qemu backend with the real guest kernel: a good boot answers and
+//! leaves nothing behind; a guest whose init cannot start fails in time with its console tail.
+
+#![allow(clippy::unwrap_used)] // a test fails loudly by design
+
+use std::time::{Duration, Instant};
+
+use cloak_shim::hypervisor;
+use cloak_shim::pod_vm::vm_config_for;
+use cloak_shim::PodVm;
+use cloak_tests::{processes_mentioning, sockets_below, vm_slot, VmTestEnv};
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Runtime::new().expect("tokio runtime")
+}
+
+#[test]
+fn agent_answers_and_shutdown_leaves_nothing_behind() {
+    let Some(env) = VmTestEnv::get("agent_answers_and_shutdown_leaves_nothing_behind") else {
+        return;
+    };
+    let _slot = vm_slot();
+    let run_root = tempfile::tempdir().unwrap();
+    let config = env.configuration(run_root.path());
+    let vm_config = vm_config_for(&config, &env.manifest, "boot-test");
+
+    runtime().block_on(async {
+        let backend = hypervisor::from_config(&config.hypervisor).unwrap();
+        let mut vm = PodVm::boot(
+            backend,
+            vm_config.clone(),
+            config.boot_timeout(),
+            config.request_timeout(),
+        )
+        .await
+        .unwrap_or_else(|err| panic!("boot failed: {err}"));
+
+        // The VM's host processes exist while it runs...
+        let pids = vm.hypervisor().process_ids();
+        assert_eq!(pids.len(), 2, "qemu and the vsock backend");
+        assert!(!processes_mentioning(run_root.path()).is_empty());
+
+        vm.agent().check().await.unwrap();
+        let details = vm.agent().guest_details().await.unwrap();
+        assert_eq!(details.kernel_release, env.manifest.kernel.release);
+        assert_eq!(details.online_vcpus, config.hypervisor.vcpus);
+        let memory_mib = details.memory_total_bytes >> 20;
+        assert!(
+            memory_mib > 256 && memory_mib <= u64::from(config.hypervisor.memory_mib),
+            "guest sees {memory_mib} MiB of {}",
+            config.hypervisor.memory_mib
+        );
+        for module in ["vsock", "vmw_vsock_virtio_transport", "virtio_mmio"] {
+            assert!(
+                details.loaded_modules.iter().any(|m| m == module),
+                "{module} not loaded: {:?}",
+                details.loaded_modules
+            );
+        }
+        let (protocol, _) = vm.agent().version().await.unwrap();
+        assert_eq!(protocol, cloak_protocol::PROTOCOL_VERSION);
+
+        vm.shutdown().await.unwrap();
+    });
+
+    // ...and none is left afterwards, nor any socket.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !processes_mentioning(run_root.path()).is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(processes_mentioning(run_root.path()), Vec::<String>::new());
+    assert_eq!(
+        sockets_below(run_root.path()),
+        Vec::<std::path::PathBuf>::new()
+    );
+    // The agent powered the VM off itself: the console says so.
+    let console = std::fs::read_to_string(vm_config.console_log()).unwrap();
+    assert!(console.contains("agent serving"), "{console}");
+    assert!(console.contains("reboot: Power down"), "{console}");
+}
+
+fn boot_expecting_failure(
+    env: &VmTestEnv,
+    image_dir: &std::path::Path,
+    id: &str,
+) -> (String, Duration) {
+    let run_root = tempfile::tempdir().unwrap();
+    let mut config = env.configuration(run_root.path());
+    config.guest.image_dir = image_dir.to_owned();
+    let manifest = cloak_image::Manifest::load(image_dir).unwrap();
+    let vm_config = vm_config_for(&config, &manifest, id);
+    let started = Instant::now();
+    let result = runtime().block_on(async {
+        let backend = hypervisor::from_config(&config.hypervisor).unwrap();
+        PodVm::boot(
+            backend,
+            vm_config,
+            config.boot_timeout(),
+            config.request_timeout(),
+        )
+        .await
+    });
+    let elapsed = started.elapsed();
+    let err = match result {
+        Ok(_) => panic!("a broken guest booted"),
+        Err(err) => err.to_string(),
+    };
+    assert_eq!(processes_mentioning(run_root.path()), Vec::<String>::new());
+    assert_eq!(
+        sockets_below(run_root.path()),
+        Vec::<std::path::PathBuf>::new()
+    );
+    (err, elapsed)
+}
+
+#[test]
+fn guest_without_a_working_init_fails_in_time_with_the_console_tail() {
+    let test = "guest_without_a_working_init_fails_in_time_with_the_console_tail";
+    let Some(env) = VmTestEnv::get(test) else {
+        return;
+    };
+    let _slot = vm_slot();
+    let work = tempfile::tempdir().unwrap();
+    // A text file as /init: the kernel cannot execute it and panics.
+    let bogus_init = work.path().join("init");
+    std::fs::write(&bogus_init, "this is not an executable\n").unwrap();
+    let image = work.path().join("image");
+    cloak_tests::build_image_with_init(&bogus_init, &image, |_| {});
+
+    let (err, elapsed) = boot_expecting_failure(&env, &image, "broken-init");
+    assert!(elapsed < cloak_tests::boot_timeout(), "took {elapsed:?}");
+    assert!(err.contains("exited before the agent was ready"), "{err}");
+    assert!(err.contains("last guest console lines"), "{err}");
+    assert!(
+        err.contains("Kernel panic"),
+        "the console tail is missing: {err}"
+    );
+}
+
+#[test]
+fn agent_fatal_error_is_printed_and_powers_off() {
+    let test = "agent_fatal_error_is_printed_and_powers_off";
+    let Some(env) = VmTestEnv::get(test) else {
+        return;
+    };
+    let Some(agent) = cloak_tests::init_binary(test, cloak_tests::ENV_AGENT_BIN) else {
+        return;
+    };
+    let _slot = vm_slot();
+    let work = tempfile::tempdir().unwrap();
+    let image = work.path().join("image");
+    // Without the vsock modules the agent cannot bind its socket: a fatal error in PID 1.
+    cloak_tests::build_image_with_init(&agent, &image, |config| {
+        config.modules.load = vec!["virtio_mmio".to_owned()];
+    });
+
+    let (err, elapsed) = boot_expecting_failure(&env, &image, "fatal-agent");
+    assert!(elapsed < cloak_tests::boot_timeout(), "took {elapsed:?}");
+    assert!(
+        err.contains("cloak-agent: fatal: binding the ttrpc server"),
+        "{err}"
+    );
+    // It powered off deliberately rather than panicking the kernel.
+    assert!(err.contains("reboot: Power down"), "{err}");
+}
