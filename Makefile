@@ -19,7 +19,8 @@ export CLOAK_CACHE_DIR := $(CACHE_DIR)
 all: image
 
 guest-binaries:
-	RUSTFLAGS="$(STATIC_FLAGS)" cargo build --release --locked --target $(TARGET) \
+	RUSTFLAGS="$(STATIC_FLAGS)" LIBSECCOMP_LINK_TYPE=static LIBSECCOMP_LIB_PATH=/usr/lib/x86_64-linux-gnu \
+		cargo build --release --locked --target $(TARGET) \
 		-p cloak-agent -p cloak-floor-init
 
 cloak:

@@ -35,7 +35,9 @@ export DEBIAN_FRONTEND=noninteractive
 log "apt-get update"
 apt-get update -q >/dev/null
 
-packages=(cpio)
+# cpio: cross-checks the initrd writer; libseccomp-dev: the agent links libseccomp statically;
+# busybox-static: test container root filesystems.
+packages=(cpio libseccomp-dev busybox-static)
 missing=()
 for package in "${packages[@]}"; do
     dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")

@@ -6,13 +6,17 @@
 //! hang, or the host would wait for an agent that will not come.
 
 mod cmdline;
+mod container;
 mod guest_details;
 mod modules;
 mod mounts;
+mod network;
 mod power;
 mod ready;
 mod reaper;
 mod rpc;
+mod sandbox;
+mod storage;
 
 use std::time::Duration;
 
@@ -55,6 +59,9 @@ fn main() {
 
 fn run(settings: &cmdline::AgentSettings, is_init: bool) -> anyhow::Result<()> {
     let loaded_modules = modules::load_listed_modules(std::path::Path::new(modules::MODULE_LIST));
+    if is_init {
+        network::bring_up_loopback().context("configuring loopback")?;
+    }
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

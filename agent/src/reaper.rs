@@ -36,7 +36,6 @@ impl Reaper {
 
     /// Runs `spawn` (which returns the new pid) with the registry locked and registers the pid,
     /// so its exit is delivered to the returned receiver even if it exits immediately.
-    #[allow(dead_code)] // used by the container runtime
     pub fn spawn_registered<E>(
         &self,
         spawn: impl FnOnce() -> Result<i32, E>,
@@ -49,13 +48,22 @@ impl Reaper {
     }
 
     /// Collects every exited child without blocking and notifies the registered watchers.
+    /// Holds the registry lock throughout, so a `spawn_registered` in progress (which may
+    /// wait for its own helper processes) is never robbed of an exit status.
     pub fn reap_exited_children(&self) {
+        let mut watchers = self.lock();
         loop {
             match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
                 Ok(WaitStatus::StillAlive) | Err(nix::errno::Errno::ECHILD) => return,
                 Ok(status) => {
                     if let Some((pid, code)) = exit_code_of(status) {
-                        self.deliver(pid, code);
+                        match watchers.remove(&pid) {
+                            // The watcher may have given up (its RPC was cancelled).
+                            Some(watcher) => {
+                                let _ = watcher.send(code);
+                            }
+                            None => tracing::debug!(pid, code, "reaped orphan"),
+                        }
                     }
                 }
                 Err(nix::errno::Errno::EINTR) => continue,
@@ -64,16 +72,6 @@ impl Reaper {
                     return;
                 }
             }
-        }
-    }
-
-    fn deliver(&self, pid: i32, code: ExitCode) {
-        match self.lock().remove(&pid) {
-            Some(watcher) => {
-                // The watcher may have given up (its RPC was cancelled); nothing to do then.
-                let _ = watcher.send(code);
-            }
-            None => tracing::debug!(pid, code, "reaped orphan"),
         }
     }
 }

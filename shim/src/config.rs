@@ -57,6 +57,8 @@ pub struct HypervisorConfig {
     pub qemu_path: PathBuf,
     /// vhost-user vsock backend used by the qemu backend.
     pub vsock_backend_path: PathBuf,
+    /// virtio-fs daemon sharing the pod directory (container root filesystems) with the VM.
+    pub virtiofsd_path: PathBuf,
     /// QEMU machine type: `microvm` (fast boot) or `q35`.
     pub machine: String,
     pub accel: AccelSetting,
@@ -72,6 +74,7 @@ impl Default for HypervisorConfig {
             kind: HypervisorKind::Qemu,
             qemu_path: PathBuf::from("qemu-system-x86_64"),
             vsock_backend_path: PathBuf::from("vhost-device-vsock"),
+            virtiofsd_path: PathBuf::from("virtiofsd"),
             machine: "microvm".to_owned(),
             accel: AccelSetting::Auto,
             vcpus: 2,

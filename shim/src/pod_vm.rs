@@ -141,6 +141,7 @@ pub fn vm_config_for(
         vcpus: config.hypervisor.vcpus,
         memory_mib: config.hypervisor.memory_mib,
         run_dir: config.runtime.run_dir.join(id),
+        shared_dir: None,
     }
 }
 

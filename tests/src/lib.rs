@@ -4,6 +4,8 @@
 //! set by `make test` and CI).
 
 pub mod bench;
+pub mod pod;
+pub mod rootfs;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};

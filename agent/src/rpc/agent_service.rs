@@ -1,7 +1,9 @@
-//! AgentService: each RPC delegates to a `do_*` handler returning `anyhow::Result`.
+//! AgentService: each RPC delegates to a `do_*` handler returning `anyhow::Result`; `to_ttrpc`
+//! maps the errors.
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use cloak_protocol::agent::*;
 use cloak_protocol::agent_ttrpc::AgentService;
@@ -35,14 +37,73 @@ impl AgentRpc {
         })
     }
 
+    async fn do_create_sandbox(&self, req: CreateSandboxRequest) -> anyhow::Result<Empty> {
+        self.state.sandbox.lock().await.create(&req)?;
+        Ok(Empty::default())
+    }
+
     async fn do_destroy_sandbox(&self, req: DestroySandboxRequest) -> anyhow::Result<Empty> {
         tracing::info!(power_off = req.power_off, "destroying sandbox");
+        self.state
+            .sandbox
+            .lock()
+            .await
+            .destroy(&self.state.containers)
+            .await;
         if req.power_off {
             // notify_one keeps the permit if serve() is not waiting yet.
             self.state.shutdown.notify_one();
         }
         Ok(Empty::default())
     }
+
+    async fn do_wait_process(&self, req: ProcessRequest) -> anyhow::Result<WaitProcessResponse> {
+        let exit = self
+            .state
+            .containers
+            .wait(&req.container_id, &req.exec_id)
+            .await?;
+        Ok(WaitProcessResponse {
+            exit_status: exit.code,
+            exited_at_unix_nanos: exit.at_unix_nanos,
+            ..Default::default()
+        })
+    }
+
+    async fn do_list_processes(
+        &self,
+        req: ContainerRequest,
+    ) -> anyhow::Result<ListProcessesResponse> {
+        let processes = self
+            .state
+            .containers
+            .list_processes(&req.container_id)
+            .await?;
+        Ok(ListProcessesResponse {
+            processes: processes
+                .into_iter()
+                .map(|(pid, exec_id, command)| ProcessInfo {
+                    pid: pid as u32,
+                    exec_id,
+                    command,
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        })
+    }
+
+    async fn do_get_oom_event(&self) -> anyhow::Result<OOMEvent> {
+        let container_id = self.state.containers.next_oom_event().await?;
+        Ok(OOMEvent {
+            container_id,
+            ..Default::default()
+        })
+    }
+}
+
+fn empty(result: anyhow::Result<()>) -> anyhow::Result<Empty> {
+    result.map(|()| Empty::default())
 }
 
 #[async_trait::async_trait]
@@ -55,11 +116,171 @@ impl AgentService for AgentRpc {
         to_ttrpc("GetGuestDetails", self.do_get_guest_details().await)
     }
 
+    async fn create_sandbox(
+        &self,
+        _ctx: &TtrpcContext,
+        req: CreateSandboxRequest,
+    ) -> ttrpc::Result<Empty> {
+        to_ttrpc("CreateSandbox", self.do_create_sandbox(req).await)
+    }
+
     async fn destroy_sandbox(
         &self,
         _ctx: &TtrpcContext,
         req: DestroySandboxRequest,
     ) -> ttrpc::Result<Empty> {
         to_ttrpc("DestroySandbox", self.do_destroy_sandbox(req).await)
+    }
+
+    async fn create_container(
+        &self,
+        _ctx: &TtrpcContext,
+        req: CreateContainerRequest,
+    ) -> ttrpc::Result<Empty> {
+        to_ttrpc(
+            "CreateContainer",
+            empty(self.state.containers.create(req).await),
+        )
+    }
+
+    async fn start_container(
+        &self,
+        _ctx: &TtrpcContext,
+        req: ContainerRequest,
+    ) -> ttrpc::Result<Empty> {
+        to_ttrpc(
+            "StartContainer",
+            empty(self.state.containers.start(&req.container_id).await),
+        )
+    }
+
+    async fn remove_container(
+        &self,
+        _ctx: &TtrpcContext,
+        req: RemoveContainerRequest,
+    ) -> ttrpc::Result<Empty> {
+        let timeout = Duration::from_secs(u64::from(req.timeout_secs));
+        to_ttrpc(
+            "RemoveContainer",
+            empty(
+                self.state
+                    .containers
+                    .remove(&req.container_id, timeout)
+                    .await,
+            ),
+        )
+    }
+
+    async fn exec_process(
+        &self,
+        _ctx: &TtrpcContext,
+        req: ExecProcessRequest,
+    ) -> ttrpc::Result<Empty> {
+        to_ttrpc("ExecProcess", empty(self.state.containers.exec(req).await))
+    }
+
+    async fn signal_process(
+        &self,
+        _ctx: &TtrpcContext,
+        req: SignalProcessRequest,
+    ) -> ttrpc::Result<Empty> {
+        let result = self
+            .state
+            .containers
+            .signal(&req.container_id, &req.exec_id, req.signal, req.all)
+            .await;
+        to_ttrpc("SignalProcess", empty(result))
+    }
+
+    async fn wait_process(
+        &self,
+        _ctx: &TtrpcContext,
+        req: ProcessRequest,
+    ) -> ttrpc::Result<WaitProcessResponse> {
+        to_ttrpc("WaitProcess", self.do_wait_process(req).await)
+    }
+
+    async fn list_processes(
+        &self,
+        _ctx: &TtrpcContext,
+        req: ContainerRequest,
+    ) -> ttrpc::Result<ListProcessesResponse> {
+        to_ttrpc("ListProcesses", self.do_list_processes(req).await)
+    }
+
+    async fn pause_container(
+        &self,
+        _ctx: &TtrpcContext,
+        req: ContainerRequest,
+    ) -> ttrpc::Result<Empty> {
+        to_ttrpc(
+            "PauseContainer",
+            empty(self.state.containers.pause(&req.container_id).await),
+        )
+    }
+
+    async fn resume_container(
+        &self,
+        _ctx: &TtrpcContext,
+        req: ContainerRequest,
+    ) -> ttrpc::Result<Empty> {
+        to_ttrpc(
+            "ResumeContainer",
+            empty(self.state.containers.resume(&req.container_id).await),
+        )
+    }
+
+    async fn update_container(
+        &self,
+        _ctx: &TtrpcContext,
+        req: UpdateContainerRequest,
+    ) -> ttrpc::Result<Empty> {
+        let result = self
+            .state
+            .containers
+            .update(&req.container_id, &req.resources_json)
+            .await;
+        to_ttrpc("UpdateContainer", empty(result))
+    }
+
+    async fn stats_container(
+        &self,
+        _ctx: &TtrpcContext,
+        req: ContainerRequest,
+    ) -> ttrpc::Result<StatsContainerResponse> {
+        to_ttrpc(
+            "StatsContainer",
+            self.state.containers.stats(&req.container_id).await,
+        )
+    }
+
+    async fn get_oom_event(
+        &self,
+        _ctx: &TtrpcContext,
+        _req: GetOOMEventRequest,
+    ) -> ttrpc::Result<OOMEvent> {
+        to_ttrpc("GetOOMEvent", self.do_get_oom_event().await)
+    }
+
+    async fn close_stdin(&self, _ctx: &TtrpcContext, req: ProcessRequest) -> ttrpc::Result<Empty> {
+        let result = self
+            .state
+            .containers
+            .close_stdin(&req.container_id, &req.exec_id)
+            .await;
+        to_ttrpc("CloseStdin", empty(result))
+    }
+
+    async fn tty_win_resize(
+        &self,
+        _ctx: &TtrpcContext,
+        req: TtyWinResizeRequest,
+    ) -> ttrpc::Result<Empty> {
+        let result = self
+            .state
+            .containers
+            .resize_tty(&req.container_id, &req.exec_id, req.rows, req.columns)
+            .await;
+        to_ttrpc("TtyWinResize", empty(result))
     }
 }

@@ -11,11 +11,15 @@ use anyhow::Context as _;
 use tokio::sync::Notify;
 
 use crate::cmdline::AgentSettings;
+use crate::container::ContainerRuntime;
 use crate::reaper::Reaper;
+use crate::sandbox::Sandbox;
 
 /// State shared by every RPC handler.
 pub struct AgentState {
     pub reaper: Arc<Reaper>,
+    pub containers: ContainerRuntime,
+    pub sandbox: tokio::sync::Mutex<Sandbox>,
     pub loaded_modules: Vec<String>,
     /// Signalled by DestroySandbox: the server stops and the VM powers off.
     pub shutdown: Notify,
@@ -25,8 +29,11 @@ pub struct AgentState {
 
 impl AgentState {
     pub fn new(loaded_modules: Vec<String>) -> Self {
+        let reaper = Reaper::new();
         Self {
-            reaper: Reaper::new(),
+            containers: ContainerRuntime::new(reaper.clone()),
+            sandbox: tokio::sync::Mutex::new(Sandbox::default()),
+            reaper,
             loaded_modules,
             shutdown: Notify::new(),
             tee_hint: None,
@@ -37,7 +44,6 @@ impl AgentState {
 
 /// A failure the caller caused or can act on; anything else maps to INTERNAL.
 #[derive(Debug, thiserror::Error)]
-#[allow(dead_code)] // variants are used as the container runtime lands
 pub enum RpcFailure {
     #[error("{0}")]
     InvalidArgument(String),
@@ -79,6 +85,11 @@ pub async fn serve(mut state: AgentState, settings: &AgentSettings) -> anyhow::R
         .register_service(cloak_protocol::health_ttrpc::create_health(Arc::new(
             health_service::HealthRpc,
         )));
+    state
+        .containers
+        .streams
+        .clone()
+        .listen(cloak_protocol::STDIO_VSOCK_PORT)?;
     server.start().await.context("starting the ttrpc server")?;
     let ready_at = crate::guest_details::uptime_ms();
     state

@@ -6,6 +6,7 @@ pub mod child;
 pub mod host;
 pub mod qemu;
 pub mod readiness;
+pub mod virtiofs_backend;
 pub mod vsock_backend;
 
 use std::path::PathBuf;
@@ -26,6 +27,8 @@ pub struct VmConfig {
     pub memory_mib: u32,
     /// Private directory of this VM: sockets, console log, pid files. Created by `start`.
     pub run_dir: PathBuf,
+    /// Host directory shared into the VM with virtio-fs (tag `SHARED_FS_TAG`), if any.
+    pub shared_dir: Option<PathBuf>,
 }
 
 impl VmConfig {

@@ -11,6 +11,7 @@ use tokio::process::Command;
 use super::child::ChildProcess;
 use super::host;
 use super::readiness::ReadyListener;
+use super::virtiofs_backend::VirtiofsBackend;
 use super::vsock_backend::VsockBackend;
 use super::{Hypervisor, HypervisorError, VmConfig, VmExit};
 use crate::config::{AccelSetting, HypervisorConfig};
@@ -45,6 +46,8 @@ pub struct QemuLaunch {
     pub cmdline: String,
     pub console_log: PathBuf,
     pub vhost_vsock_socket: PathBuf,
+    /// vhost-user-fs socket of the pod's shared directory, if any.
+    pub virtiofs_socket: Option<PathBuf>,
 }
 
 impl QemuLaunch {
@@ -54,7 +57,8 @@ impl QemuLaunch {
             Accel::Kvm => ("kvm", "host"),
             Accel::Tcg => ("tcg", "max"),
         };
-        let (machine, vsock_device) = if self.machine == "microvm" {
+        let microvm = self.machine == "microvm";
+        let (machine, vsock_device) = if microvm {
             // ACPI on: Debian's kernel finds virtio-mmio devices only through ACPI.
             (
                 format!("microvm,accel={accel},acpi=on,rtc=on,memory-backend=mem"),
@@ -99,7 +103,23 @@ impl QemuLaunch {
             "-device".into(),
             format!("{vsock_device},chardev=vsock"),
         ];
-        if self.machine != "microvm" {
+        if let Some(socket) = &self.virtiofs_socket {
+            let fs_device = if microvm {
+                "vhost-user-fs-device"
+            } else {
+                "vhost-user-fs-pci"
+            };
+            args.extend([
+                "-chardev".into(),
+                format!("socket,id=shared-fs,path={}", path_arg(socket)),
+                "-device".into(),
+                format!(
+                    "{fs_device},chardev=shared-fs,tag={}",
+                    cloak_protocol::SHARED_FS_TAG
+                ),
+            ]);
+        }
+        if !microvm {
             args.extend(["-device".into(), "virtio-rng-pci".into()]);
         }
         args
@@ -122,6 +142,7 @@ pub fn host_kernel_params(accel: Accel) -> Vec<String> {
 struct RunningVm {
     qemu: ChildProcess,
     vsock: VsockBackend,
+    virtiofs: Option<VirtiofsBackend>,
     ready: ReadyListener,
     config: VmConfig,
 }
@@ -141,7 +162,12 @@ impl Qemu {
         }
     }
 
-    fn launch_for(&self, config: &VmConfig, vhost_vsock_socket: &Path) -> QemuLaunch {
+    fn launch_for(
+        &self,
+        config: &VmConfig,
+        vhost_vsock_socket: &Path,
+        virtiofs_socket: Option<&Path>,
+    ) -> QemuLaunch {
         let accel = Accel::resolve(self.settings.accel);
         let mut cmdline = config.cmdline.clone();
         for param in host_kernel_params(accel) {
@@ -158,6 +184,7 @@ impl Qemu {
             cmdline,
             console_log: config.console_log(),
             vhost_vsock_socket: vhost_vsock_socket.to_owned(),
+            virtiofs_socket: virtiofs_socket.map(Path::to_owned),
         }
     }
 }
@@ -195,7 +222,25 @@ impl Hypervisor for Qemu {
             &config.vsock_socket(),
         )
         .await?;
-        let launch = self.launch_for(config, vsock.vhost_socket());
+        let mut virtiofs = match &config.shared_dir {
+            Some(dir) => {
+                match VirtiofsBackend::start(&self.settings.virtiofsd_path, &config.run_dir, dir)
+                    .await
+                {
+                    Ok(backend) => Some(backend),
+                    Err(err) => {
+                        vsock.stop().await;
+                        return Err(err);
+                    }
+                }
+            }
+            None => None,
+        };
+        let launch = self.launch_for(
+            config,
+            vsock.vhost_socket(),
+            virtiofs.as_ref().map(VirtiofsBackend::socket),
+        );
         let _ = std::fs::remove_file(&launch.console_log);
         let mut command = Command::new(&self.settings.qemu_path);
         command.args(launch.args());
@@ -203,6 +248,9 @@ impl Hypervisor for Qemu {
             Ok(qemu) => qemu,
             Err(err) => {
                 vsock.stop().await;
+                if let Some(backend) = virtiofs.as_mut() {
+                    backend.stop().await;
+                }
                 return Err(err);
             }
         };
@@ -218,6 +266,7 @@ impl Hypervisor for Qemu {
         self.running = Some(RunningVm {
             qemu,
             vsock,
+            virtiofs,
             ready,
             config: config.clone(),
         });
@@ -258,6 +307,9 @@ impl Hypervisor for Qemu {
         };
         let exit = running.qemu.terminate(Duration::from_secs(3)).await;
         running.vsock.stop().await;
+        if let Some(backend) = running.virtiofs.as_mut() {
+            backend.stop().await;
+        }
         drop(running.ready);
         tracing::info!(sandbox = %running.config.id, %exit, "qemu stopped");
         Ok(())
@@ -274,7 +326,11 @@ impl Hypervisor for Qemu {
     fn process_ids(&self) -> Vec<u32> {
         self.running
             .as_ref()
-            .map(|running| vec![running.qemu.pid(), running.vsock.pid()])
+            .map(|running| {
+                let mut pids = vec![running.qemu.pid(), running.vsock.pid()];
+                pids.extend(running.virtiofs.as_ref().map(VirtiofsBackend::pid));
+                pids
+            })
             .unwrap_or_default()
     }
 }
@@ -294,6 +350,7 @@ mod tests {
             cmdline: "console=ttyS0 quiet".to_owned(),
             console_log: PathBuf::from("/run/cloak/p,1/console.log"),
             vhost_vsock_socket: PathBuf::from("/run/cloak/p,1/vhost-vsock.sock"),
+            virtiofs_socket: None,
         }
     }
 
@@ -340,6 +397,22 @@ mod tests {
             value_after(&args, "-device"),
             ["vhost-user-vsock-pci,chardev=vsock", "virtio-rng-pci"]
         );
+    }
+
+    #[test]
+    fn shared_directory_is_a_vhost_user_fs_device() {
+        let mut microvm = launch("microvm", Accel::Tcg);
+        microvm.virtiofs_socket = Some(PathBuf::from("/run/p/virtiofs.sock"));
+        let args = microvm.args();
+        assert!(value_after(&args, "-chardev")
+            .contains(&"socket,id=shared-fs,path=/run/p/virtiofs.sock".to_owned()));
+        assert!(value_after(&args, "-device")
+            .contains(&"vhost-user-fs-device,chardev=shared-fs,tag=cloak-shared".to_owned()));
+        let mut q35 = launch("q35", Accel::Kvm);
+        q35.virtiofs_socket = Some(PathBuf::from("/s"));
+        assert!(value_after(&q35.args(), "-device")
+            .iter()
+            .any(|d| d.starts_with("vhost-user-fs-pci,")));
     }
 
     #[test]

@@ -1,0 +1,158 @@
+//! CreateContainer: rootfs, spec, stdio, then libcontainer creates the init process, which waits
+//! for StartContainer.
+
+use std::sync::Arc;
+
+use anyhow::{bail, Context as _};
+use cloak_protocol::agent::CreateContainerRequest;
+use libcontainer::container::builder::ContainerBuilder;
+use libcontainer::syscall::syscall::SyscallType;
+
+use super::stdio::PendingIo;
+use super::{blocking, cgroup, oom, spec, Container, ContainerRuntime, ProcessState};
+use crate::rpc::RpcFailure;
+use crate::storage::{self, MountStack};
+
+impl ContainerRuntime {
+    pub async fn create(&self, request: CreateContainerRequest) -> anyhow::Result<()> {
+        let id = request.container_id.clone();
+        if !cloak_protocol::is_valid_id(&id) {
+            bail!(RpcFailure::InvalidArgument(format!(
+                "invalid container id {id:?}"
+            )));
+        }
+        // Held for the whole creation: a second create of the same id waits and then fails.
+        let mut containers = self.containers.lock().await;
+        if containers.contains_key(&id) {
+            bail!(RpcFailure::AlreadyExists(format!(
+                "container {id:?} already exists"
+            )));
+        }
+        let mut oci_spec = spec::parse_spec(&request.oci_spec_json)?;
+        spec::adapt_for_guest(&mut oci_spec, &id)?;
+        let Some(rootfs) = request.rootfs.as_ref() else {
+            bail!(RpcFailure::InvalidArgument("no rootfs given".to_owned()));
+        };
+        let rootfs_source = storage::rootfs_source(rootfs)?;
+
+        let bundle = self.bundle_dir(&id);
+        let _ = std::fs::remove_dir_all(&bundle);
+        std::fs::create_dir_all(&bundle)
+            .with_context(|| format!("creating {}", bundle.display()))?;
+        let mut mounts = MountStack::default();
+        let result = self
+            .create_in_bundle(&id, &request, oci_spec, rootfs_source.as_ref(), &mut mounts)
+            .await;
+        match result {
+            Ok(container) => {
+                containers.insert(id.clone(), Arc::new(container));
+                tracing::info!(container = %id, "container created");
+                Ok(())
+            }
+            Err(err) => {
+                mounts.unmount_all();
+                let _ = std::fs::remove_dir_all(&bundle);
+                Err(err)
+            }
+        }
+    }
+
+    async fn create_in_bundle(
+        &self,
+        id: &str,
+        request: &CreateContainerRequest,
+        oci_spec: oci_spec::runtime::Spec,
+        rootfs_source: &dyn storage::RootfsSource,
+        mounts: &mut MountStack,
+    ) -> anyhow::Result<Container> {
+        let bundle = self.bundle_dir(id);
+        *mounts = rootfs_source.mount(&bundle.join("rootfs"), &bundle.join("scratch"))?;
+        let process = oci_spec
+            .process()
+            .as_ref()
+            .expect("adapt_for_guest checked the process");
+        spec::resolve_executable(&bundle.join("rootfs"), process)?;
+        let config = serde_json::to_vec_pretty(&oci_spec).context("serializing the spec")?;
+        std::fs::write(bundle.join("config.json"), config).context("writing config.json")?;
+
+        let cgroup_dir = cgroup::directory(&spec::cgroup_path(id));
+        cgroup::enable_controllers(&cgroup::directory(spec::CGROUP_PARENT))?;
+
+        let default_stdio = cloak_protocol::agent::StdioConfig::default();
+        let stdio_config = request.stdio.as_ref().unwrap_or(&default_stdio);
+        let (pending_io, child) =
+            PendingIo::prepare(&self.streams, id, "", stdio_config, &bundle).await?;
+
+        let reaper = self.reaper.clone();
+        let state_root = self.state_root().to_owned();
+        let container_id = id.to_owned();
+        let bundle_dir = bundle.clone();
+        let (pid, exited) = blocking("creating the container", move || {
+            reaper
+                .spawn_registered(|| {
+                    let mut builder = ContainerBuilder::new(container_id, SyscallType::Linux)
+                        .with_root_path(&state_root)?
+                        .with_console_socket(child.console_socket.as_ref());
+                    if let Some(fd) = child.stdin {
+                        builder = builder.with_stdin(fd);
+                    }
+                    if let Some(fd) = child.stdout {
+                        builder = builder.with_stdout(fd);
+                    }
+                    if let Some(fd) = child.stderr {
+                        builder = builder.with_stderr(fd);
+                    }
+                    let container = builder
+                        .as_init(&bundle_dir)
+                        .with_systemd(false)
+                        .with_detach(true)
+                        // The guest root is an initramfs, which pivot_root(2) refuses to move:
+                        // enter the rootfs with MS_MOVE + chroot instead (as Kata does with initrds).
+                        .with_no_pivot(true)
+                        .build()?;
+                    container
+                        .pid()
+                        .map(|pid| pid.as_raw())
+                        .ok_or(libcontainer::error::LibcontainerError::NoDirectory)
+                })
+                .map_err(|err| {
+                    anyhow::Error::new(err).context("libcontainer could not create the container")
+                })
+        })
+        .await?;
+        // A missed SIGCHLD while the reaper waited for the build.
+        self.reaper.reap_exited_children();
+
+        let io = match pending_io.start().await {
+            Ok(io) => io,
+            Err(err) => {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+                self.delete_state(id).await;
+                return Err(err);
+            }
+        };
+        let init = Arc::new(ProcessState::track(pid, "", exited, io));
+        let oom_reported = oom::Reported::default();
+        let oom_watch = oom::watch(
+            id.to_owned(),
+            cgroup_dir.clone(),
+            init.clone(),
+            oom_reported.clone(),
+            self.oom_sender.clone(),
+        );
+        Ok(Container {
+            id: id.to_owned(),
+            bundle,
+            cgroup: cgroup_dir,
+            init,
+            execs: Default::default(),
+            rootfs: std::sync::Mutex::new(std::mem::take(mounts)),
+            started: Default::default(),
+            oom_watch,
+            oom_reported,
+        })
+    }
+}

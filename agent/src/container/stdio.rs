@@ -1,0 +1,376 @@
+//! Process stdio in the guest. Each wanted stream is its own vsock connection from the host to
+//! the agent's stdio port, opened before the process exists and introduced by a header line
+//! naming the process and stream (see `streams`); bytes then flow without any per-chunk RPC. Output streams are drained
+//! to EOF (and shut down towards the host) before the process's exit is published, so nothing
+//! written before exit is lost.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use cloak_protocol::agent::StdioConfig;
+use cloak_protocol::{StreamHeader, StreamKind};
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::{FromRawFd, IntoRawFd};
+
+use tokio::sync::oneshot;
+use tokio_vsock::VsockStream;
+
+use super::streams::StreamBroker;
+
+/// How long a process waits for the host's stdio connections to arrive.
+const STREAM_ARRIVAL: Duration = Duration::from_secs(10);
+
+/// Read size of output pumps: large enough to keep a vsock stream busy.
+const PUMP_BUFFER: usize = 128 * 1024;
+
+/// Largest single write to a vsock stream. The guest kernel turns a larger write into a
+/// multi-descriptor packet that the userspace vsock backend (vhost-device-vsock 0.3) rejects
+/// and drops ("DescriptorLengthTooSmall"), which stalls the stream for good; page-sized
+/// writes stay single-descriptor.
+pub const VSOCK_WRITE_CHUNK: usize = 4096;
+
+/// Writes `data` to a vsock stream in chunks it can carry.
+fn write_to_vsock(to: &mut File, data: &[u8]) -> std::io::Result<()> {
+    for chunk in data.chunks(VSOCK_WRITE_CHUNK) {
+        to.write_all(chunk)?;
+    }
+    Ok(())
+}
+
+/// The descriptors the new process gets, or the console socket for a terminal.
+pub struct ChildStdio {
+    pub stdin: Option<OwnedFd>,
+    pub stdout: Option<OwnedFd>,
+    pub stderr: Option<OwnedFd>,
+    pub console_socket: Option<PathBuf>,
+}
+
+/// The agent's side of a process's stdio, before the process exists.
+pub struct PendingIo {
+    container_id: String,
+    exec_id: String,
+    terminal: bool,
+    streams: Vec<(StreamKind, VsockStream)>,
+    pipe_ends: Vec<(StreamKind, OwnedFd)>,
+    console_listener: Option<std::os::unix::net::UnixListener>,
+}
+
+/// The running side: pump threads and what CloseStdin and TtyWinResize act on.
+pub struct ProcessIo {
+    output_drained: Vec<oneshot::Receiver<()>>,
+    /// A duplicate of the stdin stream: shutting it down ends the input pump.
+    stdin_control: Option<File>,
+    tty_master: Option<File>,
+}
+
+fn null_fd(write: bool) -> anyhow::Result<OwnedFd> {
+    let file = std::fs::OpenOptions::new()
+        .read(!write)
+        .write(write)
+        .open("/dev/null")
+        .context("opening /dev/null")?;
+    Ok(file.into())
+}
+
+impl PendingIo {
+    /// Connects the streams `config` asks for and makes the pipes (or the console socket) the
+    /// process will use. `scratch` is a private directory for the console socket.
+    pub async fn prepare(
+        broker: &StreamBroker,
+        container_id: &str,
+        exec_id: &str,
+        config: &StdioConfig,
+        scratch: &Path,
+    ) -> anyhow::Result<(Self, ChildStdio)> {
+        let ports = [
+            (StreamKind::Stdin, config.stdin_port),
+            (StreamKind::Stdout, config.stdout_port),
+            (StreamKind::Stderr, config.stderr_port),
+        ];
+        let mut streams = Vec::new();
+        for (kind, port) in ports {
+            // A terminal merges stderr into the one output stream.
+            if port == 0 || (config.terminal && kind == StreamKind::Stderr) {
+                continue;
+            }
+            let header = StreamHeader {
+                container_id: container_id.to_owned(),
+                exec_id: exec_id.to_owned(),
+                kind,
+            };
+            match broker.take(&header, STREAM_ARRIVAL).await {
+                Ok(stream) => streams.push((kind, stream)),
+                Err(err) => {
+                    broker.forget(container_id, exec_id);
+                    return Err(err);
+                }
+            }
+        }
+        let mut pending = Self {
+            container_id: container_id.to_owned(),
+            exec_id: exec_id.to_owned(),
+            terminal: config.terminal,
+            streams,
+            pipe_ends: Vec::new(),
+            console_listener: None,
+        };
+        let child = if config.terminal {
+            let path = scratch.join(format!(
+                "console-{}.sock",
+                if exec_id.is_empty() { "init" } else { exec_id }
+            ));
+            let _ = std::fs::remove_file(&path);
+            let listener = std::os::unix::net::UnixListener::bind(&path)
+                .with_context(|| format!("binding the console socket {}", path.display()))?;
+            pending.console_listener = Some(listener);
+            ChildStdio {
+                stdin: None,
+                stdout: None,
+                stderr: None,
+                console_socket: Some(path),
+            }
+        } else {
+            let mut child = ChildStdio {
+                stdin: None,
+                stdout: None,
+                stderr: None,
+                console_socket: None,
+            };
+            for kind in [StreamKind::Stdin, StreamKind::Stdout, StreamKind::Stderr] {
+                let connected = pending.streams.iter().any(|(k, _)| *k == kind);
+                let child_end = if connected {
+                    let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+                        .context("creating a stdio pipe")?;
+                    let (ours, theirs) = if kind == StreamKind::Stdin {
+                        (write, read)
+                    } else {
+                        (read, write)
+                    };
+                    pending.pipe_ends.push((kind, ours));
+                    theirs
+                } else {
+                    null_fd(kind != StreamKind::Stdin)?
+                };
+                match kind {
+                    StreamKind::Stdin => child.stdin = Some(child_end),
+                    StreamKind::Stdout => child.stdout = Some(child_end),
+                    StreamKind::Stderr => child.stderr = Some(child_end),
+                }
+            }
+            child
+        };
+        Ok((pending, child))
+    }
+
+    /// Starts pumping once the process exists (for a terminal: once its master arrived).
+    pub async fn start(mut self) -> anyhow::Result<ProcessIo> {
+        let mut io = ProcessIo {
+            output_drained: Vec::new(),
+            stdin_control: None,
+            tty_master: None,
+        };
+        if let Some(listener) = self.console_listener.take() {
+            let master = tokio::task::spawn_blocking(move || receive_console_master(&listener))
+                .await
+                .context("console socket task")??;
+            for (kind, stream) in self.streams.drain(..) {
+                let stream = into_blocking_file(stream)?;
+                let pty = master.try_clone().context("duplicating the pty master")?;
+                match kind {
+                    StreamKind::Stdout => io.output_drained.push(spawn_output_pump(pty, stream)),
+                    StreamKind::Stdin => {
+                        io.stdin_control = Some(stream.try_clone()?);
+                        spawn_input_pump(stream, pty);
+                    }
+                    StreamKind::Stderr => {}
+                }
+            }
+            io.tty_master = Some(master);
+            return Ok(io);
+        }
+        for (kind, ours) in self.pipe_ends.drain(..) {
+            let Some(index) = self.streams.iter().position(|(k, _)| *k == kind) else {
+                continue;
+            };
+            let (_, stream) = self.streams.swap_remove(index);
+            let stream = into_blocking_file(stream)?;
+            let pipe = File::from(ours);
+            if kind == StreamKind::Stdin {
+                io.stdin_control = Some(stream.try_clone()?);
+                spawn_input_pump(stream, pipe);
+            } else {
+                io.output_drained.push(spawn_output_pump(pipe, stream));
+            }
+        }
+        tracing::debug!(container = %self.container_id, exec = %self.exec_id, terminal = self.terminal, "stdio connected");
+        Ok(io)
+    }
+}
+
+/// Pumps run on their own threads with blocking I/O: it keeps a stream moving at full speed
+/// and does not depend on vsock write-readiness wake-ups, which stalled async writers here.
+fn into_blocking_file(stream: VsockStream) -> anyhow::Result<File> {
+    // SAFETY: into_raw_fd hands over sole ownership of the descriptor.
+    let file = unsafe { File::from_raw_fd(stream.into_raw_fd()) };
+    let flags = nix::fcntl::fcntl(file.as_raw_fd(), nix::fcntl::FcntlArg::F_GETFL)
+        .context("reading stream flags")?;
+    let flags = nix::fcntl::OFlag::from_bits_truncate(flags) - nix::fcntl::OFlag::O_NONBLOCK;
+    nix::fcntl::fcntl(file.as_raw_fd(), nix::fcntl::FcntlArg::F_SETFL(flags))
+        .context("making a stream blocking")?;
+    Ok(file)
+}
+
+fn shutdown(socket: &File, how: libc::c_int) {
+    // SAFETY: shutdown(2) on a descriptor this process owns; errors only mean it is closed.
+    unsafe {
+        libc::shutdown(socket.as_raw_fd(), how);
+    }
+}
+
+/// Output until EOF (a pty reports EIO once the last slave closes: the same thing), then a
+/// write shutdown so the host sees EOF; the receiver completes when all of it was sent.
+fn spawn_output_pump(mut from: File, mut to: File) -> oneshot::Receiver<()> {
+    let (done, drained) = oneshot::channel();
+    std::thread::spawn(move || {
+        let mut buffer = vec![0u8; PUMP_BUFFER];
+        loop {
+            match from.read(&mut buffer) {
+                Ok(0) => break,
+                Ok(read) => {
+                    if write_to_vsock(&mut to, &buffer[..read]).is_err() {
+                        break;
+                    }
+                }
+                Err(err) if err.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(_) => break,
+            }
+        }
+        shutdown(&to, libc::SHUT_WR);
+        let _ = done.send(());
+    });
+    drained
+}
+
+/// Input until the host closes its side (or CloseStdin shuts the stream down); dropping the
+/// writer then gives the process EOF.
+fn spawn_input_pump(mut from: File, mut to: File) {
+    std::thread::spawn(move || {
+        let mut buffer = vec![0u8; 64 * 1024];
+        loop {
+            match from.read(&mut buffer) {
+                Ok(0) => break,
+                Ok(read) => {
+                    if to.write_all(&buffer[..read]).is_err() {
+                        break;
+                    }
+                }
+                Err(err) if err.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(_) => break,
+            }
+        }
+    });
+}
+
+fn receive_console_master(
+    listener: &std::os::unix::net::UnixListener,
+) -> anyhow::Result<std::fs::File> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, UnixAddr};
+    use std::os::fd::FromRawFd;
+    listener.set_nonblocking(true)?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let stream = loop {
+        match listener.accept() {
+            Ok((stream, _)) => break stream,
+            Err(err)
+                if err.kind() == std::io::ErrorKind::WouldBlock
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(err) => return Err(err).context("no pty master arrived on the console socket"),
+        }
+    };
+    stream.set_nonblocking(false)?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut name = [0u8; 4096];
+    let mut iov = [std::io::IoSliceMut::new(&mut name)];
+    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+    let message = recvmsg::<UnixAddr>(
+        stream.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .context("receiving the pty master")?;
+    for cmsg in message.cmsgs().context("reading control messages")? {
+        if let ControlMessageOwned::ScmRights(fds) = cmsg {
+            if let Some(&fd) = fds.first() {
+                // SAFETY: SCM_RIGHTS just installed `fd` in this process; nothing else owns it.
+                return Ok(unsafe { std::fs::File::from_raw_fd(fd) });
+            }
+        }
+    }
+    anyhow::bail!("the console socket message carried no file descriptor")
+}
+
+impl ProcessIo {
+    /// Waits until every output stream reached EOF and was handed to the host, at most `limit`
+    /// (a background child can keep a pipe open after the process itself exited).
+    pub async fn drain(&mut self, limit: Duration) {
+        let pumps = std::mem::take(&mut self.output_drained);
+        let all = async {
+            for pump in pumps {
+                let _ = pump.await;
+            }
+        };
+        if tokio::time::timeout(limit, all).await.is_err() {
+            tracing::warn!("output not drained in time, reporting the exit anyway");
+        }
+    }
+
+    /// Gives the process EOF on stdin.
+    pub async fn close_stdin(&mut self) -> anyhow::Result<()> {
+        if let Some(master) = &self.tty_master {
+            // A terminal has no EOF of its own: send the EOF character, as a typist would.
+            let mut master = master.try_clone()?;
+            master.write_all(&[0x04])?;
+        }
+        if let Some(stream) = self.stdin_control.take() {
+            shutdown(&stream, libc::SHUT_RDWR);
+        }
+        Ok(())
+    }
+
+    pub fn resize(&self, rows: u16, columns: u16) -> anyhow::Result<()> {
+        let Some(master) = &self.tty_master else {
+            anyhow::bail!(crate::rpc::RpcFailure::FailedPrecondition(
+                "the process has no terminal".to_owned()
+            ));
+        };
+        let size = libc::winsize {
+            ws_row: rows,
+            ws_col: columns,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        // SAFETY: the master is an open pty descriptor and `size` a valid winsize that the
+        // kernel only reads.
+        let result = unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &size) };
+        if result < 0 {
+            return Err(std::io::Error::last_os_error()).context("setting the window size");
+        }
+        Ok(())
+    }
+}
+
+impl Drop for ProcessIo {
+    fn drop(&mut self) {
+        if let Some(stream) = self.stdin_control.take() {
+            shutdown(&stream, libc::SHUT_RDWR);
+        }
+    }
+}

@@ -1,0 +1,116 @@
+//! Stdio streams arriving from the host. The host opens one vsock connection per stream to the
+//! agent's stdio port and starts it with a header line naming the process and stream; it does
+//! so before the CreateContainer/ExecProcess call that uses them, so a failed request can never
+//! leave the agent dialling a host that is not listening. Streams wait here until the process
+//! that wants them takes them.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use cloak_protocol::StreamHeader;
+use tokio::io::AsyncReadExt;
+use tokio::sync::Notify;
+use tokio_vsock::{VsockAddr, VsockListener, VsockStream, VMADDR_CID_ANY};
+
+/// Streams nobody claimed are dropped after this long.
+const UNCLAIMED_TTL: Duration = Duration::from_secs(60);
+
+#[derive(Default)]
+pub struct StreamBroker {
+    arrived: Mutex<HashMap<StreamHeader, (Instant, VsockStream)>>,
+    arrival: Notify,
+}
+
+impl StreamBroker {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<StreamHeader, (Instant, VsockStream)>> {
+        self.arrived
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn park(&self, header: StreamHeader, stream: VsockStream) {
+        let mut arrived = self.lock();
+        arrived.retain(|_, (at, _)| at.elapsed() < UNCLAIMED_TTL);
+        arrived.insert(header, (Instant::now(), stream));
+        drop(arrived);
+        self.arrival.notify_waiters();
+    }
+
+    /// The stream for `header`, waiting up to `timeout` for it to arrive.
+    pub async fn take(
+        &self,
+        header: &StreamHeader,
+        timeout: Duration,
+    ) -> anyhow::Result<VsockStream> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let notified = self.arrival.notified();
+            if let Some((_, stream)) = self.lock().remove(header) {
+                return Ok(stream);
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                anyhow::bail!(crate::rpc::RpcFailure::FailedPrecondition(format!(
+                    "the host did not connect the {} stream of {}/{}",
+                    header.kind.as_str(),
+                    header.container_id,
+                    header.exec_id
+                )));
+            }
+        }
+    }
+
+    /// Drops parked streams of a process whose creation failed.
+    pub fn forget(&self, container_id: &str, exec_id: &str) {
+        self.lock().retain(|header, _| {
+            !(header.container_id == container_id && header.exec_id == exec_id)
+        });
+    }
+
+    /// Accepts stdio streams on `port` for the life of the agent.
+    pub fn listen(self: Arc<Self>, port: u32) -> anyhow::Result<()> {
+        let listener = VsockListener::bind(VsockAddr::new(VMADDR_CID_ANY, port))
+            .with_context(|| format!("binding the stdio listener on vsock port {port}"))?;
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let broker = self.clone();
+                tokio::spawn(async move {
+                    match tokio::time::timeout(Duration::from_secs(10), read_header(stream)).await {
+                        Ok(Ok((header, stream))) => broker.park(header, stream),
+                        Ok(Err(err)) => tracing::warn!(error = %err, "bad stdio stream header"),
+                        Err(_) => tracing::warn!("stdio stream sent no header"),
+                    }
+                });
+            }
+        });
+        Ok(())
+    }
+}
+
+/// Reads the header byte by byte, so no stream data is consumed with it.
+async fn read_header(mut stream: VsockStream) -> std::io::Result<(StreamHeader, VsockStream)> {
+    let mut line = Vec::with_capacity(64);
+    loop {
+        let byte = stream.read_u8().await?;
+        if byte == b'\n' {
+            break;
+        }
+        line.push(byte);
+        if line.len() > StreamHeader::MAX_LEN {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "header too long",
+            ));
+        }
+    }
+    let text = String::from_utf8_lossy(&line);
+    StreamHeader::parse(&text)
+        .map(|header| (header, stream))
+        .ok_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::InvalidData, format!("header {text:?}"))
+        })
+}

@@ -1,0 +1,56 @@
+//! The pod-level part of the guest: hostname, DNS, shared storages, and tearing it all down.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use cloak_protocol::agent::CreateSandboxRequest;
+
+use crate::container::ContainerRuntime;
+use crate::storage::{self, MountStack};
+
+#[derive(Default)]
+pub struct Sandbox {
+    pub id: Option<String>,
+    mounts: MountStack,
+}
+
+impl Sandbox {
+    pub fn create(&mut self, request: &CreateSandboxRequest) -> anyhow::Result<()> {
+        if let Some(existing) = &self.id {
+            anyhow::bail!(crate::rpc::RpcFailure::AlreadyExists(format!(
+                "sandbox {existing:?} already exists"
+            )));
+        }
+        if !request.hostname.is_empty() {
+            nix::unistd::sethostname(&request.hostname).context("setting the hostname")?;
+        }
+        if !request.dns.is_empty() {
+            std::fs::create_dir_all("/etc").context("creating /etc")?;
+            let mut resolv = request.dns.join("\n");
+            resolv.push('\n');
+            std::fs::write("/etc/resolv.conf", resolv).context("writing /etc/resolv.conf")?;
+        }
+        let mut mounts = MountStack::default();
+        for storage in &request.storages {
+            if let Err(err) = storage::mount_storage(storage, &mut mounts) {
+                mounts.unmount_all();
+                return Err(err);
+            }
+        }
+        self.mounts = mounts;
+        self.id = Some(request.sandbox_id.clone());
+        tracing::info!(sandbox = %request.sandbox_id, storages = request.storages.len(), "sandbox created");
+        Ok(())
+    }
+
+    /// Removes every container (killing what still runs), then the sandbox's mounts.
+    pub async fn destroy(&mut self, containers: &ContainerRuntime) {
+        for id in containers.ids().await {
+            if let Err(err) = containers.remove(&id, Duration::ZERO).await {
+                tracing::warn!(container = %id, error = format!("{err:#}"), "removing at sandbox teardown");
+            }
+        }
+        self.mounts.unmount_all();
+        self.id = None;
+    }
+}

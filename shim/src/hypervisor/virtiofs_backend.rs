@@ -1,0 +1,74 @@
+//! The pod's shared directory for QEMU: `virtiofsd` serves it over vhost-user to a
+//! `vhost-user-fs` device. One daemon per VM; it exits when the VM disconnects.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use tokio::process::Command;
+
+use super::child::ChildProcess;
+use super::HypervisorError;
+
+const SOCKET_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub struct VirtiofsBackend {
+    process: ChildProcess,
+    socket: PathBuf,
+}
+
+impl VirtiofsBackend {
+    /// Starts virtiofsd for `shared_dir`; returns once its vhost-user socket exists.
+    pub async fn start(
+        program: &Path,
+        run_dir: &Path,
+        shared_dir: &Path,
+    ) -> Result<Self, HypervisorError> {
+        let socket = run_dir.join("virtiofs.sock");
+        let _ = std::fs::remove_file(&socket);
+        let mut command = Command::new(program);
+        command
+            .arg("--socket-path")
+            .arg(&socket)
+            .arg("--shared-dir")
+            .arg(shared_dir)
+            // The guest may cache: only the runtime writes the shared tree, before containers
+            // start, and the container side of a rootfs is an overlay in guest memory.
+            .arg("--cache=auto")
+            .arg("--log-level=warn");
+        let process = ChildProcess::spawn("virtiofsd", command, run_dir)?;
+        let mut backend = Self { process, socket };
+        let started = Instant::now();
+        while !backend.socket.exists() {
+            if let Some(exit) = backend.process.try_exit() {
+                let details = backend.process.log_tail(10);
+                return Err(HypervisorError::EarlyExit {
+                    what: "virtiofsd".to_owned(),
+                    exit,
+                    details: format!("\n{details}"),
+                });
+            }
+            if started.elapsed() > SOCKET_TIMEOUT {
+                backend.stop().await;
+                return Err(HypervisorError::NotReady {
+                    what: format!("virtiofsd socket {}", backend.socket.display()),
+                    waited_ms: SOCKET_TIMEOUT.as_millis() as u64,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        Ok(backend)
+    }
+
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+
+    pub async fn stop(&mut self) {
+        self.process.terminate(Duration::from_secs(2)).await;
+        let _ = std::fs::remove_file(&self.socket);
+    }
+}

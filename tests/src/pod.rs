@@ -1,0 +1,338 @@
+//! A test pod: a real VM with the shared directory, the stdio router, a sandbox, and helpers to
+//! run containers in it through the agent API exactly as the shim does.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use cloak_protocol::agent::{
+    ContainerRequest, CreateContainerRequest, CreateSandboxRequest, ExecProcessRequest,
+    ProcessRequest, RemoveContainerRequest, SignalProcessRequest, StdioConfig, Storage,
+    WaitProcessResponse,
+};
+use cloak_protocol::{SHARED_DIR_IN_GUEST, SHARED_FS_TAG};
+use cloak_shim::hypervisor;
+use cloak_shim::pod_vm::vm_config_for;
+use cloak_shim::stdio_streams::ProcessStdio;
+use cloak_shim::PodVm;
+use oci_spec::runtime::Spec;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixStream;
+
+use crate::VmTestEnv;
+
+/// Name of the shared busybox rootfs below the pod's shared directory.
+pub const BUSYBOX_ROOTFS: &str = "rootfs-busybox";
+
+pub struct TestPod {
+    vm: Option<PodVm>,
+    vsock_socket: PathBuf,
+    pub shared: tempfile::TempDir,
+    pub run_root: tempfile::TempDir,
+}
+
+/// What a test wants connected.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Streams {
+    pub stdin: bool,
+    pub terminal: bool,
+}
+
+/// The host ends of a process's stdio.
+pub struct ProcessStreams {
+    pub stdin: Option<UnixStream>,
+    pub stdout: UnixStream,
+    pub stderr: Option<UnixStream>,
+}
+
+impl ProcessStreams {
+    /// Reads stdout and stderr to EOF.
+    pub async fn collect(self) -> anyhow::Result<(Vec<u8>, Vec<u8>)> {
+        let stdout = read_all(self.stdout);
+        let stderr = async {
+            match self.stderr {
+                Some(stream) => read_all(stream).await,
+                None => Ok(Vec::new()),
+            }
+        };
+        let (stdout, stderr) = tokio::join!(stdout, stderr);
+        Ok((stdout?, stderr?))
+    }
+}
+
+/// Reads `stream` to EOF (bounded, so a hung guest fails the test instead of stalling it).
+pub async fn read_all(mut stream: UnixStream) -> anyhow::Result<Vec<u8>> {
+    let mut data = Vec::new();
+    tokio::time::timeout(Duration::from_secs(120), stream.read_to_end(&mut data))
+        .await
+        .context("no EOF on the stream within 120 s")??;
+    Ok(data)
+}
+
+/// A runc-like default spec running `args` on the shared busybox rootfs.
+pub fn busybox_spec(args: &[&str]) -> Spec {
+    let mut spec = Spec::default();
+    let mut process = spec
+        .process()
+        .clone()
+        .expect("the default spec has a process");
+    process.set_args(Some(args.iter().map(|a| a.to_string()).collect()));
+    process.set_terminal(Some(false));
+    spec.set_process(Some(process));
+    spec.set_hostname(Some("cloak-test".to_owned()));
+    // `runc spec` (and oci-spec's default) makes the root readonly; containerd's images do not.
+    let mut root = spec.root().clone().expect("the default spec has a root");
+    root.set_readonly(Some(false));
+    spec.set_root(Some(root));
+    spec
+}
+
+impl TestPod {
+    pub async fn boot(env: &VmTestEnv) -> anyhow::Result<Self> {
+        let shared = tempfile::tempdir()?;
+        crate::rootfs::build_busybox_rootfs(&shared.path().join(BUSYBOX_ROOTFS))?;
+        let run_root = tempfile::tempdir()?;
+        let config = env.configuration(run_root.path());
+        let mut vm_config = vm_config_for(&config, &env.manifest, "pod");
+        vm_config.shared_dir = Some(shared.path().to_owned());
+        let vsock_socket = vm_config.vsock_socket();
+        let vm = PodVm::boot(
+            hypervisor::from_config(&config.hypervisor)?,
+            vm_config,
+            config.boot_timeout(),
+            config.request_timeout(),
+        )
+        .await?;
+        let sandbox = CreateSandboxRequest {
+            sandbox_id: "pod".into(),
+            hostname: "cloak-pod".into(),
+            storages: vec![Storage {
+                driver: "virtio-fs".into(),
+                source: SHARED_FS_TAG.into(),
+                mount_point: SHARED_DIR_IN_GUEST.into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        vm.agent().agent().create_sandbox(ctx(), &sandbox).await?;
+        Ok(Self {
+            vm: Some(vm),
+            vsock_socket,
+            shared,
+            run_root,
+        })
+    }
+
+    pub fn vm(&self) -> &PodVm {
+        self.vm.as_ref().expect("the VM runs until shutdown")
+    }
+
+    pub fn agent(&self) -> &cloak_protocol::agent_ttrpc::AgentServiceClient {
+        self.vm().agent().agent()
+    }
+
+    pub fn console_log(&self) -> PathBuf {
+        self.run_root.path().join("pod/console.log")
+    }
+
+    async fn open_streams(
+        &self,
+        container_id: &str,
+        exec_id: &str,
+        streams: Streams,
+    ) -> anyhow::Result<(StdioConfig, ProcessStreams)> {
+        let (stdio, config) = ProcessStdio::open(
+            &self.vsock_socket,
+            container_id,
+            exec_id,
+            streams.stdin,
+            streams.terminal,
+        )
+        .await?;
+        let handles = ProcessStreams {
+            stdin: stdio.stdin,
+            stdout: stdio.stdout.context("stdout is always opened")?,
+            stderr: stdio.stderr,
+        };
+        Ok((config, handles))
+    }
+
+    /// CreateContainer on the busybox rootfs (overlay in guest memory unless `rootfs` says
+    /// otherwise).
+    pub async fn create(
+        &self,
+        id: &str,
+        spec: &Spec,
+        streams: Streams,
+    ) -> anyhow::Result<ProcessStreams> {
+        self.create_with_rootfs(
+            id,
+            spec,
+            streams,
+            &Path::new(SHARED_DIR_IN_GUEST).join(BUSYBOX_ROOTFS),
+        )
+        .await
+    }
+
+    pub async fn create_with_rootfs(
+        &self,
+        id: &str,
+        spec: &Spec,
+        streams: Streams,
+        rootfs: &Path,
+    ) -> anyhow::Result<ProcessStreams> {
+        let (stdio, handles) = self.open_streams(id, "", streams).await?;
+        let request = CreateContainerRequest {
+            container_id: id.to_owned(),
+            oci_spec_json: serde_json::to_vec(spec)?,
+            rootfs: Some(Storage {
+                driver: "bind".into(),
+                source: rootfs.display().to_string(),
+                overlay_in_memory: true,
+                ..Default::default()
+            })
+            .into(),
+            stdio: Some(stdio).into(),
+            ..Default::default()
+        };
+        self.agent().create_container(ctx(), &request).await?;
+        Ok(handles)
+    }
+
+    pub async fn start(&self, id: &str) -> anyhow::Result<()> {
+        let request = ContainerRequest {
+            container_id: id.to_owned(),
+            ..Default::default()
+        };
+        self.agent().start_container(ctx(), &request).await?;
+        Ok(())
+    }
+
+    pub async fn exec(
+        &self,
+        id: &str,
+        exec_id: &str,
+        args: &[&str],
+        streams: Streams,
+    ) -> anyhow::Result<ProcessStreams> {
+        let spec = busybox_spec(args);
+        let mut process = spec.process().clone().expect("busybox_spec has a process");
+        process.set_terminal(Some(streams.terminal));
+        let (stdio, handles) = self.open_streams(id, exec_id, streams).await?;
+        let request = ExecProcessRequest {
+            container_id: id.to_owned(),
+            exec_id: exec_id.to_owned(),
+            process_json: serde_json::to_vec(&process)?,
+            stdio: Some(stdio).into(),
+            ..Default::default()
+        };
+        self.agent().exec_process(ctx(), &request).await?;
+        Ok(handles)
+    }
+
+    pub async fn wait(&self, id: &str, exec_id: &str) -> anyhow::Result<WaitProcessResponse> {
+        let request = ProcessRequest {
+            container_id: id.to_owned(),
+            exec_id: exec_id.to_owned(),
+            ..Default::default()
+        };
+        Ok(self
+            .agent()
+            .wait_process(ttrpc::context::with_timeout(0), &request)
+            .await?)
+    }
+
+    pub async fn signal(&self, id: &str, exec_id: &str, signal: i32) -> anyhow::Result<()> {
+        let request = SignalProcessRequest {
+            container_id: id.to_owned(),
+            exec_id: exec_id.to_owned(),
+            signal: signal as u32,
+            ..Default::default()
+        };
+        self.agent().signal_process(ctx(), &request).await?;
+        Ok(())
+    }
+
+    pub async fn remove(&self, id: &str) -> anyhow::Result<()> {
+        let request = RemoveContainerRequest {
+            container_id: id.to_owned(),
+            timeout_secs: 5,
+            ..Default::default()
+        };
+        self.agent().remove_container(ctx(), &request).await?;
+        Ok(())
+    }
+
+    /// Create, start, collect output, wait, remove: a whole `docker run`.
+    pub async fn run(
+        &self,
+        id: &str,
+        spec: &Spec,
+        stdin: Option<&[u8]>,
+    ) -> anyhow::Result<RunOutput> {
+        let streams = self
+            .create(
+                id,
+                spec,
+                Streams {
+                    stdin: stdin.is_some(),
+                    terminal: false,
+                },
+            )
+            .await?;
+        self.start(id).await?;
+        if let (Some(data), Some(mut stream)) = (stdin, streams.stdin) {
+            let data = data.to_vec();
+            tokio::spawn(async move {
+                let _ = stream.write_all(&data).await;
+                let _ = stream.shutdown().await;
+            });
+        }
+        let output = ProcessStreams {
+            stdin: None,
+            ..streams
+        }
+        .collect()
+        .await?;
+        let exit = self.wait(id, "").await?;
+        self.remove(id).await?;
+        Ok(RunOutput {
+            stdout: output.0,
+            stderr: output.1,
+            exit_status: exit.exit_status,
+        })
+    }
+
+    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        if let Some(vm) = self.vm.take() {
+            vm.shutdown().await?;
+        }
+        Ok(())
+    }
+}
+
+pub struct RunOutput {
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub exit_status: i32,
+}
+
+impl std::fmt::Debug for RunOutput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunOutput")
+            .field("stdout", &String::from_utf8_lossy(&self.stdout))
+            .field("stderr", &String::from_utf8_lossy(&self.stderr))
+            .field("exit_status", &self.exit_status)
+            .finish()
+    }
+}
+
+impl RunOutput {
+    pub fn stdout_text(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+}
+
+pub fn ctx() -> ttrpc::context::Context {
+    ttrpc::context::with_timeout(Duration::from_secs(60).as_nanos() as i64)
+}
