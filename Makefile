@@ -14,7 +14,7 @@ RUN_DIR       ?= $(CURDIR)/build/run
 
 export CLOAK_CACHE_DIR := $(CACHE_DIR)
 
-.PHONY: all guest-binaries cloak image test demo bench-boot lint clean
+.PHONY: all guest-binaries cloak image test demo bench bench-boot bench-containers lint clean
 
 all: image
 
@@ -43,6 +43,12 @@ bench-boot: image
 	cargo build --release --locked -p cloak-tests --bin cloak-bench-boot
 	CLOAK_GUEST_DIR=$(CURDIR)/$(GUEST_DIR) CLOAK_FLOOR_INIT_BIN=$(CURDIR)/$(FLOOR_BIN) \
 		target/release/cloak-bench-boot --runs 5
+
+bench-containers: image
+	cargo build --release --locked -p cloak-tests --bin cloak-bench-containers
+	CLOAK_GUEST_DIR=$(CURDIR)/$(GUEST_DIR) target/release/cloak-bench-containers --runs 20 --mib 256
+
+bench: bench-boot bench-containers
 
 lint:
 	cargo fmt --all -- --check

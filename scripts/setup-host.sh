@@ -5,6 +5,7 @@
 set -euo pipefail
 
 VHOST_DEVICE_VSOCK_VERSION=0.3.0
+VIRTIOFSD_VERSION=1.14.0
 
 log() { printf 'setup-host: %s\n' "$*" >&2; }
 
@@ -35,9 +36,10 @@ export DEBIAN_FRONTEND=noninteractive
 log "apt-get update"
 apt-get update -q >/dev/null
 
-# cpio: cross-checks the initrd writer; libseccomp-dev: the agent links libseccomp statically;
-# busybox-static: test container root filesystems.
-packages=(cpio libseccomp-dev busybox-static)
+# cpio: cross-checks the initrd writer; libseccomp-dev: the agent links libseccomp statically
+# (and virtiofsd needs it, with libcap-ng-dev, to build); busybox-static: test container root
+# filesystems; runc: the host baseline of the container benchmark.
+packages=(cpio libseccomp-dev libcap-ng-dev busybox-static runc)
 missing=()
 for package in "${packages[@]}"; do
     dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
@@ -57,8 +59,14 @@ if ! command -v vhost-device-vsock >/dev/null 2>&1; then
     cargo install --locked --quiet vhost-device-vsock --version "$VHOST_DEVICE_VSOCK_VERSION"
 fi
 
+if ! command -v virtiofsd >/dev/null 2>&1; then
+    log "installing virtiofsd $VIRTIOFSD_VERSION (cargo install)"
+    cargo install --locked --quiet virtiofsd --version "$VIRTIOFSD_VERSION"
+fi
+
 log "qemu: $(qemu-system-x86_64 --version | head -n 1)"
 log "vhost-device-vsock: $(command -v vhost-device-vsock)"
+log "virtiofsd: $(command -v virtiofsd)"
 if grep -qwE 'vmx|svm' /proc/cpuinfo; then
     log "CPU has hardware virtualization: guests can use KVM"
 else
