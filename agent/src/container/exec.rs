@@ -4,8 +4,6 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context as _};
 use cloak_protocol::agent::ExecProcessRequest;
-use libcontainer::container::builder::ContainerBuilder;
-use libcontainer::syscall::syscall::SyscallType;
 
 use super::stdio::PendingIo;
 use super::{blocking, spec, ContainerRuntime, ProcessState};
@@ -54,18 +52,7 @@ impl ContainerRuntime {
         let spawned = blocking("executing the process", move || {
             reaper
                 .spawn_registered(|| {
-                    let mut builder = ContainerBuilder::new(container_id, SyscallType::Linux)
-                        .with_root_path(&state_root)?
-                        .with_console_socket(child.console_socket.as_ref());
-                    if let Some(fd) = child.stdin {
-                        builder = builder.with_stdin(fd);
-                    }
-                    if let Some(fd) = child.stdout {
-                        builder = builder.with_stdout(fd);
-                    }
-                    if let Some(fd) = child.stderr {
-                        builder = builder.with_stderr(fd);
-                    }
+                    let builder = child.builder(container_id, &state_root)?;
                     builder
                         .as_tenant()
                         .with_process(Some(&file))

@@ -27,11 +27,11 @@ const STREAM_ARRIVAL: Duration = Duration::from_secs(10);
 /// Read size of output pumps: large enough to keep a vsock stream busy.
 const PUMP_BUFFER: usize = 128 * 1024;
 
-/// Largest single write to a vsock stream. The guest kernel turns a larger write into a
-/// multi-descriptor packet that the userspace vsock backend (vhost-device-vsock 0.3) rejects
-/// and drops ("DescriptorLengthTooSmall"), which stalls the stream for good; page-sized
-/// writes stay single-descriptor.
-pub const VSOCK_WRITE_CHUNK: usize = 4096;
+/// Largest single write to a vsock stream. With 128 KiB writes the userspace vsock backend
+/// (vhost-device-vsock 0.3) rejected the guest's TX packets ("DescriptorLengthTooSmall") and
+/// dropped them, which stalls the stream for good; 4 KiB and 16 KiB writes were measured to
+/// work (the 1 MiB-before-exit test covers it).
+pub const VSOCK_WRITE_CHUNK: usize = 16384;
 
 /// Writes `data` to a vsock stream in chunks it can carry.
 fn write_to_vsock(to: &mut File, data: &[u8]) -> std::io::Result<()> {
@@ -47,6 +47,36 @@ pub struct ChildStdio {
     pub stdout: Option<OwnedFd>,
     pub stderr: Option<OwnedFd>,
     pub console_socket: Option<PathBuf>,
+}
+
+impl ChildStdio {
+    /// A libcontainer builder for `container_id` whose process gets these descriptors (or the
+    /// console socket).
+    pub fn builder(
+        self,
+        container_id: String,
+        state_root: &Path,
+    ) -> Result<
+        libcontainer::container::builder::ContainerBuilder,
+        libcontainer::error::LibcontainerError,
+    > {
+        let mut builder = libcontainer::container::builder::ContainerBuilder::new(
+            container_id,
+            libcontainer::syscall::syscall::SyscallType::Linux,
+        )
+        .with_root_path(state_root)?
+        .with_console_socket(self.console_socket.as_ref());
+        if let Some(fd) = self.stdin {
+            builder = builder.with_stdin(fd);
+        }
+        if let Some(fd) = self.stdout {
+            builder = builder.with_stdout(fd);
+        }
+        if let Some(fd) = self.stderr {
+            builder = builder.with_stderr(fd);
+        }
+        Ok(builder)
+    }
 }
 
 /// The agent's side of a process's stdio, before the process exists.

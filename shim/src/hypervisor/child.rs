@@ -91,6 +91,34 @@ impl ChildProcess {
         crate::console::tail(&self.log_file, lines)
     }
 
+    /// Waits until the process has created `socket`; an exit or `timeout` first is an error
+    /// (the process is then stopped).
+    pub async fn wait_for_socket(
+        &mut self,
+        socket: &Path,
+        timeout: Duration,
+    ) -> Result<(), HypervisorError> {
+        let started = std::time::Instant::now();
+        while !socket.exists() {
+            if let Some(exit) = self.try_exit() {
+                return Err(HypervisorError::EarlyExit {
+                    what: self.name.clone(),
+                    exit,
+                    details: format!("\n{}", self.log_tail(10)),
+                });
+            }
+            if started.elapsed() > timeout {
+                self.terminate(Duration::from_secs(2)).await;
+                return Err(HypervisorError::NotReady {
+                    what: format!("{} socket {}", self.name, socket.display()),
+                    waited_ms: timeout.as_millis() as u64,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        Ok(())
+    }
+
     /// SIGTERM, then SIGKILL after `grace`; waits for the exit and removes the pid file.
     pub async fn terminate(&mut self, grace: Duration) -> VmExit {
         if let Some(exit) = self.try_exit() {

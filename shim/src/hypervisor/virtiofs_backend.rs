@@ -2,7 +2,7 @@
 //! `vhost-user-fs` device. One daemon per VM; it exits when the VM disconnects.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::process::Command;
 
@@ -37,24 +37,14 @@ impl VirtiofsBackend {
             .arg("--log-level=warn");
         let process = ChildProcess::spawn("virtiofsd", command, run_dir)?;
         let mut backend = Self { process, socket };
-        let started = Instant::now();
-        while !backend.socket.exists() {
-            if let Some(exit) = backend.process.try_exit() {
-                let details = backend.process.log_tail(10);
-                return Err(HypervisorError::EarlyExit {
-                    what: "virtiofsd".to_owned(),
-                    exit,
-                    details: format!("\n{details}"),
-                });
-            }
-            if started.elapsed() > SOCKET_TIMEOUT {
-                backend.stop().await;
-                return Err(HypervisorError::NotReady {
-                    what: format!("virtiofsd socket {}", backend.socket.display()),
-                    waited_ms: SOCKET_TIMEOUT.as_millis() as u64,
-                });
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
+        let socket = backend.socket.clone();
+        if let Err(err) = backend
+            .process
+            .wait_for_socket(&socket, SOCKET_TIMEOUT)
+            .await
+        {
+            backend.stop().await;
+            return Err(err);
         }
         Ok(backend)
     }

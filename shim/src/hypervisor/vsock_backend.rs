@@ -3,7 +3,7 @@
 //! per VM; it outlives a VM disconnect, so the runtime stops it with the VM.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::process::Command;
 
@@ -47,28 +47,14 @@ impl VsockBackend {
             vhost_socket,
             vsock_socket: vsock_socket.to_owned(),
         };
-        let started = Instant::now();
-        while !backend.vhost_socket.exists() {
-            if let Some(exit) = backend.process.try_exit() {
-                let details = backend.process.log_tail(10);
-                backend.remove_sockets();
-                return Err(HypervisorError::EarlyExit {
-                    what: "vhost-device-vsock".to_owned(),
-                    exit,
-                    details: format!("\n{details}"),
-                });
-            }
-            if started.elapsed() > SOCKET_TIMEOUT {
-                backend.stop().await;
-                return Err(HypervisorError::NotReady {
-                    what: format!(
-                        "vhost-device-vsock socket {}",
-                        backend.vhost_socket.display()
-                    ),
-                    waited_ms: SOCKET_TIMEOUT.as_millis() as u64,
-                });
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
+        let socket = backend.vhost_socket.clone();
+        if let Err(err) = backend
+            .process
+            .wait_for_socket(&socket, SOCKET_TIMEOUT)
+            .await
+        {
+            backend.stop().await;
+            return Err(err);
         }
         Ok(backend)
     }
