@@ -35,9 +35,19 @@ test: image
 	CLOAK_FLOOR_INIT_BIN=$(CURDIR)/$(FLOOR_BIN) CLOAK_REQUIRE_VM_TESTS=1 \
 		cargo test --release --locked --workspace
 
-demo: image
+# A busybox root filesystem from Debian's busybox-static, for the demo container.
+DEMO_ROOTFS := build/demo-rootfs
+$(DEMO_ROOTFS)/bin/busybox:
+	mkdir -p $(DEMO_ROOTFS)/bin $(DEMO_ROOTFS)/proc $(DEMO_ROOTFS)/sys $(DEMO_ROOTFS)/dev $(DEMO_ROOTFS)/tmp $(DEMO_ROOTFS)/etc
+	cp /bin/busybox $(DEMO_ROOTFS)/bin/busybox
+	for applet in $$(/bin/busybox --list); do [ -e $(DEMO_ROOTFS)/bin/$$applet ] || ln -s busybox $(DEMO_ROOTFS)/bin/$$applet; done
+
+# Boots a pod VM and reports what the agent says, then runs a container in its own pod VM.
+demo: image $(DEMO_ROOTFS)/bin/busybox
 	mkdir -p $(RUN_DIR)
 	$(CLOAK_BIN) probe --config configs/configuration.toml --guest-dir $(GUEST_DIR) --run-dir $(RUN_DIR)
+	$(CLOAK_BIN) run --config configs/configuration.toml --guest-dir $(GUEST_DIR) --run-dir $(RUN_DIR) \
+		--rootfs $(DEMO_ROOTFS) -- sh -c 'echo "hello from a container in a cloak VM, kernel $$(uname -r)"; ps'
 
 bench-boot: image
 	cargo build --release --locked -p cloak-tests --bin cloak-bench-boot

@@ -1,8 +1,10 @@
 //! `cloak`: the operator's tool. `cloak image build` makes the guest image; `cloak probe` boots
-//! a throwaway pod VM with it and reports what the agent says.
+//! a throwaway pod VM with it and reports what the agent says; `cloak run` runs one container
+//! from a root filesystem directory in its own pod VM.
 
 mod image;
 mod probe;
+mod run;
 
 use clap::{Parser, Subcommand};
 
@@ -29,6 +31,8 @@ enum Command {
     },
     /// Boot a pod VM with the configured guest image, query the agent, shut it down.
     Probe(probe::ProbeArgs),
+    /// Run one container from a root filesystem directory in a fresh pod VM.
+    Run(run::RunArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -43,6 +47,10 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Image { command } => image::run(command),
         Command::Probe(args) => probe::run(args),
+        Command::Run(args) => match run::run(args) {
+            Ok(code) => return std::process::ExitCode::from(code),
+            Err(err) => Err(err),
+        },
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

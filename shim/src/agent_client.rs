@@ -82,7 +82,8 @@ impl AgentClient {
         }
     }
 
-    fn context(&self) -> ttrpc::context::Context {
+    /// A request context with the configured timeout.
+    pub fn context(&self) -> ttrpc::context::Context {
         ttrpc::context::with_timeout(self.request_timeout.as_nanos() as i64)
     }
 

@@ -8,6 +8,7 @@ pub mod console;
 pub mod hybrid_vsock;
 pub mod hypervisor;
 pub mod pod_vm;
+pub mod sandbox;
 pub mod stdio_streams;
 
 pub use agent_client::{AgentClient, AgentClientError};

@@ -6,15 +6,11 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use cloak_protocol::agent::{
-    ContainerRequest, CreateContainerRequest, CreateSandboxRequest, ExecProcessRequest,
-    ProcessRequest, RemoveContainerRequest, SignalProcessRequest, StdioConfig, Storage,
-    WaitProcessResponse,
+    ContainerRequest, CreateContainerRequest, ExecProcessRequest, ProcessRequest,
+    RemoveContainerRequest, SignalProcessRequest, StdioConfig, Storage, WaitProcessResponse,
 };
-use cloak_protocol::{SHARED_DIR_IN_GUEST, SHARED_FS_TAG};
-use cloak_shim::hypervisor;
-use cloak_shim::pod_vm::vm_config_for;
-use cloak_shim::stdio_streams::ProcessStdio;
-use cloak_shim::PodVm;
+use cloak_protocol::SHARED_DIR_IN_GUEST;
+use cloak_shim::sandbox::PodSandbox;
 use oci_spec::runtime::Spec;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
@@ -25,8 +21,7 @@ use crate::VmTestEnv;
 pub const BUSYBOX_ROOTFS: &str = "rootfs-busybox";
 
 pub struct TestPod {
-    vm: Option<PodVm>,
-    vsock_socket: PathBuf,
+    sandbox: Option<PodSandbox>,
     pub shared: tempfile::TempDir,
     pub run_root: tempfile::TempDir,
 }
@@ -93,42 +88,23 @@ impl TestPod {
         crate::rootfs::build_busybox_rootfs(&shared.path().join(BUSYBOX_ROOTFS))?;
         let run_root = tempfile::tempdir()?;
         let config = env.configuration(run_root.path());
-        let mut vm_config = vm_config_for(&config, &env.manifest, "pod");
-        vm_config.shared_dir = Some(shared.path().to_owned());
-        let vsock_socket = vm_config.vsock_socket();
-        let vm = PodVm::boot(
-            hypervisor::from_config(&config.hypervisor)?,
-            vm_config,
-            config.boot_timeout(),
-            config.request_timeout(),
-        )
-        .await?;
-        let sandbox = CreateSandboxRequest {
-            sandbox_id: "pod".into(),
-            hostname: "cloak-pod".into(),
-            storages: vec![Storage {
-                driver: "virtio-fs".into(),
-                source: SHARED_FS_TAG.into(),
-                mount_point: SHARED_DIR_IN_GUEST.into(),
-                ..Default::default()
-            }],
-            ..Default::default()
-        };
-        vm.agent().agent().create_sandbox(ctx(), &sandbox).await?;
+        let sandbox =
+            PodSandbox::boot(&config, &env.manifest, "pod", "cloak-pod", shared.path()).await?;
         Ok(Self {
-            vm: Some(vm),
-            vsock_socket,
+            sandbox: Some(sandbox),
             shared,
             run_root,
         })
     }
 
-    pub fn vm(&self) -> &PodVm {
-        self.vm.as_ref().expect("the VM runs until shutdown")
+    pub fn sandbox(&self) -> &PodSandbox {
+        self.sandbox
+            .as_ref()
+            .expect("the sandbox runs until shutdown")
     }
 
     pub fn agent(&self) -> &cloak_protocol::agent_ttrpc::AgentServiceClient {
-        self.vm().agent().agent()
+        self.sandbox().agent()
     }
 
     pub fn console_log(&self) -> PathBuf {
@@ -141,14 +117,10 @@ impl TestPod {
         exec_id: &str,
         streams: Streams,
     ) -> anyhow::Result<(StdioConfig, ProcessStreams)> {
-        let (stdio, config) = ProcessStdio::open(
-            &self.vsock_socket,
-            container_id,
-            exec_id,
-            streams.stdin,
-            streams.terminal,
-        )
-        .await?;
+        let (stdio, config) = self
+            .sandbox()
+            .open_stdio(container_id, exec_id, streams.stdin, streams.terminal)
+            .await?;
         let handles = ProcessStreams {
             stdin: stdio.stdin,
             stdout: stdio.stdout.context("stdout is always opened")?,
@@ -304,8 +276,8 @@ impl TestPod {
     }
 
     pub async fn shutdown(mut self) -> anyhow::Result<()> {
-        if let Some(vm) = self.vm.take() {
-            vm.shutdown().await?;
+        if let Some(sandbox) = self.sandbox.take() {
+            sandbox.shutdown().await?;
         }
         Ok(())
     }

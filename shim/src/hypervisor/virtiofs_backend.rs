@@ -60,5 +60,9 @@ impl VirtiofsBackend {
     pub async fn stop(&mut self) {
         self.process.terminate(Duration::from_secs(2)).await;
         let _ = std::fs::remove_file(&self.socket);
+        // virtiofsd's own pid file beside its socket.
+        let mut pid_file = self.socket.clone().into_os_string();
+        pid_file.push(".pid");
+        let _ = std::fs::remove_file(pid_file);
     }
 }

@@ -1,0 +1,193 @@
+//! `cloak run --rootfs DIR -- CMD...`: one container in its own pod VM, without containerd —
+//! for trying a node and for debugging images. The rootfs is bind-mounted read-only into the
+//! pod's shared directory; the container writes to an overlay in guest memory.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use clap::Args;
+use cloak_protocol::agent::{
+    ContainerRequest, CreateContainerRequest, ProcessRequest, RemoveContainerRequest, Storage,
+};
+use cloak_shim::config::{Configuration, DEFAULT_CONFIG_PATH};
+use cloak_shim::sandbox::PodSandbox;
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use tokio::io::AsyncWriteExt;
+
+#[derive(Args)]
+pub struct RunArgs {
+    /// Root filesystem directory of the container.
+    #[arg(long)]
+    rootfs: PathBuf,
+    /// Runtime configuration.
+    #[arg(long, default_value = DEFAULT_CONFIG_PATH)]
+    config: PathBuf,
+    /// Guest image directory (overrides guest.image_dir).
+    #[arg(long, env = "CLOAK_GUEST_DIR")]
+    guest_dir: Option<PathBuf>,
+    /// Run directory (overrides runtime.run_dir).
+    #[arg(long)]
+    run_dir: Option<PathBuf>,
+    /// Hostname of the pod and the container.
+    #[arg(long, default_value = "cloak")]
+    hostname: String,
+    /// The command and its arguments.
+    #[arg(last = true, required = true)]
+    command: Vec<String>,
+}
+
+/// Runs the container; returns its exit status (as a process exit code).
+pub fn run(args: RunArgs) -> anyhow::Result<u8> {
+    let mut config = if args.config.exists() {
+        Configuration::load(&args.config)?
+    } else {
+        Configuration::default()
+    };
+    if let Some(dir) = &args.guest_dir {
+        config.guest.image_dir = dir.clone();
+    }
+    if let Some(dir) = &args.run_dir {
+        config.runtime.run_dir = dir.clone();
+    }
+    let rootfs = args
+        .rootfs
+        .canonicalize()
+        .with_context(|| format!("rootfs {}", args.rootfs.display()))?;
+    let id = format!("run-{}", std::process::id());
+    let shared = config.runtime.run_dir.join(format!("{id}-shared"));
+    let staged = shared.join("rootfs");
+    std::fs::create_dir_all(&staged).with_context(|| format!("creating {}", staged.display()))?;
+    let result = bind_read_only(&rootfs, &staged).and_then(|()| {
+        let runtime = tokio::runtime::Runtime::new().context("creating the async runtime")?;
+        runtime.block_on(run_in_pod(&config, &id, &shared, &args))
+    });
+    let _ = umount2(&staged, MntFlags::MNT_DETACH);
+    let _ = std::fs::remove_dir(&staged);
+    let _ = std::fs::remove_dir(&shared);
+    // A one-shot VM: its run directory (console log included) goes with it unless it failed.
+    if result.is_ok() {
+        let _ = std::fs::remove_dir_all(config.runtime.run_dir.join(&id));
+    }
+    result
+}
+
+fn bind_read_only(source: &Path, target: &Path) -> anyhow::Result<()> {
+    mount(
+        Some(source),
+        target,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .with_context(|| {
+        format!(
+            "bind-mounting {} into the pod's shared directory",
+            source.display()
+        )
+    })?;
+    mount(
+        None::<&str>,
+        target,
+        None::<&str>,
+        MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY,
+        None::<&str>,
+    )
+    .context("making the rootfs bind mount read-only")
+}
+
+fn spec_for(args: &RunArgs) -> anyhow::Result<Vec<u8>> {
+    let mut spec = oci_spec::runtime::Spec::default();
+    let mut process = spec
+        .process()
+        .clone()
+        .context("the default spec has a process")?;
+    process.set_args(Some(args.command.clone()));
+    process.set_terminal(Some(false));
+    spec.set_process(Some(process));
+    let mut root = spec.root().clone().context("the default spec has a root")?;
+    root.set_readonly(Some(false));
+    spec.set_root(Some(root));
+    spec.set_hostname(Some(args.hostname.clone()));
+    Ok(serde_json::to_vec(&spec)?)
+}
+
+async fn run_in_pod(
+    config: &Configuration,
+    id: &str,
+    shared: &Path,
+    args: &RunArgs,
+) -> anyhow::Result<u8> {
+    let manifest = cloak_image::Manifest::load(&config.guest.image_dir)?;
+    let sandbox = PodSandbox::boot(config, &manifest, id, &args.hostname, shared).await?;
+    let result = run_container(&sandbox, args).await;
+    if let Err(err) = sandbox.shutdown().await {
+        tracing::warn!(error = %err, "shutting the pod VM down");
+    }
+    result
+}
+
+async fn run_container(sandbox: &PodSandbox, args: &RunArgs) -> anyhow::Result<u8> {
+    let container_id = "main";
+    let (stdio, stdio_config) = sandbox.open_stdio(container_id, "", false, false).await?;
+    let request = CreateContainerRequest {
+        container_id: container_id.to_owned(),
+        oci_spec_json: spec_for(args)?,
+        rootfs: Some(Storage {
+            driver: "bind".into(),
+            source: PodSandbox::guest_path(Path::new("rootfs"))
+                .display()
+                .to_string(),
+            overlay_in_memory: true,
+            ..Default::default()
+        })
+        .into(),
+        stdio: Some(stdio_config).into(),
+        ..Default::default()
+    };
+    let agent = sandbox.agent();
+    let context = || sandbox.vm().agent().context();
+    agent
+        .create_container(context(), &request)
+        .await
+        .context("creating the container")?;
+    let container = ContainerRequest {
+        container_id: container_id.to_owned(),
+        ..Default::default()
+    };
+    agent
+        .start_container(context(), &container)
+        .await
+        .context("starting the container")?;
+    let copy_out = copy_to(stdio.stdout, tokio::io::stdout());
+    let copy_err = copy_to(stdio.stderr, tokio::io::stderr());
+    let (out, err) = tokio::join!(copy_out, copy_err);
+    out.and(err).context("copying the container's output")?;
+    let wait = ProcessRequest {
+        container_id: container_id.to_owned(),
+        ..Default::default()
+    };
+    let exit = agent
+        .wait_process(ttrpc::context::with_timeout(0), &wait)
+        .await
+        .context("waiting for the container")?;
+    let remove = RemoveContainerRequest {
+        container_id: container_id.to_owned(),
+        ..Default::default()
+    };
+    agent
+        .remove_container(context(), &remove)
+        .await
+        .context("removing the container")?;
+    Ok(u8::try_from(exit.exit_status).unwrap_or(255))
+}
+
+async fn copy_to(
+    stream: Option<tokio::net::UnixStream>,
+    mut to: impl tokio::io::AsyncWrite + Unpin,
+) -> std::io::Result<()> {
+    if let Some(mut stream) = stream {
+        tokio::io::copy(&mut stream, &mut to).await?;
+        to.flush().await?;
+    }
+    Ok(())
+}
