@@ -5,6 +5,7 @@
 mod image;
 mod probe;
 mod run;
+mod runtime_args;
 
 use clap::{Parser, Subcommand};
 

@@ -2,38 +2,22 @@
 //! it is, power it off, and say how long each part took.
 
 use std::io::Write;
-use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::Context as _;
 use clap::Args;
-use cloak_shim::config::{Configuration, DEFAULT_CONFIG_PATH};
+use cloak_shim::config::Configuration;
+
+use crate::runtime_args::RuntimeArgs;
 
 #[derive(Args)]
 pub struct ProbeArgs {
-    /// Runtime configuration.
-    #[arg(long, default_value = DEFAULT_CONFIG_PATH)]
-    config: PathBuf,
-    /// Guest image directory (overrides guest.image_dir).
-    #[arg(long, env = "CLOAK_GUEST_DIR")]
-    guest_dir: Option<PathBuf>,
-    /// Run directory (overrides runtime.run_dir).
-    #[arg(long)]
-    run_dir: Option<PathBuf>,
+    #[command(flatten)]
+    runtime: RuntimeArgs,
 }
 
 pub fn run(args: ProbeArgs) -> anyhow::Result<()> {
-    let mut config = if args.config.exists() {
-        Configuration::load(&args.config)?
-    } else {
-        Configuration::default()
-    };
-    if let Some(dir) = args.guest_dir {
-        config.guest.image_dir = dir;
-    }
-    if let Some(dir) = args.run_dir {
-        config.runtime.run_dir = dir;
-    }
+    let config = args.runtime.configuration()?;
     let runtime = tokio::runtime::Runtime::new().context("creating the async runtime")?;
     runtime.block_on(probe(config))
 }

@@ -9,25 +9,20 @@ use clap::Args;
 use cloak_protocol::agent::{
     ContainerRequest, CreateContainerRequest, ProcessRequest, RemoveContainerRequest, Storage,
 };
-use cloak_shim::config::{Configuration, DEFAULT_CONFIG_PATH};
+use cloak_shim::config::Configuration;
 use cloak_shim::sandbox::PodSandbox;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use tokio::io::AsyncWriteExt;
+
+use crate::runtime_args::RuntimeArgs;
 
 #[derive(Args)]
 pub struct RunArgs {
     /// Root filesystem directory of the container.
     #[arg(long)]
     rootfs: PathBuf,
-    /// Runtime configuration.
-    #[arg(long, default_value = DEFAULT_CONFIG_PATH)]
-    config: PathBuf,
-    /// Guest image directory (overrides guest.image_dir).
-    #[arg(long, env = "CLOAK_GUEST_DIR")]
-    guest_dir: Option<PathBuf>,
-    /// Run directory (overrides runtime.run_dir).
-    #[arg(long)]
-    run_dir: Option<PathBuf>,
+    #[command(flatten)]
+    runtime: RuntimeArgs,
     /// Hostname of the pod and the container.
     #[arg(long, default_value = "cloak")]
     hostname: String,
@@ -38,17 +33,7 @@ pub struct RunArgs {
 
 /// Runs the container; returns its exit status (as a process exit code).
 pub fn run(args: RunArgs) -> anyhow::Result<u8> {
-    let mut config = if args.config.exists() {
-        Configuration::load(&args.config)?
-    } else {
-        Configuration::default()
-    };
-    if let Some(dir) = &args.guest_dir {
-        config.guest.image_dir = dir.clone();
-    }
-    if let Some(dir) = &args.run_dir {
-        config.runtime.run_dir = dir.clone();
-    }
+    let config = args.runtime.configuration()?;
     let rootfs = args
         .rootfs
         .canonicalize()
