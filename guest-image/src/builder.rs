@@ -10,7 +10,7 @@ use flate2::{Compression, GzBuilder};
 use crate::cpio::{Archive, EntryKind};
 use crate::deb::{self, DebError};
 use crate::download::{self, DownloadError};
-use crate::hashing::{sha256_file_hex, sha256_hex};
+use crate::hashing::sha256_hex;
 use crate::kmod::{ModuleError, ModuleIndex};
 use crate::manifest::{InitrdInfo, KernelInfo, Manifest, FORMAT_VERSION, MANIFEST_FILE};
 use crate::pin::ImageConfig;
@@ -217,9 +217,4 @@ fn write_atomically(path: &Path, contents: &[u8]) -> Result<(), BuildError> {
         .and_then(|()| file.sync_all())
         .map_err(io_error("writing", &temporary))?;
     std::fs::rename(&temporary, path).map_err(io_error("renaming into", path))
-}
-
-/// SHA-256 of a file in an image directory, for callers that verify a built image.
-pub fn file_sha256(dir: &Path, file: &str) -> std::io::Result<String> {
-    sha256_file_hex(&dir.join(file))
 }

@@ -12,6 +12,9 @@ use tokio::process::{Child, Command};
 
 use super::{HypervisorError, VmExit};
 
+/// How long a helper daemon may take to create its socket.
+const SOCKET_TIMEOUT: Duration = Duration::from_secs(10);
+
 pub struct ChildProcess {
     name: String,
     child: Child,
@@ -72,10 +75,6 @@ impl ChildProcess {
         self.pid
     }
 
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
     /// `Some` once the process has exited; reaps it.
     pub fn try_exit(&mut self) -> Option<VmExit> {
         if self.exit.is_none() {
@@ -91,13 +90,9 @@ impl ChildProcess {
         crate::console::tail(&self.log_file, lines)
     }
 
-    /// Waits until the process has created `socket`; an exit or `timeout` first is an error
-    /// (the process is then stopped).
-    pub async fn wait_for_socket(
-        &mut self,
-        socket: &Path,
-        timeout: Duration,
-    ) -> Result<(), HypervisorError> {
+    /// Waits until the process has created `socket`; an exit or `SOCKET_TIMEOUT` first is an
+    /// error (the caller stops the process).
+    pub async fn wait_for_socket(&mut self, socket: &Path) -> Result<(), HypervisorError> {
         let started = std::time::Instant::now();
         while !socket.exists() {
             if let Some(exit) = self.try_exit() {
@@ -107,11 +102,10 @@ impl ChildProcess {
                     details: format!("\n{}", self.log_tail(10)),
                 });
             }
-            if started.elapsed() > timeout {
-                self.terminate(Duration::from_secs(2)).await;
+            if started.elapsed() > SOCKET_TIMEOUT {
                 return Err(HypervisorError::NotReady {
                     what: format!("{} socket {}", self.name, socket.display()),
-                    waited_ms: timeout.as_millis() as u64,
+                    waited_ms: SOCKET_TIMEOUT.as_millis() as u64,
                 });
             }
             tokio::time::sleep(Duration::from_millis(5)).await;

@@ -9,8 +9,6 @@ use tokio::process::Command;
 use super::child::ChildProcess;
 use super::HypervisorError;
 
-const SOCKET_TIMEOUT: Duration = Duration::from_secs(10);
-
 pub struct VirtiofsBackend {
     process: ChildProcess,
     socket: PathBuf,
@@ -38,11 +36,7 @@ impl VirtiofsBackend {
         let process = ChildProcess::spawn("virtiofsd", command, run_dir)?;
         let mut backend = Self { process, socket };
         let socket = backend.socket.clone();
-        if let Err(err) = backend
-            .process
-            .wait_for_socket(&socket, SOCKET_TIMEOUT)
-            .await
-        {
+        if let Err(err) = backend.process.wait_for_socket(&socket).await {
             backend.stop().await;
             return Err(err);
         }

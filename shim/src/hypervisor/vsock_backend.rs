@@ -13,9 +13,6 @@ use super::HypervisorError;
 /// The guest's vsock CID. Every pod VM has its own backend, so all can use the first free CID.
 pub const GUEST_CID: u32 = 3;
 
-/// How long the backend may take to create its vhost-user socket.
-const SOCKET_TIMEOUT: Duration = Duration::from_secs(10);
-
 pub struct VsockBackend {
     process: ChildProcess,
     vhost_socket: PathBuf,
@@ -48,11 +45,7 @@ impl VsockBackend {
             vsock_socket: vsock_socket.to_owned(),
         };
         let socket = backend.vhost_socket.clone();
-        if let Err(err) = backend
-            .process
-            .wait_for_socket(&socket, SOCKET_TIMEOUT)
-            .await
-        {
+        if let Err(err) = backend.process.wait_for_socket(&socket).await {
             backend.stop().await;
             return Err(err);
         }
