@@ -38,8 +38,9 @@ apt-get update -q >/dev/null
 
 # cpio: cross-checks the initrd writer; libseccomp-dev: the agent links libseccomp statically
 # (and virtiofsd needs it, with libcap-ng-dev, to build); busybox-static: test container root
-# filesystems; runc: the host baseline of the container benchmark.
-packages=(cpio libseccomp-dev libcap-ng-dev busybox-static runc)
+# filesystems; runc: the host baseline of the container benchmarks; containerd: the shim's tests,
+# the demo and the benchmark run a private containerd (its system service is left alone).
+packages=(cpio libseccomp-dev libcap-ng-dev busybox-static runc containerd)
 missing=()
 for package in "${packages[@]}"; do
     dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")

@@ -11,6 +11,7 @@ use cloak_protocol::agent::{
 };
 use cloak_shim::config::Configuration;
 use cloak_shim::sandbox::PodSandbox;
+use cloak_shim::stdio_streams::StdioWanted;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use tokio::io::AsyncWriteExt;
 
@@ -113,7 +114,9 @@ async fn run_in_pod(
 
 async fn run_container(sandbox: &PodSandbox, args: &RunArgs) -> anyhow::Result<u8> {
     let container_id = "main";
-    let (stdio, stdio_config) = sandbox.open_stdio(container_id, "", false, false).await?;
+    let (stdio, stdio_config) = sandbox
+        .open_stdio(container_id, "", StdioWanted::output_and(false, false))
+        .await?;
     let request = CreateContainerRequest {
         container_id: container_id.to_owned(),
         oci_spec_json: spec_for(args)?,

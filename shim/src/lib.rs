@@ -9,6 +9,7 @@ pub mod hybrid_vsock;
 pub mod hypervisor;
 pub mod pod_vm;
 pub mod sandbox;
+pub mod service;
 pub mod stdio_streams;
 
 pub use agent_client::{AgentClient, AgentClientError};

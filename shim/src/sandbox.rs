@@ -9,7 +9,7 @@ use cloak_protocol::{SHARED_DIR_IN_GUEST, SHARED_FS_TAG};
 
 use crate::config::Configuration;
 use crate::pod_vm::{vm_config_for, BootError, PodVm};
-use crate::stdio_streams::{ProcessStdio, StreamError};
+use crate::stdio_streams::{ProcessStdio, StdioWanted, StreamError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
@@ -107,10 +107,24 @@ impl PodSandbox {
         &self,
         container_id: &str,
         exec_id: &str,
-        stdin: bool,
-        terminal: bool,
+        wanted: StdioWanted,
     ) -> Result<(ProcessStdio, cloak_protocol::agent::StdioConfig), SandboxError> {
-        Ok(ProcessStdio::open(&self.vsock_socket, container_id, exec_id, stdin, terminal).await?)
+        Ok(ProcessStdio::open(&self.vsock_socket, container_id, exec_id, wanted).await?)
+    }
+
+    /// `Some` once the VM has exited by itself.
+    pub fn try_exit(&mut self) -> Option<crate::hypervisor::VmExit> {
+        self.vm.hypervisor().try_exit()
+    }
+
+    /// Host processes of the VM (VMM first, then its backends).
+    pub fn process_ids(&mut self) -> Vec<u32> {
+        self.vm.hypervisor().process_ids()
+    }
+
+    /// Stops the host processes of a VM that already exited (its backends outlive it).
+    pub async fn stop_exited(&mut self) -> Result<(), SandboxError> {
+        Ok(self.vm.hypervisor().stop().await?)
     }
 
     /// Removes every container, powers the VM off and stops its host processes.

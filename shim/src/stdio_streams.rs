@@ -44,6 +44,28 @@ pub async fn open_stream(
     Ok(stream)
 }
 
+/// Which streams a process gets; a stream not wanted reads from or writes to /dev/null in
+/// the guest. With a terminal, stderr is merged into stdout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StdioWanted {
+    pub stdin: bool,
+    pub stdout: bool,
+    pub stderr: bool,
+    pub terminal: bool,
+}
+
+impl StdioWanted {
+    /// stdout and stderr (stderr merged into stdout with a terminal), stdin if asked.
+    pub fn output_and(stdin: bool, terminal: bool) -> Self {
+        Self {
+            stdin,
+            stdout: true,
+            stderr: !terminal,
+            terminal,
+        }
+    }
+}
+
 /// The host ends of one process's stdio.
 #[derive(Debug, Default)]
 pub struct ProcessStdio {
@@ -53,31 +75,29 @@ pub struct ProcessStdio {
 }
 
 impl ProcessStdio {
-    /// Opens the streams wanted: stdout always, stdin if asked, stderr unless a terminal
-    /// merges it into stdout. Returns them with the matching request config.
+    /// Opens the streams wanted; returns them with the matching request config.
     pub async fn open(
         vsock_socket: &Path,
         container_id: &str,
         exec_id: &str,
-        stdin: bool,
-        terminal: bool,
+        wanted: StdioWanted,
     ) -> Result<(Self, cloak_protocol::agent::StdioConfig), StreamError> {
         let mut stdio = Self::default();
         let mut config = cloak_protocol::agent::StdioConfig {
-            terminal,
+            terminal: wanted.terminal,
             ..Default::default()
         };
-        if stdin {
-            stdio.stdin =
-                Some(open_stream(vsock_socket, container_id, exec_id, StreamKind::Stdin).await?);
+        let open = |kind| open_stream(vsock_socket, container_id, exec_id, kind);
+        if wanted.stdin {
+            stdio.stdin = Some(open(StreamKind::Stdin).await?);
             config.stdin_port = STDIO_VSOCK_PORT;
         }
-        stdio.stdout =
-            Some(open_stream(vsock_socket, container_id, exec_id, StreamKind::Stdout).await?);
-        config.stdout_port = STDIO_VSOCK_PORT;
-        if !terminal {
-            stdio.stderr =
-                Some(open_stream(vsock_socket, container_id, exec_id, StreamKind::Stderr).await?);
+        if wanted.stdout {
+            stdio.stdout = Some(open(StreamKind::Stdout).await?);
+            config.stdout_port = STDIO_VSOCK_PORT;
+        }
+        if wanted.stderr && !wanted.terminal {
+            stdio.stderr = Some(open(StreamKind::Stderr).await?);
             config.stderr_port = STDIO_VSOCK_PORT;
         }
         Ok((stdio, config))

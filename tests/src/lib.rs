@@ -4,6 +4,8 @@
 //! set by `make test` and CI).
 
 pub mod bench;
+pub mod containerd;
+pub mod oci_image;
 pub mod pod;
 pub mod rootfs;
 

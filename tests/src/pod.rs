@@ -119,7 +119,11 @@ impl TestPod {
     ) -> anyhow::Result<(StdioConfig, ProcessStreams)> {
         let (stdio, config) = self
             .sandbox()
-            .open_stdio(container_id, exec_id, streams.stdin, streams.terminal)
+            .open_stdio(
+                container_id,
+                exec_id,
+                cloak_shim::stdio_streams::StdioWanted::output_and(streams.stdin, streams.terminal),
+            )
             .await?;
         let handles = ProcessStreams {
             stdin: stdio.stdin,

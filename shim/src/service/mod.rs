@@ -1,0 +1,20 @@
+//! The containerd runtime v2 shim (`containerd-shim-cloak-v2`): containerd's Task API served
+//! for one pod whose containers run in one cloak VM.
+
+pub mod bundle;
+pub mod cleanup;
+pub mod errors;
+pub mod events;
+pub mod fifo_io;
+pub mod host_mounts;
+pub mod logging;
+pub mod metrics;
+pub mod pod;
+pub mod process;
+pub mod server;
+pub mod start;
+pub mod task;
+
+/// The runtime name containerd is configured with (`runtime_type`); the binary name
+/// `containerd-shim-cloak-v2` follows from it.
+pub const RUNTIME_ID: &str = "io.containerd.cloak.v2";

@@ -1,0 +1,148 @@
+//! The pod this shim serves: one VM, booted for the pod's first container, with the agent
+//! client the Task API uses and the host directories of the pod. A watcher notices a VM that
+//! exits by itself; the VM is shut down when the pod's last container is deleted.
+
+use std::path::PathBuf;
+use std::sync::Mutex as StdMutex;
+use std::time::Duration;
+
+use cloak_protocol::agent_ttrpc::AgentServiceClient;
+use tokio::sync::Mutex;
+
+use super::bundle::PodRecord;
+use super::host_mounts;
+use crate::config::Configuration;
+use crate::hypervisor::VmExit;
+use crate::sandbox::PodSandbox;
+use crate::stdio_streams::{ProcessStdio, StdioWanted, StreamError};
+
+/// Exit status reported for every process of a pod whose VM died under it: not a status a
+/// process inside gives itself by dying from a signal (128 + n).
+pub const VM_DIED_EXIT_STATUS: u32 = 255;
+
+/// How often the watcher looks at the VMM process.
+const VM_WATCH_INTERVAL: Duration = Duration::from_millis(200);
+
+pub struct Pod {
+    pub record: PodRecord,
+    agent: AgentServiceClient,
+    request_timeout: Duration,
+    vsock_socket: PathBuf,
+    vmm_pid: u32,
+    /// `None` once the pod was shut down.
+    sandbox: Mutex<Option<PodSandbox>>,
+    /// Set once the VM exited without being asked to.
+    died: StdMutex<Option<VmExit>>,
+}
+
+impl Pod {
+    /// Boots the pod VM; on failure nothing of it stays but its console log.
+    pub async fn boot(
+        config: &Configuration,
+        record: PodRecord,
+        hostname: &str,
+    ) -> anyhow::Result<Self> {
+        let manifest = cloak_image::Manifest::load(&config.guest.image_dir)?;
+        let shared = record.shared_dir();
+        host_mounts::make_shared_mount_point(&shared)?;
+        let booted = PodSandbox::boot(config, &manifest, &record.pod_id, hostname, &shared).await;
+        let mut sandbox = match booted {
+            Ok(sandbox) => sandbox,
+            Err(err) => {
+                if let Err(cleanup) = host_mounts::unmount_and_remove(&shared) {
+                    tracing::warn!(pod = %record.pod_id, error = %cleanup, "removing the shared directory");
+                }
+                return Err(err.into());
+            }
+        };
+        let vmm_pid = sandbox.process_ids().first().copied().unwrap_or(0);
+        Ok(Self {
+            agent: sandbox.agent().clone(),
+            request_timeout: config.request_timeout(),
+            vsock_socket: record.pod_dir.join("vsock.sock"),
+            vmm_pid,
+            record,
+            sandbox: Mutex::new(Some(sandbox)),
+            died: StdMutex::new(None),
+        })
+    }
+
+    pub fn agent(&self) -> &AgentServiceClient {
+        &self.agent
+    }
+
+    /// Context for an ordinary agent request.
+    pub fn context(&self) -> ttrpc::context::Context {
+        ttrpc::context::with_timeout(
+            i64::try_from(self.request_timeout.as_nanos()).unwrap_or(i64::MAX),
+        )
+    }
+
+    pub fn vmm_pid(&self) -> u32 {
+        self.vmm_pid
+    }
+
+    pub async fn open_stdio(
+        &self,
+        container_id: &str,
+        exec_id: &str,
+        wanted: StdioWanted,
+    ) -> Result<(ProcessStdio, cloak_protocol::agent::StdioConfig), StreamError> {
+        ProcessStdio::open(&self.vsock_socket, container_id, exec_id, wanted).await
+    }
+
+    /// How the VM died, if it did.
+    pub fn died(&self) -> Option<VmExit> {
+        self.died
+            .lock()
+            .expect("died lock is never poisoned")
+            .clone()
+    }
+
+    /// Waits until the VM exits by itself (then stops its backends and returns how it ended)
+    /// or the pod is shut down (then returns `None`).
+    pub async fn watch_vm(&self) -> Option<VmExit> {
+        loop {
+            tokio::time::sleep(VM_WATCH_INTERVAL).await;
+            let mut guard = self.sandbox.lock().await;
+            let sandbox = guard.as_mut()?;
+            let Some(exit) = sandbox.try_exit() else {
+                continue;
+            };
+            tracing::error!(
+                pod = %self.record.pod_id,
+                exit = %exit,
+                console_log = %sandbox.console_log().display(),
+                console_tail = %crate::console::tail(sandbox.console_log(), 20),
+                "the pod VM exited unexpectedly"
+            );
+            *self.died.lock().expect("died lock is never poisoned") = Some(exit.clone());
+            if let Err(err) = sandbox.stop_exited().await {
+                tracing::warn!(pod = %self.record.pod_id, error = %err, "stopping the VM's helpers");
+            }
+            return Some(exit);
+        }
+    }
+
+    /// Powers the VM off and removes the pod's host directories. After a VM death the
+    /// console log is kept for the post-mortem.
+    pub async fn shut_down(&self) {
+        let Some(sandbox) = self.sandbox.lock().await.take() else {
+            return;
+        };
+        let console_log = sandbox.console_log().to_owned();
+        if let Err(err) = sandbox.shutdown().await {
+            tracing::warn!(pod = %self.record.pod_id, error = %err, "shutting the VM down");
+        }
+        let to_remove = if self.died().is_some() {
+            tracing::info!(pod = %self.record.pod_id, console_log = %console_log.display(), "console log kept");
+            self.record.shared_dir()
+        } else {
+            self.record.pod_dir.clone()
+        };
+        if let Err(err) = host_mounts::unmount_and_remove(&to_remove) {
+            tracing::warn!(pod = %self.record.pod_id, error = %err, "removing the pod's directories");
+        }
+        tracing::info!(pod = %self.record.pod_id, "pod VM shut down");
+    }
+}

@@ -1,0 +1,380 @@
+//! A private containerd for tests and benchmarks: its own config, root, state and sockets
+//! under a temporary directory, `containerd-shim-cloak-v2` first on its PATH, cloak's
+//! configuration through `CLOAK_CONFIG`, and the busybox test images imported. Dropping it
+//! stops containerd; what the shim leaves behind is for the tests to find.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+
+use crate::oci_image;
+use crate::VmTestEnv;
+
+pub const SHIM_BINARY: &str = "containerd-shim-cloak-v2";
+pub const RUNTIME: &str = "io.containerd.cloak.v2";
+pub const NAMESPACE: &str = "cloak-test";
+/// Tag of the imported busybox images.
+pub const IMAGE_TAG: &str = "test";
+
+/// `docker.io/cloak/busybox:test` and the same image running as uid/gid 1000.
+pub fn image() -> String {
+    format!("docker.io/cloak/busybox:{IMAGE_TAG}")
+}
+
+pub fn user_image() -> String {
+    format!("docker.io/cloak/busybox-user:{IMAGE_TAG}")
+}
+
+/// The shim binary: `CLOAK_SHIM_BIN`, or the one cargo built beside this test binary.
+pub fn shim_binary() -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os("CLOAK_SHIM_BIN") {
+        return Some(PathBuf::from(path));
+    }
+    let exe = std::env::current_exe().ok()?;
+    let mut dir = exe.parent()?;
+    if dir.ends_with("deps") {
+        dir = dir.parent()?;
+    }
+    let candidate = dir.join(SHIM_BINARY);
+    candidate.is_file().then_some(candidate)
+}
+
+pub struct PrivateContainerd {
+    dir: tempfile::TempDir,
+    child: Child,
+    pub address: PathBuf,
+    /// cloak's run directory (one subdirectory per pod VM).
+    pub run_dir: PathBuf,
+    /// containerd's root and state.
+    pub root: PathBuf,
+    pub state: PathBuf,
+}
+
+impl PrivateContainerd {
+    /// Starts containerd and imports the busybox images.
+    pub fn start(env: &VmTestEnv, shim: &Path) -> anyhow::Result<Self> {
+        let dir = tempfile::Builder::new().prefix("cloak-ctrd-").tempdir()?;
+        let root = dir.path().join("root");
+        let state = dir.path().join("state");
+        let run_dir = dir.path().join("run");
+        let address = dir.path().join("containerd.sock");
+        std::fs::create_dir_all(&run_dir)?;
+        let config_path = dir.path().join("containerd.toml");
+        std::fs::write(
+            &config_path,
+            format!(
+                "version = 2\nroot = \"{root}\"\nstate = \"{state}\"\n\
+                 disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
+                 [grpc]\n  address = \"{address}\"\n\
+                 [ttrpc]\n  address = \"{address}.ttrpc\"\n\
+                 [debug]\n  level = \"debug\"\n",
+                root = root.display(),
+                state = state.display(),
+                address = address.display(),
+            ),
+        )?;
+        let cloak_config = dir.path().join("cloak.toml");
+        let configuration = env.configuration(&run_dir);
+        std::fs::write(&cloak_config, toml_of(&configuration)?)?;
+        let shim_dir = shim.parent().context("the shim binary has a directory")?;
+        let path = format!(
+            "{}:{}",
+            shim_dir.display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let log = std::fs::File::create(dir.path().join("containerd.log"))?;
+        let child = Command::new("containerd")
+            .arg("--config")
+            .arg(&config_path)
+            .env("PATH", path)
+            .env("CLOAK_CONFIG", &cloak_config)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("starting containerd (scripts/setup-host.sh installs it)")?;
+        let mut containerd = Self {
+            dir,
+            child,
+            address,
+            run_dir,
+            root,
+            state,
+        };
+        containerd.wait_until_serving()?;
+        containerd.import_busybox()?;
+        Ok(containerd)
+    }
+
+    fn wait_until_serving(&mut self) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                bail!("containerd exited ({status}):\n{}", self.log_tail(40));
+            }
+            if self.address.exists() && self.ctr(&["version"]).output()?.status.success() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("containerd not serving after 30 s:\n{}", self.log_tail(40));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn import_busybox(&self) -> anyhow::Result<()> {
+        let rootfs = self.dir.path().join("busybox-rootfs");
+        crate::rootfs::build_busybox_rootfs(&rootfs)?;
+        let archive = self.dir.path().join("busybox-oci.tar");
+        oci_image::write_archive(&rootfs, &oci_image::busybox_images(IMAGE_TAG), &archive)?;
+        std::fs::remove_dir_all(&rootfs)?;
+        let output = self.ctr(&["images", "import"]).arg(&archive).output()?;
+        if !output.status.success() {
+            bail!(
+                "ctr images import failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        Ok(())
+    }
+
+    /// `ctr` against this containerd in the test namespace, under a time limit.
+    pub fn ctr(&self, args: &[&str]) -> Command {
+        let mut command = Command::new("timeout");
+        command
+            .arg("--kill-after=10")
+            .arg("300")
+            .arg("ctr")
+            .arg("--address")
+            .arg(&self.address)
+            .arg("--namespace")
+            .arg(NAMESPACE)
+            .args(args);
+        command
+    }
+
+    /// Runs `ctr args`, feeding `stdin`; returns its output.
+    pub fn ctr_with_input(&self, args: &[&str], stdin: &[u8]) -> anyhow::Result<Output> {
+        let mut child = self
+            .ctr(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let mut input = child.stdin.take().context("stdin is piped")?;
+        input.write_all(stdin)?;
+        drop(input);
+        Ok(child.wait_with_output()?)
+    }
+
+    /// `ctr run --rm --runtime cloak IMAGE ID ARGS...` with extra ctr flags before the image.
+    pub fn run(
+        &self,
+        flags: &[&str],
+        image: &str,
+        id: &str,
+        args: &[&str],
+    ) -> anyhow::Result<Output> {
+        let mut all = vec!["run", "--rm", "--runtime", RUNTIME];
+        all.extend_from_slice(flags);
+        all.push(image);
+        all.push(id);
+        all.extend_from_slice(args);
+        Ok(self.ctr(&all).stdin(Stdio::null()).output()?)
+    }
+
+    /// Runs `ctr args` with a pseudo-terminal as its stdin, stdout and stderr (what `-t`
+    /// needs); returns what it wrote and its exit code.
+    pub fn ctr_on_terminal(&self, args: &[&str]) -> anyhow::Result<(String, Option<i32>)> {
+        let pty = nix::pty::openpty(None, None)?;
+        let mut command = self.ctr(args);
+        command
+            .stdin(Stdio::from(pty.slave.try_clone()?))
+            .stdout(Stdio::from(pty.slave.try_clone()?))
+            .stderr(Stdio::from(pty.slave));
+        let mut child = command.spawn()?;
+        // Drop our copy of the slave (moved into the command) so EOF arrives when ctr exits.
+        drop(command);
+        let mut master = std::fs::File::from(pty.master);
+        let reader = std::thread::spawn(move || {
+            let mut out = Vec::new();
+            let mut buffer = [0u8; 4096];
+            // EIO on the master means every slave fd is closed.
+            while let Ok(n) = std::io::Read::read(&mut master, &mut buffer) {
+                if n == 0 {
+                    break;
+                }
+                out.extend_from_slice(&buffer[..n]);
+            }
+            out
+        });
+        let status = child.wait()?;
+        let out = reader
+            .join()
+            .map_err(|_| anyhow::anyhow!("pty reader panicked"))?;
+        Ok((String::from_utf8_lossy(&out).into_owned(), status.code()))
+    }
+
+    pub fn log_tail(&self, lines: usize) -> String {
+        let text =
+            std::fs::read_to_string(self.dir.path().join("containerd.log")).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// Shim server processes started by this containerd.
+    pub fn shim_processes(&self) -> Vec<String> {
+        crate::processes_mentioning(&self.address)
+            .into_iter()
+            .filter(|line| line.contains(SHIM_BINARY))
+            .collect()
+    }
+
+    /// Mount points below this containerd's directories or cloak's run directory.
+    pub fn mounts_left(&self) -> Vec<String> {
+        let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let prefix = self.dir.path().display().to_string();
+        text.lines()
+            .filter_map(|line| line.split(' ').nth(4))
+            .filter(|point| point.starts_with(&prefix))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Everything a finished container may have left: processes, mounts, sockets, pod
+    /// directories (apart from kept console logs when `allow_console_logs`).
+    pub fn leftovers(&self, allow_console_logs: bool) -> Vec<String> {
+        let mut found: Vec<String> = crate::processes_mentioning(&self.run_dir)
+            .into_iter()
+            .map(|p| format!("process {p}"))
+            .collect();
+        found.extend(
+            self.shim_processes()
+                .into_iter()
+                .map(|p| format!("shim {p}")),
+        );
+        found.extend(self.mounts_left().into_iter().map(|m| format!("mount {m}")));
+        found.extend(
+            crate::sockets_below(&self.run_dir)
+                .into_iter()
+                .map(|s| format!("socket {}", s.display())),
+        );
+        for entry in std::fs::read_dir(&self.run_dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let pod_dir = entry.path();
+            let only_console = std::fs::read_dir(&pod_dir)
+                .map(|entries| entries.flatten().all(|e| e.file_name() == "console.log"))
+                .unwrap_or(false);
+            if !(allow_console_logs && only_console) {
+                found.push(format!("pod directory {}", pod_dir.display()));
+            }
+        }
+        found
+    }
+
+    /// Waits until nothing is left (containerd cleans up asynchronously after a task exits).
+    pub fn wait_for_no_leftovers(&self, allow_console_logs: bool) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let left = self.leftovers(allow_console_logs);
+            if left.is_empty() || Instant::now() > deadline {
+                return left;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Starts recording containerd's event stream (`ctr events`).
+    pub fn record_events(&self) -> anyhow::Result<EventLog> {
+        let path = self
+            .dir
+            .path()
+            .join(format!("events-{}.log", std::process::id()));
+        let file = std::fs::File::create(&path)?;
+        let child = self
+            .ctr(&["events"])
+            .stdout(file)
+            .stderr(Stdio::null())
+            .spawn()?;
+        // `ctr events` subscribes asynchronously: give it a moment before events happen.
+        std::thread::sleep(Duration::from_millis(300));
+        Ok(EventLog { child, path })
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+/// containerd's events as `ctr events` prints them: `<time> <namespace> <topic> <json>`.
+pub struct EventLog {
+    child: Child,
+    path: PathBuf,
+}
+
+impl EventLog {
+    /// The events seen so far on `topic` for container `id`, as JSON.
+    pub fn events(&self, topic: &str, id: &str) -> Vec<serde_json::Value> {
+        let text = std::fs::read_to_string(&self.path).unwrap_or_default();
+        // The time stamp has spaces of its own: find the topic as a word, the event at `{`.
+        text.lines()
+            .filter(|line| line.split_whitespace().any(|word| word == topic))
+            .filter_map(|line| serde_json::from_str(&line[line.find('{')?..]).ok())
+            .filter(|event: &serde_json::Value| event["container_id"] == id)
+            .collect()
+    }
+
+    /// Waits for the first TaskExit of container `id`'s init process; its exit status.
+    pub fn wait_for_exit(&self, id: &str) -> Option<u64> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if let Some(event) = self
+                .events("/tasks/exit", id)
+                .into_iter()
+                .find(|event| event["id"] == id)
+            {
+                // protobuf JSON leaves zero values out.
+                return Some(event["exit_status"].as_u64().unwrap_or(0));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        None
+    }
+}
+
+impl Drop for EventLog {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn toml_of(config: &cloak_shim::Configuration) -> anyhow::Result<String> {
+    Ok(toml::to_string(config)?)
+}
+
+impl Drop for PrivateContainerd {
+    fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        // Undo what a failed test may have left mounted, so the temp dir can go.
+        for point in self.mounts_left().iter().rev() {
+            let _ = nix::mount::umount2(Path::new(point), nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+}

@@ -1,0 +1,533 @@
+//! containerd-shim-cloak-v2 driven by a real containerd through `ctr`: every container runs
+//! in a cloak pod VM (software-emulated here), and containerd sees what it sees with runc.
+#![allow(clippy::unwrap_used)]
+
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use cloak_tests::containerd::{image, shim_binary, user_image, PrivateContainerd, RUNTIME};
+use cloak_tests::{skip, vm_slot, VmTestEnv};
+
+fn containerd(test: &str) -> Option<(VmTestEnv, PrivateContainerd)> {
+    let env = VmTestEnv::get(test)?;
+    for tool in ["containerd", "ctr", "virtiofsd"] {
+        if !std::env::var_os("PATH")
+            .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
+        {
+            skip(
+                test,
+                &format!("{tool} is not on PATH (scripts/setup-host.sh installs it)"),
+            );
+            return None;
+        }
+    }
+    let Some(shim) = shim_binary() else {
+        skip(
+            test,
+            "containerd-shim-cloak-v2 is not built (cargo build --release)",
+        );
+        return None;
+    };
+    let containerd = PrivateContainerd::start(&env, &shim).expect("private containerd starts");
+    Some((env, containerd))
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[track_caller]
+fn assert_ran(output: &Output, containerd: &PrivateContainerd) -> String {
+    assert!(
+        output.status.success(),
+        "ctr failed ({}): stdout {:?} stderr {:?}\ncontainerd log:\n{}",
+        output.status,
+        text(&output.stdout),
+        text(&output.stderr),
+        containerd.log_tail(60)
+    );
+    text(&output.stdout)
+}
+
+#[test]
+fn ctr_run_prints_exits_and_runs_in_the_guest_kernel() {
+    let _slot = vm_slot();
+    let Some((env, containerd)) = containerd("ctr_run_prints_exits_and_runs_in_the_guest_kernel")
+    else {
+        return;
+    };
+    let output = containerd
+        .run(&[], &image(), "hello", &["echo", "hello"])
+        .unwrap();
+    assert_eq!(assert_ran(&output, &containerd), "hello\n");
+
+    let output = containerd
+        .run(
+            &[],
+            &image(),
+            "exit3",
+            &["sh", "-c", "echo out; echo err >&2; exit 3"],
+        )
+        .unwrap();
+    assert_eq!(output.status.code(), Some(3), "{output:?}");
+    assert_eq!(text(&output.stdout), "out\n");
+    assert_eq!(text(&output.stderr), "err\n");
+
+    let output = containerd
+        .run(&[], &image(), "uname", &["uname", "-r"])
+        .unwrap();
+    let release = assert_ran(&output, &containerd);
+    assert_eq!(release.trim(), env.manifest.kernel.release);
+    let host = nix::sys::utsname::uname().unwrap();
+    assert_ne!(release.trim(), host.release().to_string_lossy());
+
+    assert_eq!(
+        containerd.wait_for_no_leftovers(false),
+        Vec::<String>::new()
+    );
+}
+
+/// Polls `ctr task ls` until `id`'s status is `status` (or the task is gone, for "GONE").
+fn wait_for_task_status(containerd: &PrivateContainerd, id: &str, status: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        let output = containerd.ctr(&["task", "ls"]).output().unwrap();
+        last = text(&output.stdout);
+        let line = last
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(id));
+        match (line, status) {
+            (None, "GONE") => return last,
+            (Some(line), _) if line.split_whitespace().nth(2) == Some(status) => return last,
+            _ => std::thread::sleep(Duration::from_millis(200)),
+        }
+    }
+    panic!(
+        "task {id} never reached {status}; last `ctr task ls`:\n{last}\n{}",
+        containerd.log_tail(60)
+    );
+}
+
+fn run_detached(containerd: &PrivateContainerd, id: &str, args: &[&str]) {
+    let image = image();
+    let mut all = vec!["run", "-d", "--runtime", RUNTIME, image.as_str(), id];
+    all.extend_from_slice(args);
+    let output = containerd.ctr(&all).output().unwrap();
+    assert_ran(&output, containerd);
+    wait_for_task_status(containerd, id, "RUNNING");
+}
+
+/// `ctr task rm` then `ctr container rm`; both must succeed.
+fn remove_stopped(containerd: &PrivateContainerd, id: &str) {
+    assert_ran(
+        &containerd.ctr(&["task", "rm", id]).output().unwrap(),
+        containerd,
+    );
+    assert_ran(
+        &containerd.ctr(&["container", "rm", id]).output().unwrap(),
+        containerd,
+    );
+}
+
+#[test]
+fn exec_ps_pause_resume_metrics_and_kill_on_a_running_container() {
+    let _slot = vm_slot();
+    let Some((_env, containerd)) =
+        containerd("exec_ps_pause_resume_metrics_and_kill_on_a_running_container")
+    else {
+        return;
+    };
+    let events = containerd.record_events().unwrap();
+    run_detached(&containerd, "svc", &["sleep", "1000"]);
+
+    let output = containerd
+        .ctr(&[
+            "task",
+            "exec",
+            "--exec-id",
+            "e1",
+            "svc",
+            "sh",
+            "-c",
+            "echo in-exec; exit 4",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(4), "{output:?}");
+    assert_eq!(text(&output.stdout), "in-exec\n");
+
+    let output = containerd
+        .ctr(&[
+            "task",
+            "exec",
+            "--exec-id",
+            "e2",
+            "--user",
+            "1000",
+            "--cwd",
+            "/tmp",
+            "svc",
+            "sh",
+            "-c",
+            "id -u; pwd",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(assert_ran(&output, &containerd), "1000\n/tmp\n");
+
+    let output = containerd.ctr(&["task", "ps", "svc"]).output().unwrap();
+    let listing = assert_ran(&output, &containerd);
+    let pids: Vec<u32> = listing
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+        .collect();
+    assert!(
+        !pids.is_empty(),
+        "ctr task ps lists the container's processes:\n{listing}"
+    );
+
+    assert_ran(
+        &containerd.ctr(&["task", "pause", "svc"]).output().unwrap(),
+        &containerd,
+    );
+    wait_for_task_status(&containerd, "svc", "PAUSED");
+    assert_ran(
+        &containerd.ctr(&["task", "resume", "svc"]).output().unwrap(),
+        &containerd,
+    );
+    wait_for_task_status(&containerd, "svc", "RUNNING");
+
+    let output = containerd
+        .ctr(&["task", "metrics", "svc"])
+        .output()
+        .unwrap();
+    let metrics = assert_ran(&output, &containerd);
+    let memory_usage: u64 = metrics
+        .lines()
+        .find(|l| l.trim_start().starts_with("memory.usage"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or_else(|| panic!("no memory.usage in `ctr task metrics`:\n{metrics}"));
+    assert!(memory_usage > 0, "{metrics}");
+
+    assert_ran(
+        &containerd
+            .ctr(&["task", "kill", "-s", "SIGKILL", "svc"])
+            .output()
+            .unwrap(),
+        &containerd,
+    );
+    wait_for_task_status(&containerd, "svc", "STOPPED");
+    assert_eq!(events.wait_for_exit("svc"), Some(137));
+    remove_stopped(&containerd, "svc");
+    for topic in [
+        "/tasks/create",
+        "/tasks/start",
+        "/tasks/exec-added",
+        "/tasks/exec-started",
+        "/tasks/paused",
+        "/tasks/resumed",
+        "/tasks/delete",
+    ] {
+        assert!(
+            !events.events(topic, "svc").is_empty(),
+            "no {topic} event for svc"
+        );
+    }
+    assert_eq!(
+        containerd.wait_for_no_leftovers(false),
+        Vec::<String>::new()
+    );
+}
+
+#[test]
+fn kill_delivers_sigterm_and_sigkill_to_an_attached_run() {
+    let _slot = vm_slot();
+    let Some((_env, containerd)) =
+        containerd("kill_delivers_sigterm_and_sigkill_to_an_attached_run")
+    else {
+        return;
+    };
+    let image = image();
+    let script = "trap 'echo got-term; exit 7' TERM; echo ready; while :; do sleep 0.1; done";
+    let run = containerd
+        .ctr(&[
+            "run",
+            "--rm",
+            "--runtime",
+            RUNTIME,
+            &image,
+            "term",
+            "sh",
+            "-c",
+            script,
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_task_status(&containerd, "term", "RUNNING");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_ran(
+        &containerd.ctr(&["task", "kill", "term"]).output().unwrap(),
+        &containerd,
+    );
+    let output = run.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(7), "{output:?}");
+    assert_eq!(text(&output.stdout), "ready\ngot-term\n");
+
+    let run = containerd
+        .ctr(&[
+            "run",
+            "--rm",
+            "--runtime",
+            RUNTIME,
+            &image,
+            "victim",
+            "sleep",
+            "1000",
+        ])
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_task_status(&containerd, "victim", "RUNNING");
+    assert_ran(
+        &containerd
+            .ctr(&["task", "kill", "-s", "SIGKILL", "victim"])
+            .output()
+            .unwrap(),
+        &containerd,
+    );
+    let output = run.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(137), "{output:?}");
+    assert_eq!(
+        containerd.wait_for_no_leftovers(false),
+        Vec::<String>::new()
+    );
+}
+
+#[test]
+fn terminal_and_piped_stdin() {
+    let _slot = vm_slot();
+    let Some((_env, containerd)) = containerd("terminal_and_piped_stdin") else {
+        return;
+    };
+    let image = image();
+    let (output, code) = containerd
+        .ctr_on_terminal(&[
+            "run",
+            "--rm",
+            "-t",
+            "--runtime",
+            RUNTIME,
+            &image,
+            "tty",
+            "sh",
+            "-c",
+            "[ -t 0 ] && [ -t 1 ] && echo is-a-terminal; exit 5",
+        ])
+        .unwrap();
+    assert_eq!(code, Some(5), "{output}");
+    assert!(output.contains("is-a-terminal"), "{output:?}");
+
+    let output = containerd
+        .ctr_with_input(
+            &["run", "--rm", "--runtime", RUNTIME, &image, "cat", "cat"],
+            b"hi\n",
+        )
+        .unwrap();
+    assert_eq!(assert_ran(&output, &containerd), "hi\n");
+    assert_eq!(
+        containerd.wait_for_no_leftovers(false),
+        Vec::<String>::new()
+    );
+}
+
+#[test]
+fn env_cwd_and_user_come_from_the_image_and_from_flags() {
+    let _slot = vm_slot();
+    let Some((_env, containerd)) =
+        containerd("env_cwd_and_user_come_from_the_image_and_from_flags")
+    else {
+        return;
+    };
+    let script = "echo $CLOAK_IMAGE_ENV; pwd; id -u; id -g";
+    let output = containerd
+        .run(&[], &image(), "image", &["sh", "-c", script])
+        .unwrap();
+    assert_eq!(
+        assert_ran(&output, &containerd),
+        "from-image\n/home/user\n0\n0\n"
+    );
+
+    let output = containerd
+        .run(&[], &user_image(), "user", &["sh", "-c", script])
+        .unwrap();
+    assert_eq!(
+        assert_ran(&output, &containerd),
+        "from-image\n/home/user\n1000\n1000\n"
+    );
+
+    let flags = ["--env", "CLOAK_IMAGE_ENV=from-flag", "--cwd", "/tmp"];
+    let output = containerd
+        .run(&flags, &image(), "flags", &["sh", "-c", script])
+        .unwrap();
+    assert_eq!(assert_ran(&output, &containerd), "from-flag\n/tmp\n0\n0\n");
+    assert_eq!(
+        containerd.wait_for_no_leftovers(false),
+        Vec::<String>::new()
+    );
+}
+
+#[test]
+fn ten_containers_in_a_row_leave_nothing_behind() {
+    let _slot = vm_slot();
+    let Some((_env, containerd)) = containerd("ten_containers_in_a_row_leave_nothing_behind")
+    else {
+        return;
+    };
+    for n in 0..10 {
+        let id = format!("row{n}");
+        let output = containerd
+            .run(&[], &image(), &id, &["sh", "-c", "echo $(hostname)"])
+            .unwrap();
+        assert_eq!(assert_ran(&output, &containerd), format!("{id}\n"));
+    }
+    assert_eq!(
+        containerd.wait_for_no_leftovers(false),
+        Vec::<String>::new()
+    );
+    let containers = containerd.ctr(&["container", "ls", "-q"]).output().unwrap();
+    assert_eq!(text(&containers.stdout), "");
+}
+
+#[test]
+fn a_dead_vm_is_reported_exited_and_its_pod_deletes_cleanly() {
+    let _slot = vm_slot();
+    let Some((_env, containerd)) =
+        containerd("a_dead_vm_is_reported_exited_and_its_pod_deletes_cleanly")
+    else {
+        return;
+    };
+    let events = containerd.record_events().unwrap();
+    run_detached(&containerd, "doomed", &["sleep", "1000"]);
+    let pod_dir = containerd.run_dir.join("doomed");
+    let qemu: Vec<i32> = cloak_tests::processes_mentioning(&pod_dir)
+        .iter()
+        .filter(|p| p.contains("qemu-system"))
+        .filter_map(|p| p.split(':').next()?.parse().ok())
+        .collect();
+    assert_eq!(qemu.len(), 1, "one QEMU process for the pod");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(qemu[0]),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    wait_for_task_status(&containerd, "doomed", "STOPPED");
+    assert_eq!(
+        events.wait_for_exit("doomed"),
+        Some(u64::from(cloak_shim::service::pod::VM_DIED_EXIT_STATUS)),
+        "the distinct exit status of a process whose VM died"
+    );
+    remove_stopped(&containerd, "doomed");
+    assert_eq!(containerd.wait_for_no_leftovers(true), Vec::<String>::new());
+    assert!(
+        pod_dir.join("console.log").is_file(),
+        "the console log is kept for the post-mortem"
+    );
+}
+
+#[test]
+fn a_killed_shim_is_cleaned_up_by_containerd() {
+    let _slot = vm_slot();
+    let Some((_env, containerd)) = containerd("a_killed_shim_is_cleaned_up_by_containerd") else {
+        return;
+    };
+    run_detached(&containerd, "orphan", &["sleep", "1000"]);
+    let shims: Vec<i32> = containerd
+        .shim_processes()
+        .iter()
+        .filter(|p| p.contains("-id orphan"))
+        .filter_map(|p| p.split(':').next()?.parse().ok())
+        .collect();
+    assert_eq!(
+        shims.len(),
+        1,
+        "one shim server: {:?}",
+        containerd.shim_processes()
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(shims[0]),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let tasks = text(&containerd.ctr(&["task", "ls"]).output().unwrap().stdout);
+        let state = tasks
+            .lines()
+            .find(|l| l.starts_with("orphan "))
+            .and_then(|l| l.split_whitespace().nth(2).map(str::to_owned));
+        if state.as_deref().is_none_or(|s| s != "RUNNING") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "containerd never noticed the dead shim:\n{tasks}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // The task may already be gone; the container must delete.
+    let _ = containerd.ctr(&["task", "rm", "orphan"]).output().unwrap();
+    assert_ran(
+        &containerd
+            .ctr(&["container", "rm", "orphan"])
+            .output()
+            .unwrap(),
+        &containerd,
+    );
+    assert_eq!(containerd.wait_for_no_leftovers(true), Vec::<String>::new());
+}
+
+#[test]
+fn bad_process_and_bad_configuration_fail_create_and_leave_nothing() {
+    let _slot = vm_slot();
+    let Some((_env, containerd)) =
+        containerd("bad_process_and_bad_configuration_fail_create_and_leave_nothing")
+    else {
+        return;
+    };
+    let output = containerd
+        .run(&[], &image(), "missing", &["/no/such/binary"])
+        .unwrap();
+    assert!(!output.status.success());
+    let message = text(&output.stderr);
+    assert!(message.contains("/no/such/binary"), "{message}");
+    let _ = containerd.ctr(&["container", "rm", "missing"]).output();
+    assert_eq!(
+        containerd.wait_for_no_leftovers(false),
+        Vec::<String>::new()
+    );
+
+    let bad = containerd.dir().join("bad.toml");
+    std::fs::write(&bad, "[hypervisor]\nvcpus = \"many\"\n").unwrap();
+    let bad_flag = bad.display().to_string();
+    let output = containerd
+        .run(
+            &["--runtime-config-path", &bad_flag],
+            &image(),
+            "badconfig",
+            &["true"],
+        )
+        .unwrap();
+    assert!(!output.status.success());
+    let message = text(&output.stderr);
+    assert!(message.contains("bad.toml"), "{message}");
+    let _ = containerd.ctr(&["container", "rm", "badconfig"]).output();
+    assert_eq!(
+        containerd.wait_for_no_leftovers(false),
+        Vec::<String>::new()
+    );
+}
