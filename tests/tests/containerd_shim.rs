@@ -531,3 +531,76 @@ fn bad_process_and_bad_configuration_fail_create_and_leave_nothing() {
         Vec::<String>::new()
     );
 }
+
+#[test]
+fn containers_of_one_pod_share_one_shim_and_one_vm() {
+    let _slot = vm_slot();
+    let Some((_env, containerd)) = containerd("containers_of_one_pod_share_one_shim_and_one_vm")
+    else {
+        return;
+    };
+    let annotation = "io.kubernetes.cri.sandbox-id=pod1";
+    let image = image();
+    let output = containerd
+        .ctr(&[
+            "run",
+            "-d",
+            "--runtime",
+            RUNTIME,
+            "--annotation",
+            annotation,
+            &image,
+            "first",
+            "sleep",
+            "1000",
+        ])
+        .output()
+        .unwrap();
+    assert_ran(&output, &containerd);
+    wait_for_task_status(&containerd, "first", "RUNNING");
+    let output = containerd
+        .run(
+            &["--annotation", annotation],
+            &image,
+            "second",
+            &["echo", "joined"],
+        )
+        .unwrap();
+    assert_eq!(assert_ran(&output, &containerd), "joined\n");
+    let qemus = |c: &PrivateContainerd| {
+        cloak_tests::processes_mentioning(&c.run_dir)
+            .into_iter()
+            .filter(|p| p.contains("qemu-system"))
+            .count()
+    };
+    assert_eq!(
+        qemus(&containerd),
+        1,
+        "one VM for the pod\n{}",
+        containerd.log_tail(80)
+    );
+    assert_eq!(
+        containerd.shim_processes().len(),
+        1,
+        "{:?}",
+        containerd.shim_processes()
+    );
+    assert!(
+        containerd.run_dir.join("pod1").is_dir(),
+        "the pod's directory is named by the sandbox id"
+    );
+
+    assert_ran(
+        &containerd
+            .ctr(&["task", "kill", "-s", "SIGKILL", "first"])
+            .output()
+            .unwrap(),
+        &containerd,
+    );
+    wait_for_task_status(&containerd, "first", "STOPPED");
+    remove_stopped(&containerd, "first");
+    assert_eq!(
+        containerd.wait_for_no_leftovers(false),
+        Vec::<String>::new()
+    );
+}

@@ -18,14 +18,20 @@ use super::host_mounts;
 const DEAD_SHIM_EXIT_STATUS: u32 = 128 + libc::SIGKILL as u32;
 
 pub fn after_dead_shim(bundle: &Path, container_id: &str) -> DeleteResponse {
-    match PodRecord::read(bundle) {
-        Ok(Some(record)) => clean_pod(&record),
-        Ok(None) => tracing::info!(container = %container_id, "no pod recorded in the bundle"),
-        Err(err) => {
-            tracing::warn!(container = %container_id, error = %err, "reading the pod record")
+    // containerd also runs `delete` when it merely closed its connection for one container
+    // of a pod whose shim still serves the others: then there is nothing to clean.
+    if shim_serves(bundle) {
+        tracing::info!(container = %container_id, "the pod's shim still serves: nothing to clean");
+    } else {
+        match PodRecord::read(bundle) {
+            Ok(Some(record)) => clean_pod(&record),
+            Ok(None) => tracing::info!(container = %container_id, "no pod recorded in the bundle"),
+            Err(err) => {
+                tracing::warn!(container = %container_id, error = %err, "reading the pod record")
+            }
         }
+        remove_shim_socket(bundle);
     }
-    remove_shim_socket(bundle);
     DeleteResponse {
         pid: 0,
         exit_status: DEAD_SHIM_EXIT_STATUS,
@@ -106,12 +112,18 @@ fn keep_only_console_log(pod_dir: &Path) {
 }
 
 /// The shim's own socket, named in the bundle's `address` file.
-fn remove_shim_socket(bundle: &Path) {
-    let Ok(address) = std::fs::read_to_string(bundle.join("address")) else {
-        return;
-    };
+fn shim_socket(bundle: &Path) -> Option<PathBuf> {
+    let address = std::fs::read_to_string(bundle.join("address")).ok()?;
     let path = PathBuf::from(address.trim().trim_start_matches("unix://"));
-    if path.is_absolute() {
+    path.is_absolute().then_some(path)
+}
+
+fn shim_serves(bundle: &Path) -> bool {
+    shim_socket(bundle).is_some_and(|path| std::os::unix::net::UnixStream::connect(path).is_ok())
+}
+
+fn remove_shim_socket(bundle: &Path) {
+    if let Some(path) = shim_socket(bundle) {
         let _ = std::fs::remove_file(path);
     }
 }
@@ -132,7 +144,13 @@ mod tests {
             .arg(&pod_dir)
             .spawn()
             .expect("sh");
-        let found = processes_of(&pod_dir);
+        // Until the child has exec'd, its command line is still ours.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut found = processes_of(&pod_dir);
+        while found.is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+            found = processes_of(&pod_dir);
+        }
         let _ = child.kill();
         let _ = child.wait();
         assert!(found.contains(&(child.id() as i32)), "{found:?}");
@@ -145,6 +163,38 @@ mod tests {
         let response = after_dead_shim(bundle.path(), "c");
         assert_eq!(response.exit_status, 137);
         assert!(response.exited_at.is_some());
+    }
+
+    #[test]
+    fn a_live_shim_keeps_its_pod() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let bundle = dir.path().join("bundle");
+        std::fs::create_dir(&bundle).expect("mkdir");
+        let socket = dir.path().join("shim.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&socket).expect("bind");
+        std::fs::write(
+            bundle.join("address"),
+            format!("unix://{}", socket.display()),
+        )
+        .expect("address");
+        let record = PodRecord::new("pod", &dir.path().join("run"));
+        std::fs::create_dir_all(record.shared_dir()).expect("mkdir");
+        std::fs::write(record.pod_dir.join("vsock.sock"), "").expect("write");
+        record.write(&bundle).expect("record");
+        after_dead_shim(&bundle, "c");
+        assert!(
+            record.pod_dir.join("vsock.sock").exists(),
+            "a serving pod is left alone"
+        );
+        assert!(socket.exists());
+        drop(listener);
+        after_dead_shim(&bundle, "c");
+        assert!(
+            !record.pod_dir.join("vsock.sock").exists(),
+            "a dead shim's pod is cleaned"
+        );
+        assert!(!record.shared_dir().exists());
+        assert!(!socket.exists());
     }
 
     #[test]

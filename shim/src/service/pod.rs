@@ -3,7 +3,7 @@
 //! exits by itself; the VM is shut down when the pod's last container is deleted.
 
 use std::path::PathBuf;
-use std::sync::Mutex as StdMutex;
+use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
 
 use cloak_protocol::agent_ttrpc::AgentServiceClient;
@@ -19,6 +19,43 @@ use crate::stdio_streams::{ProcessStdio, StdioWanted, StreamError};
 /// Exit status reported for every process of a pod whose VM died under it: not a status a
 /// process inside gives itself by dying from a signal (128 + n).
 pub const VM_DIED_EXIT_STATUS: u32 = 255;
+
+/// How often new guest console lines are forwarded to the shim log.
+const CONSOLE_FORWARD_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Reads what was appended to a growing file since the last call, in whole lines.
+#[derive(Debug, Default)]
+struct ConsoleFollower {
+    offset: u64,
+    partial: Vec<u8>,
+}
+
+impl ConsoleFollower {
+    fn new_lines(&mut self, path: &std::path::Path) -> Vec<String> {
+        use std::io::{Read, Seek, SeekFrom};
+        let Ok(mut file) = std::fs::File::open(path) else {
+            return Vec::new();
+        };
+        if file.seek(SeekFrom::Start(self.offset)).is_err() {
+            return Vec::new();
+        }
+        let mut fresh = Vec::new();
+        if file.read_to_end(&mut fresh).is_err() {
+            return Vec::new();
+        }
+        self.offset += fresh.len() as u64;
+        self.partial.extend_from_slice(&fresh);
+        let mut lines = Vec::new();
+        while let Some(end) = self.partial.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = self.partial.drain(..=end).collect();
+            let text = String::from_utf8_lossy(&line).trim_end().to_owned();
+            if !text.is_empty() {
+                lines.push(text);
+            }
+        }
+        lines
+    }
+}
 
 /// How often the watcher looks at the VMM process.
 const VM_WATCH_INTERVAL: Duration = Duration::from_millis(200);
@@ -124,6 +161,33 @@ impl Pod {
         }
     }
 
+    /// Follows the guest console into the shim's log at debug level while the pod runs (the
+    /// file itself stays the full record).
+    pub fn forward_console(pod: &Arc<Self>) {
+        if !tracing::enabled!(tracing::Level::DEBUG) {
+            return;
+        }
+        let weak = Arc::downgrade(pod);
+        let path = pod.record.pod_dir.join("console.log");
+        let pod_id = pod.record.pod_id.clone();
+        tokio::spawn(async move {
+            let mut follower = ConsoleFollower::default();
+            loop {
+                tokio::time::sleep(CONSOLE_FORWARD_INTERVAL).await;
+                let running = match weak.upgrade() {
+                    Some(pod) => pod.sandbox.lock().await.is_some(),
+                    None => false,
+                };
+                for line in follower.new_lines(&path) {
+                    tracing::debug!(pod = %pod_id, console = %line, "guest");
+                }
+                if !running {
+                    break;
+                }
+            }
+        });
+    }
+
     /// Powers the VM off and removes the pod's host directories. After a VM death the
     /// console log is kept for the post-mortem.
     pub async fn shut_down(&self) {
@@ -144,5 +208,26 @@ impl Pod {
             tracing::warn!(pod = %self.record.pod_id, error = %err, "removing the pod's directories");
         }
         tracing::info!(pod = %self.record.pod_id, "pod VM shut down");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn the_follower_returns_only_new_whole_lines() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("console.log");
+        let mut file = std::fs::File::create(&path).expect("create");
+        let mut follower = ConsoleFollower::default();
+        assert!(follower.new_lines(&path).is_empty());
+        file.write_all(b"[    0.1] one\r\n[    0.2] tw")
+            .expect("write");
+        assert_eq!(follower.new_lines(&path), vec!["[    0.1] one"]);
+        file.write_all(b"o\n\n").expect("write");
+        assert_eq!(follower.new_lines(&path), vec!["[    0.2] two"]);
+        assert!(follower.new_lines(&path).is_empty());
     }
 }

@@ -182,8 +182,9 @@ impl Inner {
         Ok(pod)
     }
 
-    /// The VM watcher and the OOM event relay of a new pod.
+    /// The VM watcher, the console forwarder and the OOM event relay of a new pod.
     fn watch_pod(self: &Arc<Self>, pod: &Arc<Pod>) {
+        Pod::forward_console(pod);
         let inner = self.clone();
         let watched = pod.clone();
         tokio::spawn(async move {
