@@ -10,11 +10,10 @@ FLOOR_BIN     := $(GUEST_BIN_DIR)/cloak-floor-init
 CLOAK_BIN     := target/release/cloak
 GUEST_DIR     := build/guest
 CACHE_DIR     ?= $(CURDIR)/.cache
-RUN_DIR       ?= $(CURDIR)/build/run
 
 export CLOAK_CACHE_DIR := $(CACHE_DIR)
 
-.PHONY: all guest-binaries cloak image test demo bench bench-boot bench-containers lint clean
+.PHONY: all guest-binaries cloak shim image test demo bench bench-boot bench-containers bench-containerd lint clean
 
 all: image
 
@@ -35,19 +34,17 @@ test: image
 	CLOAK_FLOOR_INIT_BIN=$(CURDIR)/$(FLOOR_BIN) CLOAK_REQUIRE_VM_TESTS=1 \
 		cargo test --release --locked --workspace
 
-# A busybox root filesystem from Debian's busybox-static, for the demo container.
-DEMO_ROOTFS := build/demo-rootfs
-$(DEMO_ROOTFS)/bin/busybox:
-	mkdir -p $(DEMO_ROOTFS)/bin $(DEMO_ROOTFS)/proc $(DEMO_ROOTFS)/sys $(DEMO_ROOTFS)/dev $(DEMO_ROOTFS)/tmp $(DEMO_ROOTFS)/etc
-	cp /bin/busybox $(DEMO_ROOTFS)/bin/busybox
-	for applet in $$(/bin/busybox --list); do [ -e $(DEMO_ROOTFS)/bin/$$applet ] || ln -s busybox $(DEMO_ROOTFS)/bin/$$applet; done
+SHIM_BIN := target/release/containerd-shim-cloak-v2
 
-# Boots a pod VM and reports what the agent says, then runs a container in its own pod VM.
-demo: image $(DEMO_ROOTFS)/bin/busybox
-	mkdir -p $(RUN_DIR)
-	$(CLOAK_BIN) probe --config configs/configuration.toml --guest-dir $(GUEST_DIR) --run-dir $(RUN_DIR)
-	$(CLOAK_BIN) run --config configs/configuration.toml --guest-dir $(GUEST_DIR) --run-dir $(RUN_DIR) \
-		--rootfs $(DEMO_ROOTFS) -- sh -c 'echo "hello from a container in a cloak VM, kernel $$(uname -r)"; ps'
+shim:
+	cargo build --release --locked -p containerd-shim-cloak-v2
+
+# A container through a private containerd (`ctr run --runtime io.containerd.cloak.v2`) in a
+# cloak VM: prints what it ran, its output and the guest kernel release.
+demo: image shim
+	cargo build --release --locked -p cloak-tests --bin cloak-demo-containerd
+	CLOAK_GUEST_DIR=$(CURDIR)/$(GUEST_DIR) CLOAK_SHIM_BIN=$(CURDIR)/$(SHIM_BIN) \
+		target/release/cloak-demo-containerd
 
 bench-boot: image
 	cargo build --release --locked -p cloak-tests --bin cloak-bench-boot
@@ -58,7 +55,12 @@ bench-containers: image
 	cargo build --release --locked -p cloak-tests --bin cloak-bench-containers
 	CLOAK_GUEST_DIR=$(CURDIR)/$(GUEST_DIR) target/release/cloak-bench-containers --runs 20 --mib 256
 
-bench: bench-boot bench-containers
+bench-containerd: image shim
+	cargo build --release --locked -p cloak-tests --bin cloak-bench-containerd
+	CLOAK_GUEST_DIR=$(CURDIR)/$(GUEST_DIR) CLOAK_SHIM_BIN=$(CURDIR)/$(SHIM_BIN) \
+		target/release/cloak-bench-containerd --runs 5
+
+bench: bench-boot bench-containers bench-containerd
 
 lint:
 	cargo fmt --all -- --check

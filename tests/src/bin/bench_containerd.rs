@@ -1,0 +1,179 @@
+//! containerd benchmark: `ctr run --rm IMAGE ID true` through containerd with cloak's shim and
+//! with runc's, alternating, median of N each; then the host memory one running cloak pod
+//! costs (shim, VMM, vsock and virtio-fs backends), beside runc's shim for the same container.
+//!
+//! Usage: cloak-bench-containerd [--runs N]   (make bench-containerd sets the env)
+
+#![allow(clippy::print_stdout)] // a benchmark prints its figures
+
+use std::time::Instant;
+
+use anyhow::{ensure, Context as _};
+use cloak_tests::bench::{join, median};
+use cloak_tests::containerd::{image, shim_binary, PrivateContainerd, RUNTIME};
+use cloak_tests::VmTestEnv;
+
+const RUNC_RUNTIME: &str = "io.containerd.runc.v2";
+
+fn runs() -> anyhow::Result<usize> {
+    std::env::args()
+        .skip_while(|arg| arg != "--runs")
+        .nth(1)
+        .map(|n| n.parse())
+        .transpose()
+        .context("--runs takes a number")
+        .map(|value| value.unwrap_or(5))
+}
+
+fn timed_run(containerd: &PrivateContainerd, runtime: &str, id: &str) -> anyhow::Result<f64> {
+    let image = image();
+    let started = Instant::now();
+    let output = containerd
+        .ctr(&["run", "--rm", "--runtime", runtime, &image, id, "true"])
+        .output()?;
+    let elapsed = started.elapsed().as_secs_f64() * 1000.0;
+    ensure!(
+        output.status.success(),
+        "{runtime}: ctr run failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(elapsed)
+}
+
+/// Resident set of `pid` in KiB: (VmRSS, RssShmem).
+fn rss_kib(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmRSS:"), field("RssShmem:"))
+}
+
+fn pids_of(lines: &[String], program: &str) -> Vec<u32> {
+    lines
+        .iter()
+        .filter(|line| {
+            line.split_once(": ")
+                .and_then(|(_, cmd)| cmd.split_whitespace().next())
+                .is_some_and(|exe| exe.ends_with(program))
+        })
+        .filter_map(|line| line.split(':').next()?.parse().ok())
+        .collect()
+}
+
+fn memory_per_pod(containerd: &PrivateContainerd) -> anyhow::Result<()> {
+    let image = image();
+    for (runtime, id) in [(RUNTIME, "mem-cloak"), (RUNC_RUNTIME, "mem-runc")] {
+        let output = containerd
+            .ctr(&[
+                "run",
+                "-d",
+                "--runtime",
+                runtime,
+                &image,
+                id,
+                "sleep",
+                "1000",
+            ])
+            .output()?;
+        ensure!(
+            output.status.success(),
+            "{runtime}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    // Let the guest settle (module loading, page cache) before reading the figures.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let vm_processes = cloak_tests::processes_mentioning(&containerd.run_dir.join("mem-cloak"));
+    let shims = cloak_tests::processes_mentioning(&containerd.address);
+    let cloak_shim: Vec<u32> = pids_of(&shims, "containerd-shim-cloak-v2");
+    let runc_shim: Vec<u32> = pids_of(&shims, "containerd-shim-runc-v2");
+    println!("\nhost memory of one running pod (VmRSS; guest RAM is the VMM's shared memory):");
+    let mut total = 0;
+    for (name, pids) in [
+        ("containerd-shim-cloak-v2", cloak_shim),
+        (
+            "qemu-system-x86_64",
+            pids_of(&vm_processes, "qemu-system-x86_64"),
+        ),
+        (
+            "vhost-device-vsock",
+            pids_of(&vm_processes, "vhost-device-vsock"),
+        ),
+        ("virtiofsd", pids_of(&vm_processes, "virtiofsd")),
+    ] {
+        let (rss, shmem): (u64, u64) = pids
+            .iter()
+            .map(|pid| rss_kib(*pid))
+            .fold((0, 0), |acc, x| (acc.0 + x.0, acc.1 + x.1));
+        total += rss;
+        println!(
+            "  {name:<26} {:>8.1} MiB  ({} process{}, of which shared guest RAM {:.1} MiB)",
+            rss as f64 / 1024.0,
+            pids.len(),
+            if pids.len() == 1 { "" } else { "es" },
+            shmem as f64 / 1024.0
+        );
+    }
+    println!(
+        "  {:<26} {:>8.1} MiB",
+        "cloak pod total",
+        total as f64 / 1024.0
+    );
+    let runc: u64 = runc_shim.iter().map(|pid| rss_kib(*pid).0).sum();
+    println!(
+        "  {:<26} {:>8.1} MiB  (baseline: runc's shim; runc itself exits)",
+        "containerd-shim-runc-v2",
+        runc as f64 / 1024.0
+    );
+    for id in ["mem-cloak", "mem-runc"] {
+        let _ = containerd
+            .ctr(&["task", "kill", "-s", "SIGKILL", id])
+            .output();
+    }
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    for id in ["mem-cloak", "mem-runc"] {
+        let _ = containerd.ctr(&["task", "rm", id]).output();
+        let _ = containerd.ctr(&["container", "rm", id]).output();
+    }
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    let runs = runs()?;
+    let env = VmTestEnv::get("cloak-bench-containerd").context("the guest image is needed")?;
+    let shim =
+        shim_binary().context("build containerd-shim-cloak-v2 first (cargo build --release)")?;
+    let containerd = PrivateContainerd::start(&env, &shim)?;
+    let mut cloak = Vec::new();
+    let mut runc = Vec::new();
+    for run in 0..runs {
+        cloak.push(timed_run(
+            &containerd,
+            RUNTIME,
+            &format!("bench-cloak-{run}"),
+        )?);
+        runc.push(timed_run(
+            &containerd,
+            RUNC_RUNTIME,
+            &format!("bench-runc-{run}"),
+        )?);
+    }
+    println!(
+        "ctr run --rm {} ID true, {runs} runs each (alternating):",
+        image()
+    );
+    println!("  cloak: {} ms", join(&cloak));
+    println!("  runc:  {} ms", join(&runc));
+    let (cloak_median, runc_median) = (median(&mut cloak), median(&mut runc));
+    println!(
+        "  median: cloak {cloak_median:.1} ms, runc {runc_median:.1} ms, ratio {:.1}",
+        cloak_median / runc_median
+    );
+    memory_per_pod(&containerd)?;
+    Ok(())
+}
