@@ -11,8 +11,9 @@ use cloak_protocol::agent::{
 };
 use cloak_shim::config::Configuration;
 use cloak_shim::sandbox::PodSandbox;
+use cloak_shim::service::host_mounts;
 use cloak_shim::stdio_streams::StdioWanted;
-use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::mount::{umount2, MntFlags};
 use tokio::io::AsyncWriteExt;
 
 use crate::runtime_args::RuntimeArgs;
@@ -43,10 +44,12 @@ pub fn run(args: RunArgs) -> anyhow::Result<u8> {
     let shared = config.runtime.run_dir.join(format!("{id}-shared"));
     let staged = shared.join("rootfs");
     std::fs::create_dir_all(&staged).with_context(|| format!("creating {}", staged.display()))?;
-    let result = bind_read_only(&rootfs, &staged).and_then(|()| {
-        let runtime = tokio::runtime::Runtime::new().context("creating the async runtime")?;
-        runtime.block_on(run_in_pod(&config, &id, &shared, &args))
-    });
+    let result = host_mounts::bind(&rootfs, &staged, true)
+        .context("bind-mounting the rootfs into the pod's shared directory")
+        .and_then(|()| {
+            let runtime = tokio::runtime::Runtime::new().context("creating the async runtime")?;
+            runtime.block_on(run_in_pod(&config, &id, &shared, &args))
+        });
     let _ = umount2(&staged, MntFlags::MNT_DETACH);
     let _ = std::fs::remove_dir(&staged);
     let _ = std::fs::remove_dir(&shared);
@@ -55,30 +58,6 @@ pub fn run(args: RunArgs) -> anyhow::Result<u8> {
         let _ = std::fs::remove_dir_all(config.runtime.run_dir.join(&id));
     }
     result
-}
-
-fn bind_read_only(source: &Path, target: &Path) -> anyhow::Result<()> {
-    mount(
-        Some(source),
-        target,
-        None::<&str>,
-        MsFlags::MS_BIND | MsFlags::MS_REC,
-        None::<&str>,
-    )
-    .with_context(|| {
-        format!(
-            "bind-mounting {} into the pod's shared directory",
-            source.display()
-        )
-    })?;
-    mount(
-        None::<&str>,
-        target,
-        None::<&str>,
-        MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY,
-        None::<&str>,
-    )
-    .context("making the rootfs bind mount read-only")
 }
 
 fn spec_for(args: &RunArgs) -> anyhow::Result<Vec<u8>> {

@@ -186,10 +186,21 @@ impl PrivateContainerd {
         Ok(self.ctr(&all).stdin(Stdio::null()).output()?)
     }
 
-    /// Runs `ctr args` with a pseudo-terminal as its stdin, stdout and stderr (what `-t`
-    /// needs); returns what it wrote and its exit code.
-    pub fn ctr_on_terminal(&self, args: &[&str]) -> anyhow::Result<(String, Option<i32>)> {
-        let pty = nix::pty::openpty(None, None)?;
+    /// Runs `ctr args` with a `rows`x`columns` pseudo-terminal as its stdin, stdout and stderr
+    /// (what `-t` needs); returns what it wrote and its exit code.
+    pub fn ctr_on_terminal(
+        &self,
+        args: &[&str],
+        rows: u16,
+        columns: u16,
+    ) -> anyhow::Result<(String, Option<i32>)> {
+        let size = nix::pty::Winsize {
+            ws_row: rows,
+            ws_col: columns,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        let pty = nix::pty::openpty(Some(&size), None)?;
         let mut command = self.ctr(args);
         command
             .stdin(Stdio::from(pty.slave.try_clone()?))

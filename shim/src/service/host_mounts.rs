@@ -93,7 +93,8 @@ pub async fn mount_rootfs(
     Ok(())
 }
 
-fn bind(source: &Path, target: &Path, read_only: bool) -> Result<(), MountError> {
+/// Binds `source` (recursively) on `target`, read-only if asked.
+pub fn bind(source: &Path, target: &Path, read_only: bool) -> Result<(), MountError> {
     let failed = |err: nix::Error| MountError::Mount {
         what: source.display().to_string(),
         target: target.display().to_string(),
