@@ -6,6 +6,8 @@ set -euo pipefail
 
 VHOST_DEVICE_VSOCK_VERSION=0.3.0
 VIRTIOFSD_VERSION=1.14.0
+SEV_SNP_MEASURE_VERSION=0.0.13
+PYTHON_TOOLS=/opt/cloak-tools
 
 log() { printf 'setup-host: %s\n' "$*" >&2; }
 
@@ -39,8 +41,11 @@ apt-get update -q >/dev/null
 # cpio: cross-checks the initrd writer; libseccomp-dev: the agent links libseccomp statically
 # (and virtiofsd needs it, with libcap-ng-dev, to build); busybox-static: test container root
 # filesystems; runc: the host baseline of the container benchmarks; containerd: the shim's tests,
-# the demo and the benchmark run a private containerd (its system service is left alone).
-packages=(cpio libseccomp-dev libcap-ng-dev busybox-static runc containerd)
+# the demo and the benchmark run a private containerd (its system service is left alone);
+# libssl-dev, pkg-config: the sev crate (launch digests, report checks) links OpenSSL;
+# python3-venv: the sev-snp-measure oracle's environment.
+packages=(cpio libseccomp-dev libcap-ng-dev busybox-static runc containerd libssl-dev pkg-config
+    python3-venv)
 missing=()
 for package in "${packages[@]}"; do
     dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
@@ -63,6 +68,14 @@ fi
 if ! command -v virtiofsd >/dev/null 2>&1; then
     log "installing virtiofsd $VIRTIOFSD_VERSION (cargo install)"
     cargo install --locked --quiet virtiofsd --version "$VIRTIOFSD_VERSION"
+fi
+
+# The reference implementation of SEV-SNP launch digests, which the tests compare cloak's with.
+if ! command -v sev-snp-measure >/dev/null 2>&1; then
+    log "installing sev-snp-measure $SEV_SNP_MEASURE_VERSION (pip, in $PYTHON_TOOLS)"
+    /usr/bin/python3 -m venv "$PYTHON_TOOLS"
+    "$PYTHON_TOOLS/bin/pip" install --quiet "sev-snp-measure==$SEV_SNP_MEASURE_VERSION"
+    ln -sf "$PYTHON_TOOLS/bin/sev-snp-measure" /usr/local/bin/sev-snp-measure
 fi
 
 log "qemu: $(qemu-system-x86_64 --version | head -n 1)"

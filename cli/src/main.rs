@@ -1,8 +1,10 @@
 //! `cloak`: the operator's tool. `cloak image build` makes the guest image; `cloak probe` boots
 //! a throwaway pod VM with it and reports what the agent says; `cloak run` runs one container
-//! from a root filesystem directory in its own pod VM.
+//! from a root filesystem directory in its own pod VM; `cloak measure` prints the SEV-SNP
+//! launch digest a verifier should expect.
 
 mod image;
+mod measure;
 mod probe;
 mod run;
 mod runtime_args;
@@ -34,6 +36,8 @@ enum Command {
     Probe(probe::ProbeArgs),
     /// Run one container from a root filesystem directory in a fresh pod VM.
     Run(run::RunArgs),
+    /// Print the SEV-SNP launch digest of a guest (the flags of `sev-snp-measure`).
+    Measure(measure::MeasureArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -48,6 +52,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Image { command } => image::run(command),
         Command::Probe(args) => probe::run(args),
+        Command::Measure(args) => measure::run(args),
         Command::Run(args) => match run::run(args) {
             Ok(code) => return std::process::ExitCode::from(code),
             Err(err) => Err(err),

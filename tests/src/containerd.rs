@@ -30,16 +30,7 @@ pub fn user_image() -> String {
 
 /// The shim binary: `CLOAK_SHIM_BIN`, or the one cargo built beside this test binary.
 pub fn shim_binary() -> Option<PathBuf> {
-    if let Some(path) = std::env::var_os("CLOAK_SHIM_BIN") {
-        return Some(PathBuf::from(path));
-    }
-    let exe = std::env::current_exe().ok()?;
-    let mut dir = exe.parent()?;
-    if dir.ends_with("deps") {
-        dir = dir.parent()?;
-    }
-    let candidate = dir.join(SHIM_BINARY);
-    candidate.is_file().then_some(candidate)
+    crate::workspace_binary(SHIM_BINARY, "CLOAK_SHIM_BIN")
 }
 
 pub struct PrivateContainerd {

@@ -64,11 +64,6 @@ fn file_from_env(variable: &str) -> Result<PathBuf, String> {
     }
 }
 
-fn on_path(program: &str) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
-}
-
 /// What a VM test needs: the built guest image and the host tools of the qemu backend.
 pub struct VmTestEnv {
     pub guest_dir: PathBuf,
@@ -132,6 +127,27 @@ pub fn boot_timeout() -> Duration {
 pub fn vm_slot() -> MutexGuard<'static, ()> {
     static SLOT: Mutex<()> = Mutex::new(());
     SLOT.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// A binary of this workspace that cargo built beside the running test or benchmark
+/// (`target/release/<name>`), unless the environment variable `variable` names one.
+pub fn workspace_binary(name: &str, variable: &str) -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os(variable) {
+        return Some(PathBuf::from(path));
+    }
+    let exe = std::env::current_exe().ok()?;
+    let mut dir = exe.parent()?;
+    if dir.ends_with("deps") {
+        dir = dir.parent()?;
+    }
+    let candidate = dir.join(name);
+    candidate.is_file().then_some(candidate)
+}
+
+/// Whether `program` is on PATH.
+pub fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
 }
 
 /// Host processes whose command line mentions `needle` (a test's private directory).

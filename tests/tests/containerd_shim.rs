@@ -30,9 +30,7 @@ fn with_containerd(
 fn containerd(test: &str) -> Option<(VmTestEnv, PrivateContainerd)> {
     let env = VmTestEnv::get(test)?;
     for tool in ["containerd", "ctr", "virtiofsd"] {
-        if !std::env::var_os("PATH")
-            .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
-        {
+        if !cloak_tests::on_path(tool) {
             skip(
                 test,
                 &format!("{tool} is not on PATH (scripts/setup-host.sh installs it)"),
