@@ -7,6 +7,9 @@ pub mod cpu_types;
 pub mod launch_digest;
 pub mod launch_plan;
 pub mod ovmf_launch;
+pub mod reference_values;
+pub mod vcek_extensions;
+pub mod verify;
 
 pub use launch_digest::{LaunchDigest, LAUNCH_DIGEST_BYTES};
 pub use launch_plan::{LaunchPlan, PageKind, PageRecord};

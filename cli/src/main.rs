@@ -1,8 +1,9 @@
 //! `cloak`: the operator's tool. `cloak image build` makes the guest image; `cloak probe` boots
 //! a throwaway pod VM with it and reports what the agent says; `cloak run` runs one container
 //! from a root filesystem directory in its own pod VM; `cloak measure` prints the SEV-SNP
-//! launch digest a verifier should expect.
+//! launch digest a verifier should expect; `cloak attest verify` checks a report.
 
+mod attest;
 mod image;
 mod measure;
 mod probe;
@@ -36,6 +37,11 @@ enum Command {
     Probe(probe::ProbeArgs),
     /// Run one container from a root filesystem directory in a fresh pod VM.
     Run(run::RunArgs),
+    /// Attestation reports.
+    Attest {
+        #[command(subcommand)]
+        command: attest::AttestCommand,
+    },
     /// Print the SEV-SNP launch digest of a guest (the flags of `sev-snp-measure`).
     Measure(measure::MeasureArgs),
 }
@@ -53,6 +59,11 @@ fn main() -> std::process::ExitCode {
         Command::Image { command } => image::run(command),
         Command::Probe(args) => probe::run(args),
         Command::Measure(args) => measure::run(args),
+        Command::Attest { command } => match attest::run(command) {
+            Ok(true) => Ok(()),
+            Ok(false) => return std::process::ExitCode::FAILURE,
+            Err(err) => Err(err),
+        },
         Command::Run(args) => match run::run(args) {
             Ok(code) => return std::process::ExitCode::from(code),
             Err(err) => Err(err),

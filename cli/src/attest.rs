@@ -1,0 +1,86 @@
+//! `cloak attest verify`: checks an SEV-SNP attestation report and prints one line per check;
+//! exits 0 only when every check passed.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::{Args, Subcommand};
+use cloak_attestation::reference_values::ReferenceValues;
+use cloak_attestation::verify::{self, VerifyRequest};
+
+#[derive(Subcommand)]
+pub enum AttestCommand {
+    /// Verify a report: AMD chain, signature, VCEK TCB and chip, then the expected values.
+    Verify(VerifyArgs),
+}
+
+#[derive(Args)]
+pub struct VerifyArgs {
+    /// The report: raw (1184 bytes) or hex text.
+    #[arg(long)]
+    report: PathBuf,
+    /// VCEK (or VLEK) certificate, DER or PEM.
+    #[arg(long)]
+    vcek: PathBuf,
+    /// ASK (or ASVK) then ARK, PEM; AMD's built-in chains when absent.
+    #[arg(long)]
+    chain: Option<PathBuf>,
+    /// Reference values (JSON with `launch_digests`), e.g. from `cloak image build`.
+    #[arg(long)]
+    reference_values: Option<PathBuf>,
+    /// Expected HOST_DATA, hex (32 bytes).
+    #[arg(long)]
+    host_data: Option<String>,
+    /// Expected REPORT_DATA, hex (64 bytes).
+    #[arg(long)]
+    report_data: Option<String>,
+    /// Accept a guest policy that allows debugging.
+    #[arg(long)]
+    allow_debug: bool,
+    /// Minimum TCB as BOOTLOADER:TEE:SNP:MICROCODE.
+    #[arg(long)]
+    min_tcb: Option<String>,
+}
+
+fn read(path: &PathBuf) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("reading {}", path.display()))
+}
+
+fn hex_arg(name: &str, value: Option<&String>) -> anyhow::Result<Option<Vec<u8>>> {
+    value
+        .map(|text| hex::decode(text.trim()).with_context(|| format!("--{name} is not hex")))
+        .transpose()
+}
+
+/// Returns whether the report verified.
+pub fn run(command: AttestCommand) -> anyhow::Result<bool> {
+    let AttestCommand::Verify(args) = command;
+    let measurements = match &args.reference_values {
+        Some(path) => ReferenceValues::from_json(&read(path)?)?.digests()?,
+        None => Vec::new(),
+    };
+    let request = VerifyRequest {
+        report: verify::report_from_file_bytes(&read(&args.report)?),
+        vcek: read(&args.vcek)?,
+        chain: args.chain.as_ref().map(read).transpose()?,
+        measurements,
+        host_data: hex_arg("host-data", args.host_data.as_ref())?,
+        report_data: hex_arg("report-data", args.report_data.as_ref())?,
+        allow_debug: args.allow_debug,
+        minimum_tcb: args
+            .min_tcb
+            .as_deref()
+            .map(str::parse)
+            .transpose()
+            .map_err(|err| anyhow::anyhow!("--min-tcb {err}"))?,
+    };
+    let verdict = verify::verify(&request);
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    for check in &verdict.checks {
+        writeln!(out, "{check}")?;
+    }
+    let passed = verdict.passed();
+    writeln!(out, "{}", if passed { "VERIFIED" } else { "NOT VERIFIED" })?;
+    Ok(passed)
+}
