@@ -183,6 +183,16 @@ impl OvmfLaunch {
     }
 }
 
+/// Whether `ovmf` is a firmware whose SEV metadata has a kernel-hashes section (so QEMU's
+/// `kernel-hashes=on` measures the kernel, initrd and command line), or why it cannot be read.
+pub fn has_kernel_hashes_table(ovmf: &Path) -> Result<bool, OvmfLaunchError> {
+    let firmware = OVMF::new(ovmf.to_owned()).map_err(|err| OvmfLaunchError::Firmware {
+        path: ovmf.display().to_string(),
+        reason: err.to_string(),
+    })?;
+    Ok(firmware.has_metadata_section(SectionType::SnpKernelHashes))
+}
+
 /// The digest of the firmware pages alone, for `--snp-ovmf-hash`.
 pub fn ovmf_digest(ovmf: &Path) -> Result<LaunchDigest, OvmfLaunchError> {
     let firmware = OVMF::new(ovmf.to_owned()).map_err(|err| OvmfLaunchError::Firmware {
@@ -282,6 +292,13 @@ mod tests {
         let whole = launch.digest().expect("digest");
         launch.ovmf_digest = Some(ovmf_digest(&ovmf).expect("firmware digest"));
         assert_eq!(launch.digest().expect("digest"), whole);
+    }
+
+    #[test]
+    fn the_amdsev_build_has_a_hashes_table_and_ovmfx64_has_none() {
+        assert!(has_kernel_hashes_table(&testdata("ovmf_AmdSev_suffix.bin")).expect("reads"));
+        assert!(!has_kernel_hashes_table(&testdata("ovmf_OvmfX64_suffix.bin")).expect("reads"));
+        assert!(has_kernel_hashes_table(Path::new("/nonexistent")).is_err());
     }
 
     #[test]

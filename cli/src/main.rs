@@ -4,6 +4,7 @@
 //! launch digest a verifier should expect; `cloak attest verify` checks a report.
 
 mod attest;
+mod check;
 mod image;
 mod measure;
 mod probe;
@@ -37,6 +38,8 @@ enum Command {
     Probe(probe::ProbeArgs),
     /// Run one container from a root filesystem directory in a fresh pod VM.
     Run(run::RunArgs),
+    /// Report what this host can do for cloak (virtualization, SEV-SNP, firmware) and why not.
+    Check(check::CheckArgs),
     /// Attestation reports.
     Attest {
         #[command(subcommand)]
@@ -59,6 +62,7 @@ fn main() -> std::process::ExitCode {
         Command::Image { command } => image::run(command),
         Command::Probe(args) => probe::run(args),
         Command::Measure(args) => measure::run(args),
+        Command::Check(args) => check::run(args),
         Command::Attest { command } => match attest::run(command) {
             Ok(true) => Ok(()),
             Ok(false) => return std::process::ExitCode::FAILURE,

@@ -50,6 +50,18 @@ pub enum AccelSetting {
     Tcg,
 }
 
+/// What protects a pod VM's memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TeeKind {
+    /// An ordinary VM.
+    None,
+    /// AMD SEV-SNP: encrypted memory, a launch digest and signed attestation reports.
+    Snp,
+    /// A simulated TEE for development and tests (not confidential).
+    Sim,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HypervisorConfig {
@@ -66,6 +78,15 @@ pub struct HypervisorConfig {
     pub memory_mib: u32,
     /// Appended to the image's kernel command line.
     pub kernel_params: String,
+    pub tee: TeeKind,
+    /// Firmware of SNP guests: an OVMF AmdSev build (it measures the kernel, initrd and
+    /// command line through its hashes table, QEMU's `kernel-hashes=on`).
+    pub firmware: PathBuf,
+    /// SNP guest policy (SNP ABI, "Guest Policy"): 0x30000 allows SMT (bit 16) with the
+    /// must-be-one bit 17, and leaves debugging (bit 19) off.
+    pub snp_policy: u64,
+    /// vCPU model of SNP guests; its CPUID signature is part of the launch digest.
+    pub snp_vcpu_type: String,
 }
 
 impl Default for HypervisorConfig {
@@ -80,6 +101,10 @@ impl Default for HypervisorConfig {
             vcpus: 2,
             memory_mib: 512,
             kernel_params: String::new(),
+            tee: TeeKind::None,
+            firmware: PathBuf::from("/usr/share/ovmf/OVMF.amdsev.fd"),
+            snp_policy: 0x30000,
+            snp_vcpu_type: "EPYC-v4".to_owned(),
         }
     }
 }

@@ -51,3 +51,62 @@ fn cloak_attest_verify_passes_a_real_report_and_names_what_fails() {
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("FAIL host-data"), "{out}");
 }
+
+#[test]
+fn cloak_check_reports_snp_readiness_and_the_firmwares_hashes_table() {
+    let test = "cloak_check_reports_snp_readiness_and_the_firmwares_hashes_table";
+    let Some(cloak) = workspace_binary("cloak", "CLOAK_BIN") else {
+        skip(
+            test,
+            "the cloak binary is not built (cargo build --release -p cloak)",
+        );
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let check = |firmware: &str| {
+        let config = dir.path().join("configuration.toml");
+        let path = repo_root().join("tests/data/snp/firmware").join(firmware);
+        std::fs::write(
+            &config,
+            format!("[hypervisor]\nfirmware = \"{}\"\n", path.display()),
+        )
+        .unwrap();
+        let output = Command::new(&cloak)
+            .arg("check")
+            .arg("--config")
+            .arg(&config)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{output:?}");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let amdsev = check("ovmf_AmdSev_suffix.bin");
+    assert!(
+        amdsev
+            .lines()
+            .any(|l| l.starts_with("yes  SNP firmware:") && l.contains("kernel-hashes table")),
+        "{amdsev}"
+    );
+    let ovmfx64 = check("ovmf_OvmfX64_suffix.bin");
+    assert!(
+        ovmfx64
+            .lines()
+            .any(|l| l.starts_with("no   SNP firmware:") && l.contains("no kernel-hashes table")),
+        "{ovmfx64}"
+    );
+    // Whether this host can launch SNP guests follows from the facts it lists.
+    let snp_possible = std::path::Path::new("/dev/sev").exists();
+    let verdict = amdsev.lines().find(|l| l.contains("SNP guests:")).unwrap();
+    if !snp_possible {
+        assert!(verdict.starts_with("no "), "{verdict}");
+    }
+    for fact in [
+        "hardware virtualization:",
+        "kvm:",
+        "SEV-SNP in the CPU:",
+        "/dev/sev:",
+        "kvm_amd sev_snp:",
+    ] {
+        assert!(amdsev.contains(fact), "missing {fact:?} in\n{amdsev}");
+    }
+}

@@ -69,3 +69,59 @@ mod tests {
         assert_eq!(tsc_khz_from_cpuinfo("model : x\n"), None);
     }
 }
+
+/// What CPUID Fn8000_001F (AMD "Encrypted Memory Capabilities") says of this host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryEncryption {
+    pub sev: bool,
+    pub sev_snp: bool,
+    /// Page-table bit that marks a page encrypted (EBX[5:0]).
+    pub cbitpos: u32,
+    /// Physical address bits lost to encryption (EBX[11:6]).
+    pub reduced_phys_bits: u32,
+}
+
+impl MemoryEncryption {
+    /// From the leaf's EAX and EBX: EAX bit 1 is SEV, bit 4 SEV-SNP.
+    pub fn from_cpuid(eax: u32, ebx: u32) -> Self {
+        Self {
+            sev: eax & (1 << 1) != 0,
+            sev_snp: eax & (1 << 4) != 0,
+            cbitpos: ebx & 0x3f,
+            reduced_phys_bits: (ebx >> 6) & 0x3f,
+        }
+    }
+}
+
+/// This CPU's memory-encryption leaf, `None` where the CPU has no such leaf (Intel, old AMD).
+#[cfg(target_arch = "x86_64")]
+pub fn memory_encryption() -> Option<MemoryEncryption> {
+    use std::arch::x86_64::__cpuid;
+    const LEAF: u32 = 0x8000_001f;
+    let max_extended = __cpuid(0x8000_0000).eax;
+    if max_extended < LEAF {
+        return None;
+    }
+    let leaf = __cpuid(LEAF);
+    Some(MemoryEncryption::from_cpuid(leaf.eax, leaf.ebx))
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+pub fn memory_encryption() -> Option<MemoryEncryption> {
+    None
+}
+
+#[cfg(test)]
+mod memory_encryption_tests {
+    use super::*;
+
+    #[test]
+    fn an_epyc_milan_leaf_decodes() {
+        // EAX: SME, SEV, SEV-ES, SEV-SNP and more; EBX 0x4173: C-bit 51, 5 address bits lost.
+        let leaf = MemoryEncryption::from_cpuid(0x0101_fd3f, 0x0000_4173);
+        assert!(leaf.sev && leaf.sev_snp);
+        assert_eq!((leaf.cbitpos, leaf.reduced_phys_bits), (51, 5));
+        let none = MemoryEncryption::from_cpuid(0, 0);
+        assert!(!none.sev_snp);
+    }
+}

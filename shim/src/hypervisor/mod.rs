@@ -6,6 +6,7 @@ pub mod child;
 pub mod host;
 pub mod qemu;
 pub mod readiness;
+pub mod snp;
 pub mod virtiofs_backend;
 pub mod vsock_backend;
 

@@ -11,10 +11,11 @@ use tokio::process::Command;
 use super::child::ChildProcess;
 use super::host;
 use super::readiness::ReadyListener;
+use super::snp::{SnpLaunch, SNP_OBJECT_ID};
 use super::virtiofs_backend::VirtiofsBackend;
 use super::vsock_backend::VsockBackend;
 use super::{Hypervisor, HypervisorError, VmConfig, VmExit};
-use crate::config::{AccelSetting, HypervisorConfig};
+use crate::config::{AccelSetting, HypervisorConfig, TeeKind};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Accel {
@@ -48,6 +49,8 @@ pub struct QemuLaunch {
     pub vhost_vsock_socket: PathBuf,
     /// vhost-user-fs socket of the pod's shared directory, if any.
     pub virtiofs_socket: Option<PathBuf>,
+    /// An SEV-SNP guest: q35 with OVMF, the sev-snp-guest object.
+    pub snp: Option<SnpLaunch>,
 }
 
 impl QemuLaunch {
@@ -57,8 +60,20 @@ impl QemuLaunch {
             Accel::Kvm => ("kvm", "host"),
             Accel::Tcg => ("tcg", "max"),
         };
-        let microvm = self.machine == "microvm";
-        let (machine, vsock_device) = if microvm {
+        let cpu = match &self.snp {
+            Some(snp) => snp.vcpu_type.as_str(),
+            None => cpu,
+        };
+        // SNP guests boot OVMF on q35: microvm has no firmware to measure the kernel.
+        let microvm = self.machine == "microvm" && self.snp.is_none();
+        let (machine, vsock_device) = if self.snp.is_some() {
+            (
+                format!(
+                    "q35,accel={accel},confidential-guest-support={SNP_OBJECT_ID},memory-backend=mem"
+                ),
+                "vhost-user-vsock-pci",
+            )
+        } else if microvm {
             // ACPI on: Debian's kernel finds virtio-mmio devices only through ACPI.
             (
                 format!("microvm,accel={accel},acpi=on,rtc=on,memory-backend=mem"),
@@ -122,6 +137,14 @@ impl QemuLaunch {
         if !microvm {
             args.extend(["-device".into(), "virtio-rng-pci".into()]);
         }
+        if let Some(snp) = &self.snp {
+            args.extend([
+                "-bios".into(),
+                path_arg(&snp.firmware),
+                "-object".into(),
+                snp.guest_object(),
+            ]);
+        }
         args
     }
 }
@@ -162,13 +185,30 @@ impl Qemu {
         }
     }
 
+    /// The SNP part of the launch, or why this host cannot give the configured TEE. Decided
+    /// before any helper process starts.
+    fn tee_launch(&self, accel: Accel) -> Result<Option<SnpLaunch>, HypervisorError> {
+        match self.settings.tee {
+            TeeKind::None => Ok(None),
+            TeeKind::Snp if accel == Accel::Tcg => Err(HypervisorError::Unsupported(
+                "tee = \"snp\" needs KVM on an AMD host with SEV-SNP; this host runs guests under software emulation".to_owned(),
+            )),
+            // The pod's init-data is empty until it is configurable: HOST_DATA = SHA-256("").
+            TeeKind::Snp => Ok(Some(SnpLaunch::for_host(&self.settings, b"")?)),
+            TeeKind::Sim => Err(HypervisorError::Unsupported(
+                "tee = \"sim\": the simulated TEE is not available in this build".to_owned(),
+            )),
+        }
+    }
+
     fn launch_for(
         &self,
         config: &VmConfig,
+        accel: Accel,
+        snp: Option<SnpLaunch>,
         vhost_vsock_socket: &Path,
         virtiofs_socket: Option<&Path>,
     ) -> QemuLaunch {
-        let accel = Accel::resolve(self.settings.accel);
         let mut cmdline = config.cmdline.clone();
         for param in host_kernel_params(accel) {
             cmdline.push(' ');
@@ -185,6 +225,7 @@ impl Qemu {
             console_log: config.console_log(),
             vhost_vsock_socket: vhost_vsock_socket.to_owned(),
             virtiofs_socket: virtiofs_socket.map(Path::to_owned),
+            snp,
         }
     }
 }
@@ -213,6 +254,8 @@ impl Hypervisor for Qemu {
             path: config.run_dir.display().to_string(),
             source,
         })?;
+        let accel = Accel::resolve(self.settings.accel);
+        let snp = self.tee_launch(accel)?;
         self.last_config = Some(config.clone());
         let ready =
             ReadyListener::bind(&config.host_port_socket(cloak_protocol::READY_VSOCK_PORT))?;
@@ -238,6 +281,8 @@ impl Hypervisor for Qemu {
         };
         let launch = self.launch_for(
             config,
+            accel,
+            snp,
             vsock.vhost_socket(),
             virtiofs.as_ref().map(VirtiofsBackend::socket),
         );
@@ -351,6 +396,7 @@ mod tests {
             console_log: PathBuf::from("/run/cloak/p,1/console.log"),
             vhost_vsock_socket: PathBuf::from("/run/cloak/p,1/vhost-vsock.sock"),
             virtiofs_socket: None,
+            snp: None,
         }
     }
 
@@ -413,6 +459,47 @@ mod tests {
         assert!(value_after(&q35.args(), "-device")
             .iter()
             .any(|d| d.starts_with("vhost-user-fs-pci,")));
+    }
+
+    #[test]
+    fn snp_guests_boot_ovmf_on_q35_with_the_sev_snp_object() {
+        let mut snp = launch("microvm", Accel::Kvm);
+        snp.snp = Some(SnpLaunch {
+            firmware: PathBuf::from("/fw/OVMF.amdsev.fd"),
+            policy: 0x30000,
+            vcpu_type: "EPYC-Milan".to_owned(),
+            cbitpos: 51,
+            reduced_phys_bits: 1,
+            host_data: [0; 32],
+        });
+        let args = snp.args();
+        assert_eq!(
+            value_after(&args, "-machine"),
+            ["q35,accel=kvm,confidential-guest-support=sev0,memory-backend=mem"]
+        );
+        assert_eq!(value_after(&args, "-cpu"), ["EPYC-Milan"]);
+        assert_eq!(value_after(&args, "-bios"), ["/fw/OVMF.amdsev.fd"]);
+        let objects = value_after(&args, "-object");
+        assert_eq!(objects[0], "memory-backend-memfd,id=mem,size=512M,share=on");
+        assert!(
+            objects[1].starts_with("sev-snp-guest,id=sev0,policy=0x30000,cbitpos=51,reduced-phys-bits=1,kernel-hashes=on,host-data="),
+            "{objects:?}"
+        );
+        // The kernel, initrd and command line stay: OVMF measures them (kernel-hashes).
+        assert_eq!(value_after(&args, "-kernel"), ["/img/vmlinuz"]);
+        assert!(value_after(&args, "-device")
+            .contains(&"vhost-user-vsock-pci,chardev=vsock".to_owned()));
+    }
+
+    #[test]
+    fn snp_under_software_emulation_is_refused_with_the_reason() {
+        let qemu = Qemu::new(HypervisorConfig {
+            tee: TeeKind::Snp,
+            accel: AccelSetting::Tcg,
+            ..Default::default()
+        });
+        let err = qemu.tee_launch(Accel::Tcg).expect_err("TCG cannot run SNP");
+        assert!(err.to_string().contains("software emulation"), "{err}");
     }
 
     #[test]
