@@ -29,6 +29,10 @@ pub struct BuildArgs {
     /// Timestamp for every initrd entry.
     #[arg(long, env = "SOURCE_DATE_EPOCH", default_value_t = 0)]
     source_date_epoch: u32,
+    /// Runtime configuration the reference values assume (the kernel command line the shim
+    /// passes depends on it); built-in defaults when absent.
+    #[arg(long)]
+    runtime_config: Option<PathBuf>,
 }
 
 pub fn default_cache_dir() -> PathBuf {
@@ -47,6 +51,7 @@ pub fn run(command: ImageCommand) -> anyhow::Result<()> {
 
 fn build(args: BuildArgs) -> anyhow::Result<()> {
     let config = cloak_image::ImageConfig::load(&args.config)?;
+    let launches = config.reference_values.clone();
     let options = cloak_image::BuildOptions {
         config,
         init_binary: args.agent,
@@ -66,5 +71,55 @@ fn build(args: BuildArgs) -> anyhow::Result<()> {
         &manifest.initrd.sha256[..16],
         manifest.modules.len()
     )?;
+    let runtime = match &args.runtime_config {
+        Some(path) => cloak_shim::Configuration::load(path)?,
+        None => cloak_shim::Configuration::default(),
+    };
+    let written = write_reference_values(&args.out, &manifest, &runtime, &launches)?;
+    writeln!(stdout, "{written}")?;
     Ok(())
+}
+
+/// Writes reference-values.json (and the Trustee form) beside the manifest; returns a line
+/// saying what was written.
+fn write_reference_values(
+    out: &std::path::Path,
+    manifest: &cloak_image::Manifest,
+    runtime: &cloak_shim::Configuration,
+    launches: &cloak_image::ReferenceLaunches,
+) -> anyhow::Result<String> {
+    use cloak_attestation::reference_values::{ReferenceLaunchSet, ReferenceValues};
+    // The command line exactly as the shim passes it to a pod VM of this image.
+    let mut image_runtime = runtime.clone();
+    image_runtime.guest.image_dir = out.to_owned();
+    let vm = cloak_shim::pod_vm::vm_config_for(&image_runtime, manifest, "reference");
+    let launch_set = ReferenceLaunchSet {
+        firmware: launches.firmware.clone(),
+        vcpus: launches.vcpus.clone(),
+        vcpu_types: launches.vcpu_types.clone(),
+        guest_features: launches.guest_features,
+    };
+    let values = ReferenceValues::for_image(&vm.kernel, &vm.initrd, &vm.cmdline, &launch_set)?;
+    let path = out.join("reference-values.json");
+    std::fs::write(&path, serde_json::to_vec_pretty(&values)?)
+        .with_context(|| format!("writing {}", path.display()))?;
+    let trustee = out.join("reference-values.trustee.json");
+    std::fs::write(
+        &trustee,
+        serde_json::to_vec_pretty(&values.trustee_message())?,
+    )
+    .with_context(|| format!("writing {}", trustee.display()))?;
+    Ok(if values.launch_digests.is_empty() {
+        format!(
+            "reference values in {}: kernel, initrd and command-line hashes (no SNP launch digests: \
+             set reference_values.firmware in the image config)",
+            path.display()
+        )
+    } else {
+        format!(
+            "reference values in {}: {} SNP launch digests",
+            path.display(),
+            values.launch_digests.len()
+        )
+    })
 }

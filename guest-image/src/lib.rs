@@ -13,4 +13,4 @@ pub mod progress;
 
 pub use builder::{build_image, BuildError, BuildOptions};
 pub use manifest::Manifest;
-pub use pin::ImageConfig;
+pub use pin::{ImageConfig, ReferenceLaunches};

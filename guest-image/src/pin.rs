@@ -26,6 +26,31 @@ pub struct ImageConfig {
     pub kernel: KernelPin,
     pub modules: ModuleSelection,
     pub cmdline: CmdlineConfig,
+    #[serde(default)]
+    pub reference_values: ReferenceLaunches,
+}
+
+/// The SEV-SNP launches `cloak image build` computes reference launch digests for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReferenceLaunches {
+    /// OVMF AmdSev firmware the `qemu` backend boots SNP guests with; no launch digests
+    /// without it (the kernel, initrd and command-line hashes are written regardless).
+    pub firmware: Option<std::path::PathBuf>,
+    pub vcpus: Vec<u32>,
+    pub vcpu_types: Vec<String>,
+    pub guest_features: u64,
+}
+
+impl Default for ReferenceLaunches {
+    fn default() -> Self {
+        Self {
+            firmware: None,
+            vcpus: vec![1, 2, 4],
+            vcpu_types: vec!["EPYC-v4".into(), "EPYC-Milan".into(), "EPYC-Genoa".into()],
+            guest_features: 0x1,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

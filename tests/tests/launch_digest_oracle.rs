@@ -241,3 +241,80 @@ fn cloak_measure_takes_the_oracles_flags_and_prints_the_same_digest() {
         );
     }
 }
+
+#[test]
+fn cloak_image_build_writes_reference_digests_equal_to_the_oracles() {
+    let test = "cloak_image_build_writes_reference_digests_equal_to_the_oracles";
+    let Some(cloak) = workspace_binary("cloak", "CLOAK_BIN") else {
+        skip(
+            test,
+            "the cloak binary is not built (cargo build --release -p cloak)",
+        );
+        return;
+    };
+    let Some(agent) = cloak_tests::init_binary(test, cloak_tests::ENV_AGENT_BIN) else {
+        return;
+    };
+    if !on_path(ORACLE) {
+        skip(
+            test,
+            "sev-snp-measure is not on PATH (scripts/setup-host.sh installs it)",
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let image_config =
+        std::fs::read_to_string(repo_root().join("configs/guest-image.toml")).unwrap();
+    let firmware = firmware("ovmf_AmdSev_suffix.bin");
+    let config = image_config.replace(
+        "# firmware = \"/usr/share/ovmf/OVMF.amdsev.fd\"",
+        &format!("firmware = \"{}\"", firmware.display()),
+    );
+    assert_ne!(
+        config, image_config,
+        "the image config names a firmware line to fill in"
+    );
+    let config_path = dir.path().join("guest-image.toml");
+    std::fs::write(&config_path, config).unwrap();
+    let out = dir.path().join("guest");
+    let built = Command::new(&cloak)
+        .args(["image", "build", "--out"])
+        .arg(&out)
+        .arg("--agent")
+        .arg(&agent)
+        .arg("--config")
+        .arg(&config_path)
+        .env("CLOAK_CACHE_DIR", cloak_tests::cache_dir())
+        .output()
+        .unwrap();
+    assert!(
+        built.status.success(),
+        "{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    let values: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("reference-values.json")).unwrap()).unwrap();
+    let digests = values["launch_digests"].as_array().unwrap();
+    assert_eq!(digests.len(), 9, "3 vCPU counts x 3 CPU types");
+    let cmdline = values["cmdline"].as_str().unwrap();
+    assert!(
+        cmdline.contains("cloak.log="),
+        "the command line as the shim passes it: {cmdline}"
+    );
+    // The first entry: 1 vCPU of the first type.
+    let oracle = run_digest(
+        Path::new(ORACLE),
+        &Case {
+            ovmf: firmware,
+            vcpus: 1,
+            vcpu_type: "EPYC-v4",
+            guest_features: 0x1,
+            kernel: Some(out.join("vmlinuz")),
+            initrd: Some(out.join("initrd.img")),
+            append: Some(cmdline.to_owned()),
+        }
+        .flags(),
+    );
+    assert_eq!(digests[0]["digest"].as_str(), Some(oracle.as_str()));
+    assert!(out.join("reference-values.trustee.json").is_file());
+}
