@@ -8,6 +8,7 @@ pub mod launch_digest;
 pub mod launch_plan;
 pub mod ovmf_launch;
 pub mod reference_values;
+pub mod simulated_psp;
 pub mod vcek_extensions;
 pub mod verify;
 

@@ -139,6 +139,8 @@ pub struct VerifyRequest {
     pub report_data: Option<Vec<u8>>,
     pub allow_debug: bool,
     pub minimum_tcb: Option<MinimumTcb>,
+    /// Accept the root of cloak's simulated TEE (development and tests only).
+    pub allow_simulated: bool,
 }
 
 /// AMD product lines whose roots the verifier knows.
@@ -345,10 +347,19 @@ pub fn verify(request: &VerifyRequest) -> Verdict {
         let builtin = builtin.ok()?;
         (der_of(&builtin.ark) == der_of(&chain.ark)).then_some(name)
     });
+    let simulated =
+        String::from_utf8_lossy(&der_of(&chain.ark)).contains(crate::simulated_psp::SIMULATED_MARK);
     let ark_ok = verdict.record(
         "ark",
         match ((&chain.ark, &chain.ark).verify(), known_root) {
             (Ok(()), Some(name)) => Ok(format!("AMD {name} root, self-signed")),
+            (Ok(()), None) if simulated && request.allow_simulated => Ok(
+                "SIMULATED TEE root, accepted because simulation is allowed: NOT confidential"
+                    .to_owned(),
+            ),
+            (Ok(()), None) if simulated => {
+                Err("the root of cloak's SIMULATED TEE (allow simulation to accept it)".to_owned())
+            }
             (Ok(()), None) => {
                 Err("self-signed, but not AMD's root of Milan, Genoa or Turin".to_owned())
             }

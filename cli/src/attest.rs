@@ -40,6 +40,10 @@ pub struct VerifyArgs {
     /// Minimum TCB as BOOTLOADER:TEE:SNP:MICROCODE.
     #[arg(long)]
     min_tcb: Option<String>,
+    /// Accept a report of cloak's simulated TEE (tee = "sim"; development only, never
+    /// confidential).
+    #[arg(long)]
+    allow_simulated: bool,
 }
 
 fn read(path: &PathBuf) -> anyhow::Result<Vec<u8>> {
@@ -67,6 +71,7 @@ pub fn run(command: AttestCommand) -> anyhow::Result<bool> {
         host_data: hex_arg("host-data", args.host_data.as_ref())?,
         report_data: hex_arg("report-data", args.report_data.as_ref())?,
         allow_debug: args.allow_debug,
+        allow_simulated: args.allow_simulated,
         minimum_tcb: args
             .min_tcb
             .as_deref()
