@@ -28,8 +28,10 @@ cloak:
 image: guest-binaries cloak
 	$(CLOAK_BIN) image build --out $(GUEST_DIR) --agent $(AGENT_BIN) --config configs/guest-image.toml
 
-# Everything, VM tests included: a test that cannot run here fails instead of skipping.
-test: image
+# Everything, VM tests included: a test that cannot run here fails instead of skipping. The
+# tests drive the built `cloak` and `containerd-shim-cloak-v2` binaries (cargo test alone does
+# not build another package's binaries).
+test: image shim
 	CLOAK_GUEST_DIR=$(CURDIR)/$(GUEST_DIR) CLOAK_AGENT_BIN=$(CURDIR)/$(AGENT_BIN) \
 	CLOAK_FLOOR_INIT_BIN=$(CURDIR)/$(FLOOR_BIN) CLOAK_REQUIRE_VM_TESTS=1 \
 		cargo test --release --locked --workspace

@@ -6,6 +6,7 @@
 mod attest;
 mod check;
 mod image;
+mod install;
 mod measure;
 mod probe;
 mod run;
@@ -40,6 +41,10 @@ enum Command {
     Run(run::RunArgs),
     /// Report what this host can do for cloak (virtualization, SEV-SNP, firmware) and why not.
     Check(check::CheckArgs),
+    /// Install cloak under --root: binaries, guest image, configuration, containerd runtimes.
+    Install(install::InstallArgs),
+    /// Take out what `cloak install` put under --root.
+    Uninstall(install::UninstallArgs),
     /// Attestation reports.
     Attest {
         #[command(subcommand)]
@@ -63,6 +68,8 @@ fn main() -> std::process::ExitCode {
         Command::Probe(args) => probe::run(args),
         Command::Measure(args) => measure::run(args),
         Command::Check(args) => check::run(args),
+        Command::Install(args) => install::install(args),
+        Command::Uninstall(args) => install::uninstall(args),
         Command::Attest { command } => match attest::run(command) {
             Ok(true) => Ok(()),
             Ok(false) => return std::process::ExitCode::FAILURE,
