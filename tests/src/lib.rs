@@ -144,6 +144,18 @@ pub fn workspace_binary(name: &str, variable: &str) -> Option<PathBuf> {
     candidate.is_file().then_some(candidate)
 }
 
+/// The built `cloak` command, or `None` after saying why `test` cannot run.
+pub fn cloak_binary(test: &str) -> Option<PathBuf> {
+    let found = workspace_binary("cloak", "CLOAK_BIN");
+    if found.is_none() {
+        skip(
+            test,
+            "the cloak binary is not built (cargo build --release -p cloak)",
+        );
+    }
+    found
+}
+
 /// Whether `program` is on PATH.
 pub fn on_path(program: &str) -> bool {
     std::env::var_os("PATH")

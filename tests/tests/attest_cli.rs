@@ -3,16 +3,12 @@
 
 use std::process::Command;
 
-use cloak_tests::{repo_root, skip, workspace_binary};
+use cloak_tests::repo_root;
 
 #[test]
 fn cloak_attest_verify_passes_a_real_report_and_names_what_fails() {
     let test = "cloak_attest_verify_passes_a_real_report_and_names_what_fails";
-    let Some(cloak) = workspace_binary("cloak", "CLOAK_BIN") else {
-        skip(
-            test,
-            "the cloak binary is not built (cargo build --release -p cloak)",
-        );
+    let Some(cloak) = cloak_tests::cloak_binary(test) else {
         return;
     };
     let data = repo_root().join("tests/data/snp/milan-go-sev-guest");
@@ -55,11 +51,7 @@ fn cloak_attest_verify_passes_a_real_report_and_names_what_fails() {
 #[test]
 fn cloak_check_reports_snp_readiness_and_the_firmwares_hashes_table() {
     let test = "cloak_check_reports_snp_readiness_and_the_firmwares_hashes_table";
-    let Some(cloak) = workspace_binary("cloak", "CLOAK_BIN") else {
-        skip(
-            test,
-            "the cloak binary is not built (cargo build --release -p cloak)",
-        );
+    let Some(cloak) = cloak_tests::cloak_binary(test) else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use cloak_tests::{skip, workspace_binary};
+use cloak_tests::skip;
 
 const ORIGINAL: &str = r#"# containerd config of this node
 version = 2
@@ -47,11 +47,7 @@ fn snapshot(root: &Path) -> BTreeMap<PathBuf, (Vec<u8>, std::time::SystemTime)> 
 #[test]
 fn install_merges_idempotently_and_uninstall_restores_the_original() {
     let test = "install_merges_idempotently_and_uninstall_restores_the_original";
-    let Some(cloak) = workspace_binary("cloak", "CLOAK_BIN") else {
-        skip(
-            test,
-            "the cloak binary is not built (cargo build --release -p cloak)",
-        );
+    let Some(cloak) = cloak_tests::cloak_binary(test) else {
         return;
     };
     let binaries = cloak.parent().unwrap().to_owned();

@@ -8,7 +8,7 @@ use std::process::Command;
 
 use cloak_attestation::cpu_types::signature_of;
 use cloak_attestation::ovmf_launch::{OvmfLaunch, VmmType};
-use cloak_tests::{on_path, repo_root, skip, workspace_binary};
+use cloak_tests::{on_path, repo_root, skip};
 
 const ORACLE: &str = "sev-snp-measure";
 
@@ -212,11 +212,7 @@ fn launch_digests_equal_sev_snp_measure() {
 #[test]
 fn cloak_measure_takes_the_oracles_flags_and_prints_the_same_digest() {
     let test = "cloak_measure_takes_the_oracles_flags_and_prints_the_same_digest";
-    let Some(cloak) = workspace_binary("cloak", "CLOAK_BIN") else {
-        skip(
-            test,
-            "the cloak binary is not built (cargo build --release -p cloak)",
-        );
+    let Some(cloak) = cloak_tests::cloak_binary(test) else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -245,11 +241,7 @@ fn cloak_measure_takes_the_oracles_flags_and_prints_the_same_digest() {
 #[test]
 fn cloak_image_build_writes_reference_digests_equal_to_the_oracles() {
     let test = "cloak_image_build_writes_reference_digests_equal_to_the_oracles";
-    let Some(cloak) = workspace_binary("cloak", "CLOAK_BIN") else {
-        skip(
-            test,
-            "the cloak binary is not built (cargo build --release -p cloak)",
-        );
+    let Some(cloak) = cloak_tests::cloak_binary(test) else {
         return;
     };
     let Some(agent) = cloak_tests::init_binary(test, cloak_tests::ENV_AGENT_BIN) else {
