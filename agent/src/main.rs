@@ -5,6 +5,7 @@
 //! returned or panicked — is printed on the console and the VM is powered off: PID 1 must never
 //! hang, or the host would wait for an agent that will not come.
 
+mod attestation;
 mod cmdline;
 mod container;
 mod guest_details;

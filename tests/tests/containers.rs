@@ -432,6 +432,31 @@ fn bad_input_is_rejected_and_leaves_nothing_behind() {
     with_pod(
         "bad_input_is_rejected_and_leaves_nothing_behind",
         async |pod| {
+            // A VM without a TEE has no attestation report to give, and says why.
+            let ask = |report_data: Vec<u8>| {
+                let request = cloak_protocol::agent::AttestationReportRequest {
+                    report_data,
+                    ..Default::default()
+                };
+                async move {
+                    pod.agent()
+                        .get_attestation_report(pod.sandbox().vm().agent().context(), &request)
+                        .await
+                }
+            };
+            match ask(vec![0; 64]).await {
+                Err(ttrpc::Error::RpcStatus(status)) => {
+                    assert_eq!(status.code(), ttrpc::Code::FAILED_PRECONDITION);
+                    assert!(status.message().contains("no TEE"), "{}", status.message());
+                }
+                other => panic!("a report from a VM without a TEE: {other:?}"),
+            }
+            match ask(vec![0; 65]).await {
+                Err(ttrpc::Error::RpcStatus(status)) => {
+                    assert_eq!(status.code(), ttrpc::Code::INVALID_ARGUMENT)
+                }
+                other => panic!("65 bytes of REPORT_DATA accepted: {other:?}"),
+            }
             let request = |id: &str, spec_json: Vec<u8>, rootfs: &str| {
                 cloak_protocol::agent::CreateContainerRequest {
                     container_id: id.into(),

@@ -9,7 +9,7 @@ use cloak_protocol::agent::*;
 use cloak_protocol::agent_ttrpc::AgentService;
 use ttrpc::asynchronous::TtrpcContext;
 
-use super::{to_ttrpc, AgentState};
+use super::{to_ttrpc, AgentState, RpcFailure};
 use crate::guest_details;
 
 pub struct AgentRpc {
@@ -35,6 +35,52 @@ impl AgentRpc {
                 .load(std::sync::atomic::Ordering::Relaxed),
             ..Default::default()
         })
+    }
+
+    async fn do_get_attestation_report(
+        &self,
+        req: AttestationReportRequest,
+    ) -> anyhow::Result<AttestationReportResponse> {
+        use crate::attestation::{ReportError, TsmReports, REPORT_DATA_BYTES};
+        if req.report_data.len() > REPORT_DATA_BYTES {
+            return Err(RpcFailure::InvalidArgument(format!(
+                "report_data is {} bytes; at most {REPORT_DATA_BYTES}",
+                req.report_data.len()
+            ))
+            .into());
+        }
+        let tee = guest_details::detect_tee(Path::new("/"), self.state.tee_hint.as_deref());
+        match tee {
+            TeeKind::TEE_SNP => {
+                let report = tokio::task::spawn_blocking(move || {
+                    TsmReports::system()?.report(&req.report_data)
+                })
+                .await?
+                .map_err(|err| match err {
+                    ReportError::Unavailable(reason) => {
+                        anyhow::Error::new(RpcFailure::FailedPrecondition(reason))
+                    }
+                    other => anyhow::Error::new(other),
+                })?;
+                tracing::info!(provider = %report.provider, bytes = report.report.len(), "attestation report");
+                Ok(AttestationReportResponse {
+                    tee: tee.into(),
+                    report: report.report,
+                    certificates: report.certificates,
+                    ..Default::default()
+                })
+            }
+            TeeKind::TEE_SIM => Err(RpcFailure::FailedPrecondition(
+                "tee = \"sim\": the host's simulated AMD-SP does not serve reports in this build"
+                    .to_owned(),
+            )
+            .into()),
+            TeeKind::TEE_NONE => Err(RpcFailure::FailedPrecondition(
+                "this pod VM has no TEE: no SEV-SNP guest driver or configfs-tsm provider"
+                    .to_owned(),
+            )
+            .into()),
+        }
     }
 
     async fn do_create_sandbox(&self, req: CreateSandboxRequest) -> anyhow::Result<Empty> {
@@ -269,6 +315,17 @@ impl AgentService for AgentRpc {
             .close_stdin(&req.container_id, &req.exec_id)
             .await;
         to_ttrpc("CloseStdin", empty(result))
+    }
+
+    async fn get_attestation_report(
+        &self,
+        _ctx: &TtrpcContext,
+        req: AttestationReportRequest,
+    ) -> ttrpc::Result<AttestationReportResponse> {
+        to_ttrpc(
+            "GetAttestationReport",
+            self.do_get_attestation_report(req).await,
+        )
     }
 
     async fn tty_win_resize(

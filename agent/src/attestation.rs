@@ -1,0 +1,266 @@
+//! Attestation reports from inside the guest, through configfs-tsm (Linux's TSM_REPORTS,
+//! Documentation/ABI/testing/configfs-tsm-report): each request is an entry directory below
+//! /sys/kernel/config/tsm/report. Writing REPORT_DATA to `inblob` makes the provider (the
+//! sev-guest driver on SNP) fetch a report; `outblob` holds it, `auxblob` the certificates the
+//! host supplied (if any), `provider` names the TEE, and `generation` counts writes so a read
+//! that follows another writer's request is noticed and retried.
+
+use std::path::{Path, PathBuf};
+
+pub const REPORT_DATA_BYTES: usize = 64;
+const TSM_REPORT_ROOT: &str = "/sys/kernel/config/tsm/report";
+const RETRIES: usize = 3;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error("REPORT_DATA is {0} bytes; at most {REPORT_DATA_BYTES}")]
+    ReportDataTooLong(usize),
+    #[error("no configfs-tsm report provider ({0})")]
+    Unavailable(String),
+    #[error("{what} {path}: {source}")]
+    Io {
+        what: &'static str,
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("the report entry kept being rewritten by another requester")]
+    Raced,
+}
+
+/// The file operations a report request needs, so tests can play the kernel's part.
+pub trait ConfigFs {
+    fn create_dir(&self, path: &Path) -> std::io::Result<()>;
+    fn remove_dir(&self, path: &Path) -> std::io::Result<()>;
+    fn read(&self, path: &Path) -> std::io::Result<Vec<u8>>;
+    fn write(&self, path: &Path, bytes: &[u8]) -> std::io::Result<()>;
+}
+
+/// The real configfs.
+pub struct HostConfigFs;
+
+impl ConfigFs for HostConfigFs {
+    fn create_dir(&self, path: &Path) -> std::io::Result<()> {
+        std::fs::create_dir(path)
+    }
+    fn remove_dir(&self, path: &Path) -> std::io::Result<()> {
+        std::fs::remove_dir(path)
+    }
+    fn read(&self, path: &Path) -> std::io::Result<Vec<u8>> {
+        std::fs::read(path)
+    }
+    fn write(&self, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+        std::fs::write(path, bytes)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TsmReport {
+    pub provider: String,
+    pub report: Vec<u8>,
+    pub certificates: Vec<u8>,
+}
+
+pub struct TsmReports<F: ConfigFs> {
+    fs: F,
+    root: PathBuf,
+}
+
+impl TsmReports<HostConfigFs> {
+    /// The guest's configfs-tsm, mounting configfs first if needed.
+    pub fn system() -> Result<Self, ReportError> {
+        let config = Path::new("/sys/kernel/config");
+        if !config.join("tsm").exists() {
+            let mounted = nix::mount::mount(
+                Some("configfs"),
+                config,
+                Some("configfs"),
+                nix::mount::MsFlags::empty(),
+                None::<&str>,
+            );
+            if let Err(err) = mounted {
+                if err != nix::errno::Errno::EBUSY {
+                    return Err(ReportError::Unavailable(format!(
+                        "mounting configfs: {err}"
+                    )));
+                }
+            }
+        }
+        let root = PathBuf::from(TSM_REPORT_ROOT);
+        if !root.is_dir() {
+            return Err(ReportError::Unavailable(format!(
+                "{TSM_REPORT_ROOT} does not exist: the tsm module is not loaded or no TEE driver registered"
+            )));
+        }
+        Ok(Self::new(HostConfigFs, root))
+    }
+}
+
+fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> ReportError + 'a {
+    move |source| ReportError::Io {
+        what,
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+impl<F: ConfigFs> TsmReports<F> {
+    pub fn new(fs: F, root: PathBuf) -> Self {
+        Self { fs, root }
+    }
+
+    fn generation(&self, entry: &Path) -> Result<u64, ReportError> {
+        let path = entry.join("generation");
+        let text = self.fs.read(&path).map_err(io("reading", &path))?;
+        String::from_utf8_lossy(&text)
+            .trim()
+            .parse()
+            .map_err(|_| ReportError::Unavailable(format!("{} is not a number", path.display())))
+    }
+
+    /// A report binding `report_data` (zero-padded to 64 bytes).
+    pub fn report(&self, report_data: &[u8]) -> Result<TsmReport, ReportError> {
+        if report_data.len() > REPORT_DATA_BYTES {
+            return Err(ReportError::ReportDataTooLong(report_data.len()));
+        }
+        let mut inblob = [0u8; REPORT_DATA_BYTES];
+        inblob[..report_data.len()].copy_from_slice(report_data);
+        let entry = self
+            .root
+            .join(format!("cloak-agent-{}", std::process::id()));
+        self.fs.create_dir(&entry).map_err(io("creating", &entry))?;
+        let result = self.request(&entry, &inblob);
+        if let Err(err) = self.fs.remove_dir(&entry) {
+            tracing::warn!(entry = %entry.display(), error = %err, "removing the report entry");
+        }
+        result
+    }
+
+    fn request(&self, entry: &Path, inblob: &[u8]) -> Result<TsmReport, ReportError> {
+        for _ in 0..RETRIES {
+            let before = self.generation(entry)?;
+            let inblob_path = entry.join("inblob");
+            self.fs
+                .write(&inblob_path, inblob)
+                .map_err(io("writing", &inblob_path))?;
+            let outblob_path = entry.join("outblob");
+            let report = self
+                .fs
+                .read(&outblob_path)
+                .map_err(io("reading", &outblob_path))?;
+            let auxblob_path = entry.join("auxblob");
+            let certificates = match self.fs.read(&auxblob_path) {
+                Ok(bytes) => bytes,
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+                // The provider had no certificates from the host.
+                Err(err) if err.raw_os_error() == Some(libc::ENOENT) => Vec::new(),
+                Err(err) => return Err(io("reading", &auxblob_path)(err)),
+            };
+            if self.generation(entry)? != before + 1 {
+                continue;
+            }
+            let provider_path = entry.join("provider");
+            let provider = self
+                .fs
+                .read(&provider_path)
+                .map_err(io("reading", &provider_path))?;
+            return Ok(TsmReport {
+                provider: String::from_utf8_lossy(&provider).trim().to_owned(),
+                report,
+                certificates,
+            });
+        }
+        Err(ReportError::Raced)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+
+    /// configfs-tsm as the kernel behaves: an entry's attributes exist once it is created, a
+    /// write to inblob bumps generation and produces an outblob that embeds the REPORT_DATA.
+    #[derive(Default)]
+    struct FakeTsm {
+        files: Mutex<HashMap<PathBuf, Vec<u8>>>,
+        /// Extra generation bumps by "another requester" after each inblob write.
+        interloper_writes: Mutex<usize>,
+    }
+
+    impl ConfigFs for FakeTsm {
+        fn create_dir(&self, path: &Path) -> std::io::Result<()> {
+            let mut files = self.files.lock().expect("lock");
+            files.insert(path.join("generation"), b"0\n".to_vec());
+            files.insert(path.join("provider"), b"sev_guest\n".to_vec());
+            Ok(())
+        }
+        fn remove_dir(&self, path: &Path) -> std::io::Result<()> {
+            self.files
+                .lock()
+                .expect("lock")
+                .retain(|p, _| !p.starts_with(path));
+            Ok(())
+        }
+        fn read(&self, path: &Path) -> std::io::Result<Vec<u8>> {
+            self.files
+                .lock()
+                .expect("lock")
+                .get(path)
+                .cloned()
+                .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotFound))
+        }
+        fn write(&self, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+            let entry = path.parent().expect("entry").to_owned();
+            let mut files = self.files.lock().expect("lock");
+            let generation: u64 = String::from_utf8_lossy(&files[&entry.join("generation")])
+                .trim()
+                .parse()
+                .expect("number");
+            let mut interlopers = self.interloper_writes.lock().expect("lock");
+            let extra = if *interlopers > 0 {
+                *interlopers -= 1;
+                1
+            } else {
+                0
+            };
+            files.insert(
+                entry.join("generation"),
+                format!("{}\n", generation + 1 + extra).into_bytes(),
+            );
+            let mut report = vec![0u8; 1184];
+            report[0x50..0x90].copy_from_slice(bytes);
+            files.insert(entry.join("outblob"), report);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_report_binds_the_padded_report_data_and_the_entry_is_removed() {
+        let fake = FakeTsm::default();
+        let reports = TsmReports::new(fake, PathBuf::from("/tsm/report"));
+        let report = reports.report(b"nonce").expect("report");
+        assert_eq!(report.provider, "sev_guest");
+        assert_eq!(&report.report[0x50..0x55], b"nonce");
+        assert!(report.report[0x55..0x90].iter().all(|b| *b == 0));
+        assert!(report.certificates.is_empty());
+        assert!(
+            reports.fs.files.lock().expect("lock").is_empty(),
+            "entry removed"
+        );
+    }
+
+    #[test]
+    fn a_raced_request_is_retried_then_given_up() {
+        let fake = FakeTsm::default();
+        *fake.interloper_writes.lock().expect("lock") = 1;
+        let reports = TsmReports::new(fake, PathBuf::from("/tsm/report"));
+        assert!(reports.report(b"x").is_ok(), "one race, then a clean retry");
+        *reports.fs.interloper_writes.lock().expect("lock") = RETRIES;
+        assert!(matches!(reports.report(b"x"), Err(ReportError::Raced)));
+        assert!(matches!(
+            reports.report(&[0; 65]),
+            Err(ReportError::ReportDataTooLong(65))
+        ));
+    }
+}
