@@ -173,6 +173,31 @@ impl<F: ConfigFs> TsmReports<F> {
     }
 }
 
+/// HOST_DATA of an SNP report (ATTESTATION_REPORT bytes 0xC0..0xE0).
+const HOST_DATA: std::ops::Range<usize> = 0xc0..0xe0;
+
+/// Checks that the host launched this VM with `init_data`: its SHA-256 must be the HOST_DATA
+/// the AMD-SP put into the VM's own report (the host cannot change it after launch).
+pub fn check_init_data(init_data: &[u8], report: &[u8]) -> Result<(), String> {
+    use sha2::{Digest, Sha256};
+    let host_data = report.get(HOST_DATA).ok_or_else(|| {
+        format!(
+            "the attestation report is {} bytes, too short",
+            report.len()
+        )
+    })?;
+    let expected = Sha256::digest(init_data);
+    if host_data == expected.as_slice() {
+        Ok(())
+    } else {
+        Err(format!(
+            "the init-data's SHA-256 {} is not the HOST_DATA {} this VM was launched with",
+            hex::encode(expected),
+            hex::encode(host_data)
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -248,6 +273,17 @@ mod tests {
             reports.fs.files.lock().expect("lock").is_empty(),
             "entry removed"
         );
+    }
+
+    #[test]
+    fn init_data_must_hash_to_the_reports_host_data() {
+        use sha2::{Digest, Sha256};
+        let mut report = vec![0u8; 1184];
+        report[HOST_DATA].copy_from_slice(&Sha256::digest(b"policy v1"));
+        assert_eq!(check_init_data(b"policy v1", &report), Ok(()));
+        let err = check_init_data(b"policy v2", &report).expect_err("other init-data");
+        assert!(err.contains("HOST_DATA"), "{err}");
+        assert!(check_init_data(b"", &report[..0x10]).is_err());
     }
 
     #[test]

@@ -12,10 +12,17 @@ use crate::storage::{self, MountStack};
 pub struct Sandbox {
     pub id: Option<String>,
     mounts: MountStack,
+    /// Why this sandbox runs no containers (its init-data does not match its launch).
+    pub refusal: Option<String>,
 }
 
 impl Sandbox {
-    pub fn create(&mut self, request: &CreateSandboxRequest) -> anyhow::Result<()> {
+    /// Sets the sandbox up; `refusal` (from the init-data check) makes it refuse containers.
+    pub fn create(
+        &mut self,
+        request: &CreateSandboxRequest,
+        refusal: Option<String>,
+    ) -> anyhow::Result<()> {
         if let Some(existing) = &self.id {
             anyhow::bail!(crate::rpc::RpcFailure::AlreadyExists(format!(
                 "sandbox {existing:?} already exists"
@@ -39,6 +46,10 @@ impl Sandbox {
         }
         self.mounts = mounts;
         self.id = Some(request.sandbox_id.clone());
+        if let Some(reason) = &refusal {
+            tracing::error!(sandbox = %request.sandbox_id, reason, "containers refused");
+        }
+        self.refusal = refusal;
         tracing::info!(sandbox = %request.sandbox_id, storages = request.storages.len(), "sandbox created");
         Ok(())
     }
@@ -52,5 +63,6 @@ impl Sandbox {
         }
         self.mounts.unmount_all();
         self.id = None;
+        self.refusal = None;
     }
 }

@@ -84,8 +84,38 @@ impl AgentRpc {
     }
 
     async fn do_create_sandbox(&self, req: CreateSandboxRequest) -> anyhow::Result<Empty> {
-        self.state.sandbox.lock().await.create(&req)?;
+        let refusal = self.init_data_refusal(&req.init_data).await;
+        self.state.sandbox.lock().await.create(&req, refusal)?;
         Ok(Empty::default())
+    }
+
+    /// In an SNP VM the init-data must be what the VM was launched with (its SHA-256 is the
+    /// report's HOST_DATA); otherwise the reason containers will be refused. Without a
+    /// hardware TEE there is no launch-bound value to check against.
+    async fn init_data_refusal(&self, init_data: &[u8]) -> Option<String> {
+        use crate::attestation::{check_init_data, TsmReports};
+        let tee = guest_details::detect_tee(Path::new("/"), self.state.tee_hint.as_deref());
+        if tee != TeeKind::TEE_SNP {
+            return None;
+        }
+        let report = tokio::task::spawn_blocking(|| TsmReports::system()?.report(&[]))
+            .await
+            .map_err(|err| err.to_string())
+            .and_then(|result| result.map_err(|err| err.to_string()));
+        match report {
+            Ok(report) => check_init_data(init_data, &report.report).err(),
+            Err(err) => Some(format!("cannot read this VM's HOST_DATA: {err}")),
+        }
+    }
+
+    async fn do_create_container(&self, req: CreateContainerRequest) -> anyhow::Result<()> {
+        if let Some(reason) = self.state.sandbox.lock().await.refusal.clone() {
+            return Err(RpcFailure::FailedPrecondition(format!(
+                "this pod runs no containers: {reason}"
+            ))
+            .into());
+        }
+        self.state.containers.create(req).await
     }
 
     async fn do_destroy_sandbox(&self, req: DestroySandboxRequest) -> anyhow::Result<Empty> {
@@ -185,7 +215,7 @@ impl AgentService for AgentRpc {
     ) -> ttrpc::Result<Empty> {
         to_ttrpc(
             "CreateContainer",
-            empty(self.state.containers.create(req).await),
+            empty(self.do_create_container(req).await),
         )
     }
 
