@@ -1,7 +1,8 @@
 //! The shim server: what `containerd_shim::spawn` starts with `-socket`. It serves the Task
 //! API under both service names containerd uses — `containerd.task.v2.Task` (containerd 1.6
 //! to 2.x with a bare start address) and `containerd.task.v3.Task` (the name the generated
-//! code carries; the messages are the same) — until Shutdown finds no container left.
+//! code carries; the messages are the same) — until Shutdown (or SIGTERM) finds no container
+//! left.
 //!
 //! The shim library's own `run` serves v3 only and answers `start` in a form containerd 1.6
 //! rejects, so cloak drives its building blocks (spawn, publisher, generated service) itself.
@@ -87,14 +88,14 @@ pub async fn serve(flags: Flags) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("connecting to containerd at {ttrpc_address}"))?;
     let exit = Arc::new(ExitSignal::default());
-    let task = TaskService::new(
+    let task = Arc::new(TaskService::new(
         EventPublisher::new(&flags.namespace, publisher),
         exit.clone(),
-    );
+    ));
     let listener = Listener::try_from(listener).context("a ttrpc listener")?;
     let mut server = Server::new()
         .add_listener(listener)
-        .register_service(task_services(Arc::new(task)));
+        .register_service(task_services(task.clone()));
     server.start().await.context("starting the ttrpc server")?;
     signal_serving();
     tracing::info!(id = %flags.id, namespace = %flags.namespace, socket = %flags.socket, "shim serving");
@@ -104,8 +105,13 @@ pub async fn serve(flags: Flags) -> anyhow::Result<()> {
     loop {
         tokio::select! {
             () = exit.wait() => break,
-            // containerd ends a shim with Shutdown; a stray signal must not orphan pod VMs.
-            _ = terminate.recv() => tracing::info!("SIGTERM ignored: containerd shuts the shim down"),
+            // containerd ends a shim with Shutdown. A termination signal ends an idle shim
+            // (one whose containerd went away, say) but must not orphan running pod VMs.
+            _ = terminate.recv() => {
+                if !task.shut_down_if_idle().await {
+                    tracing::info!("SIGTERM ignored: containers still run; containerd shuts the shim down");
+                }
+            }
             _ = interrupt.recv() => tracing::info!("SIGINT ignored"),
         }
     }

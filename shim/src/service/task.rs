@@ -61,6 +61,16 @@ struct Inner {
 }
 
 impl TaskService {
+    /// Ends the shim if it serves no container (what a termination signal asks); returns
+    /// whether it did.
+    pub async fn shut_down_if_idle(&self) -> bool {
+        if !locked(&self.inner.containers).is_empty() {
+            return false;
+        }
+        self.inner.do_shutdown().await;
+        true
+    }
+
     pub fn new(events: EventPublisher, exit_signal: Arc<ExitSignal>) -> Self {
         Self {
             inner: Arc::new(Inner {
