@@ -25,6 +25,16 @@ pub enum ReportError {
     },
     #[error("the report entry kept being rewritten by another requester")]
     Raced,
+    #[error("the report request's thread failed: {0}")]
+    Thread(String),
+}
+
+/// An SNP report from this VM's configfs-tsm, off the async threads (configfs writes block
+/// while the provider talks to the AMD-SP).
+pub async fn fetch_report(report_data: Vec<u8>) -> Result<TsmReport, ReportError> {
+    tokio::task::spawn_blocking(move || TsmReports::system()?.report(&report_data))
+        .await
+        .map_err(|err| ReportError::Thread(err.to_string()))?
 }
 
 /// The file operations a report request needs, so tests can play the kernel's part.

@@ -72,17 +72,22 @@ pub enum OvmfLaunchError {
 /// Offset of RDX in the VMSA (AMD64 APM vol. 2, "VMSA Layout, State Save Area for SEV-ES").
 const VMSA_RDX_OFFSET: usize = 0x310;
 
-impl OvmfLaunch {
-    fn firmware(&self) -> Result<OVMF, OvmfLaunchError> {
-        OVMF::new(self.ovmf.clone()).map_err(|err| OvmfLaunchError::Firmware {
-            path: self.ovmf.display().to_string(),
-            reason: err.to_string(),
-        })
+fn firmware_error(path: &Path, reason: impl std::fmt::Display) -> OvmfLaunchError {
+    OvmfLaunchError::Firmware {
+        path: path.display().to_string(),
+        reason: reason.to_string(),
     }
+}
 
+/// Reads and parses a firmware image (its GUIDed table and SEV metadata).
+fn load_firmware(path: &Path) -> Result<OVMF, OvmfLaunchError> {
+    OVMF::new(path.to_owned()).map_err(|err| firmware_error(path, err))
+}
+
+impl OvmfLaunch {
     /// The ordered page records of this launch.
     pub fn plan(&self) -> Result<LaunchPlan, OvmfLaunchError> {
-        let ovmf = self.firmware()?;
+        let ovmf = load_firmware(&self.ovmf)?;
         let mut plan = LaunchPlan::default();
         match self.ovmf_digest {
             Some(seed) => plan.seed = Some(seed),
@@ -129,10 +134,7 @@ impl OvmfLaunch {
         }
         let reset_eip = ovmf
             .sev_es_reset_eip()
-            .map_err(|err| OvmfLaunchError::Firmware {
-                path: self.ovmf.display().to_string(),
-                reason: err.to_string(),
-            })?;
+            .map_err(|err| firmware_error(&self.ovmf, err))?;
         for page in self.vmsa_pages(u64::from(reset_eip))? {
             plan.push(crate::launch_plan::VMSA_GPA, PageKind::Vmsa(page));
         }
@@ -186,19 +188,12 @@ impl OvmfLaunch {
 /// Whether `ovmf` is a firmware whose SEV metadata has a kernel-hashes section (so QEMU's
 /// `kernel-hashes=on` measures the kernel, initrd and command line), or why it cannot be read.
 pub fn has_kernel_hashes_table(ovmf: &Path) -> Result<bool, OvmfLaunchError> {
-    let firmware = OVMF::new(ovmf.to_owned()).map_err(|err| OvmfLaunchError::Firmware {
-        path: ovmf.display().to_string(),
-        reason: err.to_string(),
-    })?;
-    Ok(firmware.has_metadata_section(SectionType::SnpKernelHashes))
+    Ok(load_firmware(ovmf)?.has_metadata_section(SectionType::SnpKernelHashes))
 }
 
 /// The digest of the firmware pages alone, for `--snp-ovmf-hash`.
 pub fn ovmf_digest(ovmf: &Path) -> Result<LaunchDigest, OvmfLaunchError> {
-    let firmware = OVMF::new(ovmf.to_owned()).map_err(|err| OvmfLaunchError::Firmware {
-        path: ovmf.display().to_string(),
-        reason: err.to_string(),
-    })?;
+    let firmware = load_firmware(ovmf)?;
     let mut plan = LaunchPlan::default();
     plan.push(firmware.gpa(), PageKind::Normal(firmware.data().clone()));
     Ok(plan.digest()?)

@@ -88,6 +88,11 @@ impl PodSandbox {
         self.vm.agent().agent()
     }
 
+    /// Hybrid-vsock socket of the VM: stdio streams and agent connections start here.
+    pub fn vsock_socket(&self) -> &Path {
+        &self.vsock_socket
+    }
+
     pub fn console_log(&self) -> &Path {
         &self.console_log
     }

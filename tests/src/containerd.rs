@@ -235,14 +235,12 @@ impl PrivateContainerd {
             .collect()
     }
 
-    /// Mount points below this containerd's directories or cloak's run directory.
+    /// Mount points below this containerd's directories or cloak's run directory, deepest
+    /// first.
     pub fn mounts_left(&self) -> Vec<String> {
-        let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        let prefix = self.dir.path().display().to_string();
-        text.lines()
-            .filter_map(|line| line.split(' ').nth(4))
-            .filter(|point| point.starts_with(&prefix))
-            .map(str::to_owned)
+        cloak_shim::service::host_mounts::mounts_below(self.dir.path())
+            .iter()
+            .map(|point| point.display().to_string())
             .collect()
     }
 
@@ -375,8 +373,8 @@ impl Drop for PrivateContainerd {
         let _ = self.child.kill();
         let _ = self.child.wait();
         // Undo what a failed test may have left mounted, so the temp dir can go.
-        for point in self.mounts_left().iter().rev() {
-            let _ = nix::mount::umount2(Path::new(point), nix::mount::MntFlags::MNT_DETACH);
+        for point in self.mounts_left() {
+            let _ = nix::mount::umount2(Path::new(&point), nix::mount::MntFlags::MNT_DETACH);
         }
     }
 }

@@ -21,13 +21,18 @@ impl AgentRpc {
         Self { state }
     }
 
+    /// The TEE this VM runs in (hardware over the host's hint).
+    fn tee(&self) -> TeeKind {
+        guest_details::detect_tee(Path::new("/"), self.state.tee_hint.as_deref())
+    }
+
     async fn do_get_guest_details(&self) -> anyhow::Result<GuestDetailsResponse> {
         Ok(GuestDetailsResponse {
             kernel_release: guest_details::kernel_release(),
             agent_version: env!("CARGO_PKG_VERSION").to_owned(),
             online_vcpus: guest_details::online_vcpus(),
             memory_total_bytes: guest_details::memory_total_bytes(),
-            tee: guest_details::detect_tee(Path::new("/"), self.state.tee_hint.as_deref()).into(),
+            tee: self.tee().into(),
             loaded_modules: self.state.loaded_modules.clone(),
             agent_ready_ms: self
                 .state
@@ -41,7 +46,7 @@ impl AgentRpc {
         &self,
         req: AttestationReportRequest,
     ) -> anyhow::Result<AttestationReportResponse> {
-        use crate::attestation::{ReportError, TsmReports, REPORT_DATA_BYTES};
+        use crate::attestation::{fetch_report, ReportError, REPORT_DATA_BYTES};
         if req.report_data.len() > REPORT_DATA_BYTES {
             return Err(RpcFailure::InvalidArgument(format!(
                 "report_data is {} bytes; at most {REPORT_DATA_BYTES}",
@@ -49,19 +54,17 @@ impl AgentRpc {
             ))
             .into());
         }
-        let tee = guest_details::detect_tee(Path::new("/"), self.state.tee_hint.as_deref());
+        let tee = self.tee();
         match tee {
             TeeKind::TEE_SNP => {
-                let report = tokio::task::spawn_blocking(move || {
-                    TsmReports::system()?.report(&req.report_data)
-                })
-                .await?
-                .map_err(|err| match err {
-                    ReportError::Unavailable(reason) => {
-                        anyhow::Error::new(RpcFailure::FailedPrecondition(reason))
-                    }
-                    other => anyhow::Error::new(other),
-                })?;
+                let report = fetch_report(req.report_data)
+                    .await
+                    .map_err(|err| match err {
+                        ReportError::Unavailable(reason) => {
+                            anyhow::Error::new(RpcFailure::FailedPrecondition(reason))
+                        }
+                        other => anyhow::Error::new(other),
+                    })?;
                 tracing::info!(provider = %report.provider, bytes = report.report.len(), "attestation report");
                 Ok(AttestationReportResponse {
                     tee: tee.into(),
@@ -93,16 +96,12 @@ impl AgentRpc {
     /// report's HOST_DATA); otherwise the reason containers will be refused. Without a
     /// hardware TEE there is no launch-bound value to check against.
     async fn init_data_refusal(&self, init_data: &[u8]) -> Option<String> {
-        use crate::attestation::{check_init_data, TsmReports};
-        let tee = guest_details::detect_tee(Path::new("/"), self.state.tee_hint.as_deref());
+        use crate::attestation::{check_init_data, fetch_report};
+        let tee = self.tee();
         if tee != TeeKind::TEE_SNP {
             return None;
         }
-        let report = tokio::task::spawn_blocking(|| TsmReports::system()?.report(&[]))
-            .await
-            .map_err(|err| err.to_string())
-            .and_then(|result| result.map_err(|err| err.to_string()));
-        match report {
+        match fetch_report(Vec::new()).await {
             Ok(report) => check_init_data(init_data, &report.report).err(),
             Err(err) => Some(format!("cannot read this VM's HOST_DATA: {err}")),
         }

@@ -114,7 +114,7 @@ fn keep_only_console_log(pod_dir: &Path) {
 /// The shim's own socket, named in the bundle's `address` file.
 fn shim_socket(bundle: &Path) -> Option<PathBuf> {
     let address = std::fs::read_to_string(bundle.join("address")).ok()?;
-    let path = PathBuf::from(address.trim().trim_start_matches("unix://"));
+    let path = PathBuf::from(super::server::socket_path(address.trim()));
     path.is_absolute().then_some(path)
 }
 

@@ -96,7 +96,7 @@ impl Pod {
         Ok(Self {
             agent: sandbox.agent().clone(),
             request_timeout: config.request_timeout(),
-            vsock_socket: record.pod_dir.join("vsock.sock"),
+            vsock_socket: sandbox.vsock_socket().to_owned(),
             vmm_pid,
             record,
             sandbox: Mutex::new(Some(sandbox)),

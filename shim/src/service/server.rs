@@ -36,7 +36,8 @@ fn task_services(task: Arc<dyn Task + Send + Sync>) -> HashMap<String, Service> 
     services
 }
 
-fn socket_path(address: &str) -> &str {
+/// The file system path of a `unix://` shim address.
+pub(super) fn socket_path(address: &str) -> &str {
     address.strip_prefix("unix://").unwrap_or(address)
 }
 
