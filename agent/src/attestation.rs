@@ -27,6 +27,10 @@ pub enum ReportError {
     Raced,
     #[error("the report request's thread failed: {0}")]
     Thread(String),
+    #[error("no simulated AMD-SP on the host ({0})")]
+    NoSimulatedPsp(String),
+    #[error("the simulated AMD-SP: {0}")]
+    Simulated(String),
 }
 
 /// An SNP report from this VM's configfs-tsm, off the async threads (configfs writes block
@@ -35,6 +39,50 @@ pub async fn fetch_report(report_data: Vec<u8>) -> Result<TsmReport, ReportError
     tokio::task::spawn_blocking(move || TsmReports::system()?.report(&report_data))
         .await
         .map_err(|err| ReportError::Thread(err.to_string()))?
+}
+
+/// How long the host's simulated AMD-SP may take to answer.
+const SIMULATED_PSP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// A report from the host's simulated AMD-SP (`tee = "sim"`, cloak_protocol::sim_psp). A VM
+/// without one gets `NoSimulatedPsp`: nothing listens on the host's port.
+pub async fn fetch_simulated_report(report_data: &[u8]) -> Result<TsmReport, ReportError> {
+    use cloak_protocol::sim_psp::{SimPspResponse, MAX_RESPONSE_BYTES, SIM_PSP_VSOCK_PORT};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_vsock::{VsockAddr, VsockStream, VMADDR_CID_HOST};
+    if report_data.len() > REPORT_DATA_BYTES {
+        return Err(ReportError::ReportDataTooLong(report_data.len()));
+    }
+    let exchange = async {
+        let mut stream = VsockStream::connect(VsockAddr::new(VMADDR_CID_HOST, SIM_PSP_VSOCK_PORT))
+            .await
+            .map_err(|err| ReportError::NoSimulatedPsp(err.to_string()))?;
+        let simulated = |err: std::io::Error| ReportError::Simulated(err.to_string());
+        let mut request = [0u8; REPORT_DATA_BYTES];
+        request[..report_data.len()].copy_from_slice(report_data);
+        stream.write_all(&request).await.map_err(simulated)?;
+        let mut answer = Vec::new();
+        (&mut stream)
+            .take(MAX_RESPONSE_BYTES as u64)
+            .read_to_end(&mut answer)
+            .await
+            .map_err(simulated)?;
+        Ok(answer)
+    };
+    let answer = tokio::time::timeout(SIMULATED_PSP_TIMEOUT, exchange)
+        .await
+        .map_err(|_| ReportError::Simulated("no answer in time".to_owned()))??;
+    match SimPspResponse::decode(&answer).map_err(ReportError::Simulated)? {
+        SimPspResponse::Report {
+            report,
+            certificates,
+        } => Ok(TsmReport {
+            provider: "cloak-simulated".to_owned(),
+            report,
+            certificates,
+        }),
+        SimPspResponse::Error(reason) => Err(ReportError::Simulated(reason)),
+    }
 }
 
 /// The file operations a report request needs, so tests can play the kernel's part.

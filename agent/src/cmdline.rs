@@ -10,8 +10,6 @@ pub struct AgentSettings {
     pub port: u32,
     /// Host vsock port told "ready" once serving; 0 disables it (`cloak.ready_port=`).
     pub ready_port: u32,
-    /// TEE the host says it launched (`cloak.tee=sim`); hardware TEEs are detected, not told.
-    pub tee_hint: Option<String>,
 }
 
 impl Default for AgentSettings {
@@ -20,7 +18,6 @@ impl Default for AgentSettings {
             log_level: "info".to_owned(),
             port: cloak_protocol::AGENT_VSOCK_PORT,
             ready_port: cloak_protocol::READY_VSOCK_PORT,
-            tee_hint: None,
         }
     }
 }
@@ -45,7 +42,6 @@ impl AgentSettings {
                 "log" => settings.log_level = value.to_owned(),
                 "port" => settings.port = value.parse().unwrap_or(settings.port),
                 "ready_port" => settings.ready_port = value.parse().unwrap_or(settings.ready_port),
-                "tee" => settings.tee_hint = Some(value.to_owned()),
                 _ => {}
             }
         }
@@ -65,7 +61,6 @@ mod tests {
         assert_eq!(settings.log_level, "debug");
         assert_eq!(settings.ready_port, 2000);
         assert_eq!(settings.port, cloak_protocol::AGENT_VSOCK_PORT);
-        assert_eq!(settings.tee_hint.as_deref(), Some("sim"));
     }
 
     #[test]

@@ -4,20 +4,24 @@ use std::path::Path;
 
 use cloak_protocol::agent::TeeKind;
 
-/// Decides the TEE kind. Hardware is trusted over hints: an SNP guest driver or a configfs-tsm
-/// provider means SNP whatever the command line says; `cloak.tee=sim` only marks a simulated
-/// TEE where no hardware one exists.
-pub fn detect_tee(root: &Path, hint: Option<&str>) -> TeeKind {
-    let has_sev_guest = root.join("dev/sev-guest").exists();
+/// Decides the TEE kind. Hardware comes first: an SNP guest driver or a configfs-tsm provider
+/// means SNP whatever the host offers; a simulated AMD-SP on the host (`simulated_psp_answers`)
+/// counts only where no hardware TEE exists.
+pub fn detect_tee(root: &Path, simulated_psp_answers: bool) -> TeeKind {
+    if has_snp_guest_driver(root) {
+        TeeKind::TEE_SNP
+    } else if simulated_psp_answers {
+        TeeKind::TEE_SIM
+    } else {
+        TeeKind::TEE_NONE
+    }
+}
+
+/// An SNP guest driver: /dev/sev-guest or a configfs-tsm provider named after SEV.
+pub fn has_snp_guest_driver(root: &Path) -> bool {
     let tsm_provider = std::fs::read_to_string(root.join("sys/kernel/config/tsm/report/provider"))
         .unwrap_or_default();
-    if has_sev_guest || tsm_provider.contains("sev") {
-        return TeeKind::TEE_SNP;
-    }
-    match hint {
-        Some("sim") => TeeKind::TEE_SIM,
-        _ => TeeKind::TEE_NONE,
-    }
+    root.join("dev/sev-guest").exists() || tsm_provider.contains("sev")
 }
 
 pub fn kernel_release() -> String {
@@ -50,14 +54,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn hardware_wins_over_hint() {
+    fn hardware_wins_over_a_simulated_psp() {
         let root = tempfile::tempdir().unwrap();
-        assert_eq!(detect_tee(root.path(), None), TeeKind::TEE_NONE);
-        assert_eq!(detect_tee(root.path(), Some("sim")), TeeKind::TEE_SIM);
-        assert_eq!(detect_tee(root.path(), Some("bogus")), TeeKind::TEE_NONE);
+        assert_eq!(detect_tee(root.path(), false), TeeKind::TEE_NONE);
+        assert_eq!(detect_tee(root.path(), true), TeeKind::TEE_SIM);
         std::fs::create_dir_all(root.path().join("dev")).unwrap();
         std::fs::write(root.path().join("dev/sev-guest"), "").unwrap();
-        assert_eq!(detect_tee(root.path(), Some("sim")), TeeKind::TEE_SNP);
+        assert_eq!(detect_tee(root.path(), true), TeeKind::TEE_SNP);
     }
 
     #[test]
@@ -66,7 +69,7 @@ mod tests {
         let report = root.path().join("sys/kernel/config/tsm/report");
         std::fs::create_dir_all(&report).unwrap();
         std::fs::write(report.join("provider"), "sev_guest\n").unwrap();
-        assert_eq!(detect_tee(root.path(), None), TeeKind::TEE_SNP);
+        assert_eq!(detect_tee(root.path(), false), TeeKind::TEE_SNP);
     }
 
     #[test]

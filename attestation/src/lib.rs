@@ -4,6 +4,7 @@
 //! MEASUREMENT of a hardware-signed attestation report.
 
 pub mod cpu_types;
+pub mod direct_launch;
 pub mod launch_digest;
 pub mod launch_plan;
 pub mod ovmf_launch;
@@ -11,6 +12,7 @@ pub mod reference_values;
 pub mod simulated_psp;
 pub mod vcek_extensions;
 pub mod verify;
+pub mod vmsa;
 
 pub use launch_digest::{LaunchDigest, LAUNCH_DIGEST_BYTES};
 pub use launch_plan::{LaunchPlan, PageKind, PageRecord};

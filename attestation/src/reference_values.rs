@@ -29,6 +29,9 @@ pub struct ReferenceLaunchSet {
     pub vcpus: Vec<u32>,
     pub vcpu_types: Vec<String>,
     pub guest_features: u64,
+    /// Guest memory of direct launches (cloak-vmm, and what the simulated TEE reports); with
+    /// it, one direct-launch digest per vCPU count is added.
+    pub direct_memory_mib: Option<u32>,
 }
 
 fn sha256_file(path: &std::path::Path) -> Result<String, ReferenceValuesError> {
@@ -43,14 +46,14 @@ fn sha256_file(path: &std::path::Path) -> Result<String, ReferenceValuesError> {
 impl ReferenceValues {
     /// Reference values of a guest image (kernel, initrd) launched with `cmdline`: its
     /// hashes, and the SNP launch digest of every launch in `launches` (the `qemu` backend:
-    /// OVMF with kernel hashes) — the same code as `cloak measure`.
+    /// OVMF with kernel hashes; the direct launch of cloak-vmm) — the same code as `cloak
+    /// measure`.
     pub fn for_image(
         kernel: &std::path::Path,
         initrd: &std::path::Path,
         cmdline: &str,
         launches: &ReferenceLaunchSet,
     ) -> Result<Self, ReferenceValuesError> {
-        use crate::ovmf_launch::{OvmfLaunch, VmmType};
         let mut values = Self {
             kernel_sha256: sha256_file(kernel)?,
             initrd_sha256: sha256_file(initrd)?,
@@ -58,9 +61,52 @@ impl ReferenceValues {
             default_host_data: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(b"")),
             ..Default::default()
         };
-        let Some(firmware) = &launches.firmware else {
-            return Ok(values);
+        if let Some(firmware) = &launches.firmware {
+            values.add_ovmf_digests(firmware, kernel, initrd, cmdline, launches)?;
+        }
+        if let Some(memory_mib) = launches.direct_memory_mib {
+            values.add_direct_digests(kernel, initrd, cmdline, memory_mib, launches)?;
+        }
+        Ok(values)
+    }
+
+    fn add_direct_digests(
+        &mut self,
+        kernel: &std::path::Path,
+        initrd: &std::path::Path,
+        cmdline: &str,
+        memory_mib: u32,
+        launches: &ReferenceLaunchSet,
+    ) -> Result<(), ReferenceValuesError> {
+        use crate::direct_launch::DirectLaunch;
+        let launch_error = |err: crate::direct_launch::DirectLaunchError| {
+            ReferenceValuesError::Launch(err.to_string())
         };
+        let mut launch = DirectLaunch::from_files(kernel, Some(initrd), cmdline, memory_mib, 1)
+            .map_err(launch_error)?;
+        launch.guest_features = launches.guest_features;
+        for vcpus in &launches.vcpus {
+            launch.vcpus = *vcpus;
+            self.launch_digests.push(ReferenceDigest {
+                digest: launch.digest().map_err(launch_error)?.hex(),
+                launch: format!(
+                    "cloak-vmm direct vcpus={vcpus} memory={memory_mib}MiB guest-features={:#x} c-bit={}",
+                    launches.guest_features, launch.c_bit
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    fn add_ovmf_digests(
+        &mut self,
+        firmware: &std::path::Path,
+        kernel: &std::path::Path,
+        initrd: &std::path::Path,
+        cmdline: &str,
+        launches: &ReferenceLaunchSet,
+    ) -> Result<(), ReferenceValuesError> {
+        use crate::ovmf_launch::{OvmfLaunch, VmmType};
         let firmware_sha = sha256_file(firmware)?;
         for vcpu_type in &launches.vcpu_types {
             let signature = crate::cpu_types::signature_of(vcpu_type).ok_or_else(|| {
@@ -68,7 +114,7 @@ impl ReferenceValues {
             })?;
             for vcpus in &launches.vcpus {
                 let launch = OvmfLaunch {
-                    ovmf: firmware.clone(),
+                    ovmf: firmware.to_owned(),
                     vcpus: *vcpus,
                     vcpu_signature: signature,
                     guest_features: launches.guest_features,
@@ -81,7 +127,7 @@ impl ReferenceValues {
                 let digest = launch
                     .digest()
                     .map_err(|err| ReferenceValuesError::Launch(err.to_string()))?;
-                values.launch_digests.push(ReferenceDigest {
+                self.launch_digests.push(ReferenceDigest {
                     digest: digest.hex(),
                     launch: format!(
                         "qemu+ovmf firmware-sha256={} vcpus={vcpus} vcpu-type={vcpu_type} guest-features={:#x}",
@@ -91,7 +137,7 @@ impl ReferenceValues {
                 });
             }
         }
-        Ok(values)
+        Ok(())
     }
 
     /// The same values as a message for Trustee's reference value provider (RVPS, "sample"
@@ -178,7 +224,11 @@ mod tests {
     fn image(dir: &std::path::Path, initrd_byte: u8) -> (std::path::PathBuf, std::path::PathBuf) {
         let kernel = dir.join("vmlinuz");
         let initrd = dir.join(format!("initrd-{initrd_byte}.img"));
-        std::fs::write(&kernel, vec![0x5a; 9000]).expect("kernel");
+        std::fs::write(
+            &kernel,
+            crate::direct_launch::tests::tiny_bzimage(&[0x5a; 9000]),
+        )
+        .expect("kernel");
         std::fs::write(&initrd, vec![initrd_byte; 5000]).expect("initrd");
         (kernel, initrd)
     }
@@ -192,6 +242,7 @@ mod tests {
             vcpus: vec![1, 2],
             vcpu_types: vec!["EPYC-Milan".into(), "EPYC-Turin".into()],
             guest_features: 0x1,
+            direct_memory_mib: Some(64),
         }
     }
 
@@ -201,7 +252,8 @@ mod tests {
         let (kernel, initrd) = image(dir.path(), 1);
         let values = ReferenceValues::for_image(&kernel, &initrd, "console=ttyS0", &launches())
             .expect("values");
-        assert_eq!(values.launch_digests.len(), 4);
+        // 2 CPU types x 2 vCPU counts with OVMF, then 2 direct launches.
+        assert_eq!(values.launch_digests.len(), 6);
         // Each entry is what `cloak measure` computes for that launch.
         let milan_two = crate::ovmf_launch::OvmfLaunch {
             ovmf: launches().firmware.expect("firmware"),
@@ -220,6 +272,20 @@ mod tests {
         assert!(values.launch_digests[1]
             .launch
             .contains("vcpus=2 vcpu-type=EPYC-Milan"));
+        let direct_two = crate::direct_launch::DirectLaunch::from_files(
+            &kernel,
+            Some(&initrd),
+            "console=ttyS0",
+            64,
+            2,
+        )
+        .expect("launch")
+        .digest()
+        .expect("digest");
+        assert_eq!(values.launch_digests[5].digest, direct_two.hex());
+        assert!(values.launch_digests[5]
+            .launch
+            .starts_with("cloak-vmm direct vcpus=2 memory=64MiB"));
         // One changed initrd byte: no digest stays the same.
         let (_, changed) = image(dir.path(), 2);
         let other = ReferenceValues::for_image(&kernel, &changed, "console=ttyS0", &launches())
@@ -248,7 +314,7 @@ mod tests {
         let payload: serde_json::Value = serde_json::from_slice(&payload).expect("json");
         assert_eq!(
             payload["snp_launch_measurement"].as_array().map(Vec::len),
-            Some(4)
+            Some(6)
         );
         assert_eq!(
             payload["snp_launch_measurement"][0],
@@ -257,11 +323,12 @@ mod tests {
     }
 
     #[test]
-    fn without_firmware_only_hashes_are_written() {
+    fn without_firmware_or_direct_launches_only_hashes_are_written() {
         let dir = tempfile::tempdir().expect("temp dir");
         let (kernel, initrd) = image(dir.path(), 1);
         let launches = ReferenceLaunchSet {
             firmware: None,
+            direct_memory_mib: None,
             ..launches()
         };
         let values = ReferenceValues::for_image(&kernel, &initrd, "x", &launches).expect("values");

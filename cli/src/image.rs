@@ -98,6 +98,7 @@ fn write_reference_values(
         vcpus: launches.vcpus.clone(),
         vcpu_types: launches.vcpu_types.clone(),
         guest_features: launches.guest_features,
+        direct_memory_mib: Some(runtime.hypervisor.memory_mib),
     };
     let values = ReferenceValues::for_image(&vm.kernel, &vm.initrd, &vm.cmdline, &launch_set)?;
     let path = out.join("reference-values.json");
@@ -109,17 +110,14 @@ fn write_reference_values(
         serde_json::to_vec_pretty(&values.trustee_message())?,
     )
     .with_context(|| format!("writing {}", trustee.display()))?;
-    Ok(if values.launch_digests.is_empty() {
-        format!(
-            "reference values in {}: kernel, initrd and command-line hashes (no SNP launch digests: \
-             set reference_values.firmware in the image config)",
-            path.display()
-        )
+    let firmware_note = if launches.firmware.is_none() {
+        " (none for qemu+OVMF: set reference_values.firmware in the image config)"
     } else {
-        format!(
-            "reference values in {}: {} SNP launch digests",
-            path.display(),
-            values.launch_digests.len()
-        )
-    })
+        ""
+    };
+    Ok(format!(
+        "reference values in {}: kernel, initrd and command-line hashes, {} SNP launch digests{firmware_note}",
+        path.display(),
+        values.launch_digests.len()
+    ))
 }

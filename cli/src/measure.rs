@@ -1,11 +1,14 @@
-//! `cloak measure`: the SEV-SNP launch digest of a pod VM, printed as hex. It takes the flags
-//! of `sev-snp-measure --mode snp` that apply, so either can stand in for the other.
+//! `cloak measure`: the SEV-SNP launch digest of a pod VM, printed as hex. For the `qemu`
+//! backend (OVMF) it takes the flags of `sev-snp-measure --mode snp` that apply, so either can
+//! stand in for the other; `--backend cloak-vmm` digests cloak's direct launch (no firmware),
+//! the plan cloak-vmm executes and the simulated TEE reports.
 
 use std::path::PathBuf;
 
 use anyhow::{bail, Context as _};
 use clap::Args;
 use cloak_attestation::cpu_types;
+use cloak_attestation::direct_launch::{DirectLaunch, DEFAULT_C_BIT};
 use cloak_attestation::ovmf_launch::OvmfLaunch;
 
 #[derive(Args)]
@@ -13,14 +16,18 @@ pub struct MeasureArgs {
     /// Guest mode; only SEV-SNP ("snp") is measured.
     #[arg(long, default_value = "snp")]
     mode: String,
-    /// OVMF firmware (an AmdSev build to measure a kernel).
+    /// Which launch: "qemu" (OVMF measures the kernel through its hashes table) or
+    /// "cloak-vmm" (direct launch of the kernel, no firmware).
+    #[arg(long, default_value = "qemu")]
+    backend: String,
+    /// OVMF firmware (an AmdSev build to measure a kernel); the qemu backend only.
     #[arg(long)]
-    ovmf: PathBuf,
+    ovmf: Option<PathBuf>,
     /// Number of vCPUs (one VMSA each).
     #[arg(long)]
     vcpus: u32,
     /// vCPU model by QEMU's name (EPYC, EPYC-v4, EPYC-Rome, EPYC-Milan, EPYC-Genoa, EPYC-Turin, ...).
-    #[arg(long, required_unless_present = "vcpu_sig")]
+    #[arg(long)]
     vcpu_type: Option<String>,
     /// vCPU CPUID signature instead of a type name (decimal or 0x hex).
     #[arg(long)]
@@ -42,6 +49,12 @@ pub struct MeasureArgs {
     /// Precomputed digest of the firmware pages (hex) to start from.
     #[arg(long)]
     snp_ovmf_hash: Option<String>,
+    /// Guest memory in MiB (cloak-vmm: the e820 map in the boot parameters is measured).
+    #[arg(long, default_value_t = 512)]
+    memory: u32,
+    /// Encryption bit position in guest page tables (cloak-vmm; 51 on Milan, Genoa, Turin).
+    #[arg(long, default_value_t = DEFAULT_C_BIT)]
+    c_bit: u8,
     /// Output format; only hex.
     #[arg(long, default_value = "hex")]
     output_format: String,
@@ -65,6 +78,40 @@ pub fn run(args: MeasureArgs) -> anyhow::Result<()> {
     if args.output_format != "hex" {
         bail!("--output-format {}: only hex", args.output_format);
     }
+    let guest_features = number(&args.guest_features)?;
+    let digest = match args.backend.as_str() {
+        "qemu" => ovmf_digest(&args, guest_features)?,
+        "cloak-vmm" => {
+            let kernel = args
+                .kernel
+                .as_deref()
+                .context("--backend cloak-vmm measures a kernel: --kernel is needed")?;
+            let mut launch = DirectLaunch::from_files(
+                kernel,
+                args.initrd.as_deref(),
+                args.append.as_deref().unwrap_or_default(),
+                args.memory,
+                args.vcpus,
+            )?;
+            launch.guest_features = guest_features;
+            launch.c_bit = args.c_bit;
+            launch.digest()?
+        }
+        other => bail!("--backend {other}: qemu or cloak-vmm"),
+    };
+    use std::io::Write;
+    writeln!(std::io::stdout(), "{digest}")?;
+    Ok(())
+}
+
+fn ovmf_digest(
+    args: &MeasureArgs,
+    guest_features: u64,
+) -> anyhow::Result<cloak_attestation::LaunchDigest> {
+    let ovmf = args
+        .ovmf
+        .clone()
+        .context("--backend qemu boots OVMF: --ovmf is needed")?;
     let vcpu_signature = match (&args.vcpu_sig, &args.vcpu_type) {
         (Some(sig), _) => u32::try_from(number(sig)?).context("--vcpu-sig is 32 bits")?,
         (None, Some(name)) => cpu_types::signature_of(name).with_context(|| {
@@ -76,13 +123,13 @@ pub fn run(args: MeasureArgs) -> anyhow::Result<()> {
         (None, None) => bail!("--vcpu-type or --vcpu-sig is needed"),
     };
     let launch = OvmfLaunch {
-        ovmf: args.ovmf,
+        ovmf,
         vcpus: args.vcpus,
         vcpu_signature,
-        guest_features: number(&args.guest_features)?,
-        kernel: args.kernel,
-        initrd: args.initrd,
-        append: args.append,
+        guest_features,
+        kernel: args.kernel.clone(),
+        initrd: args.initrd.clone(),
+        append: args.append.clone(),
         vmm: args.vmm_type.parse().map_err(anyhow::Error::msg)?,
         ovmf_digest: args
             .snp_ovmf_hash
@@ -91,8 +138,5 @@ pub fn run(args: MeasureArgs) -> anyhow::Result<()> {
             .transpose()
             .map_err(|err| anyhow::anyhow!("--snp-ovmf-hash: {err}"))?,
     };
-    let digest = launch.digest()?;
-    use std::io::Write;
-    writeln!(std::io::stdout(), "{digest}")?;
-    Ok(())
+    Ok(launch.digest()?)
 }

@@ -28,6 +28,9 @@ pub struct RunArgs {
     /// Hostname of the pod and the container.
     #[arg(long, default_value = "cloak")]
     hostname: String,
+    /// The pod's init-data (agent policy and settings); its SHA-256 becomes HOST_DATA.
+    #[arg(long)]
+    init_data: Option<PathBuf>,
     /// The command and its arguments.
     #[arg(last = true, required = true)]
     command: Vec<String>,
@@ -83,7 +86,12 @@ async fn run_in_pod(
     args: &RunArgs,
 ) -> anyhow::Result<u8> {
     let manifest = cloak_image::Manifest::load(&config.guest.image_dir)?;
-    let sandbox = PodSandbox::boot(config, &manifest, id, &args.hostname, shared).await?;
+    let init_data = match &args.init_data {
+        Some(path) => std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
+        None => Vec::new(),
+    };
+    let sandbox =
+        PodSandbox::boot(config, &manifest, id, &args.hostname, shared, &init_data).await?;
     let result = run_container(&sandbox, args).await;
     if let Err(err) = sandbox.shutdown().await {
         tracing::warn!(error = %err, "shutting the pod VM down");

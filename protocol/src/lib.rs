@@ -17,6 +17,8 @@ mod generated {
 
 pub use generated::*;
 
+pub mod sim_psp;
+
 /// vsock port the agent serves ttrpc on.
 pub const AGENT_VSOCK_PORT: u32 = 1024;
 

@@ -142,6 +142,7 @@ pub fn vm_config_for(
         memory_mib: config.hypervisor.memory_mib,
         run_dir: config.runtime.run_dir.join(id),
         shared_dir: None,
+        init_data: Vec::new(),
     }
 }
 

@@ -31,17 +31,20 @@ pub struct PodSandbox {
 }
 
 impl PodSandbox {
-    /// Boots the pod VM with `shared_dir` shared into it and creates the sandbox in the guest.
-    /// On failure nothing of the VM is left running.
+    /// Boots the pod VM with `shared_dir` shared into it and creates the sandbox in the guest
+    /// with `init_data` (bound into a TEE launch as HOST_DATA). On failure nothing of the VM
+    /// is left running.
     pub async fn boot(
         config: &Configuration,
         manifest: &cloak_image::Manifest,
         id: &str,
         hostname: &str,
         shared_dir: &Path,
+        init_data: &[u8],
     ) -> Result<Self, SandboxError> {
         let mut vm_config = vm_config_for(config, manifest, id);
         vm_config.shared_dir = Some(shared_dir.to_owned());
+        vm_config.init_data = init_data.to_owned();
         let vsock_socket = vm_config.vsock_socket();
         let console_log = vm_config.console_log();
         let hypervisor = crate::hypervisor::from_config(&config.hypervisor)?;
@@ -61,6 +64,7 @@ impl PodSandbox {
                 mount_point: SHARED_DIR_IN_GUEST.into(),
                 ..Default::default()
             }],
+            init_data: init_data.to_owned(),
             ..Default::default()
         };
         if let Err(err) = vm

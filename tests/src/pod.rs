@@ -84,12 +84,29 @@ pub fn busybox_spec(args: &[&str]) -> Spec {
 
 impl TestPod {
     pub async fn boot(env: &VmTestEnv) -> anyhow::Result<Self> {
+        Self::boot_with(env, |_| {}, &[]).await
+    }
+
+    /// A pod whose configuration `configure` adjusts, launched with `init_data`.
+    pub async fn boot_with(
+        env: &VmTestEnv,
+        configure: impl FnOnce(&mut cloak_shim::Configuration),
+        init_data: &[u8],
+    ) -> anyhow::Result<Self> {
         let shared = tempfile::tempdir()?;
         crate::rootfs::build_busybox_rootfs(&shared.path().join(BUSYBOX_ROOTFS))?;
         let run_root = tempfile::tempdir()?;
-        let config = env.configuration(run_root.path());
-        let sandbox =
-            PodSandbox::boot(&config, &env.manifest, "pod", "cloak-pod", shared.path()).await?;
+        let mut config = env.configuration(run_root.path());
+        configure(&mut config);
+        let sandbox = PodSandbox::boot(
+            &config,
+            &env.manifest,
+            "pod",
+            "cloak-pod",
+            shared.path(),
+            init_data,
+        )
+        .await?;
         Ok(Self {
             sandbox: Some(sandbox),
             shared,

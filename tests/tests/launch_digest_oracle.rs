@@ -287,7 +287,11 @@ fn cloak_image_build_writes_reference_digests_equal_to_the_oracles() {
     let values: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("reference-values.json")).unwrap()).unwrap();
     let digests = values["launch_digests"].as_array().unwrap();
-    assert_eq!(digests.len(), 9, "3 vCPU counts x 3 CPU types");
+    assert_eq!(
+        digests.len(),
+        12,
+        "3 vCPU counts x 3 CPU types with OVMF, then 3 direct launches"
+    );
     let cmdline = values["cmdline"].as_str().unwrap();
     assert!(
         cmdline.contains("cloak.log="),
@@ -308,5 +312,36 @@ fn cloak_image_build_writes_reference_digests_equal_to_the_oracles() {
         .flags(),
     );
     assert_eq!(digests[0]["digest"].as_str(), Some(oracle.as_str()));
+    // The last entry: cloak-vmm's direct launch with 4 vCPUs and the default 512 MiB, as
+    // `cloak measure --backend cloak-vmm` computes it.
+    assert!(
+        digests[11]["launch"]
+            .as_str()
+            .unwrap()
+            .starts_with("cloak-vmm direct vcpus=4 memory=512MiB"),
+        "{digests:?}"
+    );
+    let measured = Command::new(&cloak)
+        .args([
+            "measure",
+            "--backend",
+            "cloak-vmm",
+            "--vcpus",
+            "4",
+            "--memory",
+            "512",
+        ])
+        .arg("--kernel")
+        .arg(out.join("vmlinuz"))
+        .arg("--initrd")
+        .arg(out.join("initrd.img"))
+        .args(["--append", cmdline])
+        .output()
+        .unwrap();
+    assert!(measured.status.success(), "{measured:?}");
+    assert_eq!(
+        digests[11]["digest"].as_str(),
+        Some(String::from_utf8_lossy(&measured.stdout).trim())
+    );
     assert!(out.join("reference-values.trustee.json").is_file());
 }

@@ -21,9 +21,27 @@ impl AgentRpc {
         Self { state }
     }
 
-    /// The TEE this VM runs in (hardware over the host's hint).
-    fn tee(&self) -> TeeKind {
-        guest_details::detect_tee(Path::new("/"), self.state.tee_hint.as_deref())
+    /// The TEE this VM runs in: hardware if the guest has an SNP driver, else a simulated one
+    /// if the host's simulated AMD-SP answers, else none. Decided once.
+    async fn tee(&self) -> TeeKind {
+        *self
+            .state
+            .tee
+            .get_or_init(|| async {
+                let root = Path::new("/");
+                let simulated = !guest_details::has_snp_guest_driver(root)
+                    && match crate::attestation::fetch_simulated_report(&[]).await {
+                        Ok(_) => true,
+                        Err(err) => {
+                            tracing::debug!(reason = %err, "no simulated TEE");
+                            false
+                        }
+                    };
+                let tee = guest_details::detect_tee(root, simulated);
+                tracing::info!(tee = ?tee, "TEE detected");
+                tee
+            })
+            .await
     }
 
     async fn do_get_guest_details(&self) -> anyhow::Result<GuestDetailsResponse> {
@@ -32,7 +50,7 @@ impl AgentRpc {
             agent_version: env!("CARGO_PKG_VERSION").to_owned(),
             online_vcpus: guest_details::online_vcpus(),
             memory_total_bytes: guest_details::memory_total_bytes(),
-            tee: self.tee().into(),
+            tee: self.tee().await.into(),
             loaded_modules: self.state.loaded_modules.clone(),
             agent_ready_ms: self
                 .state
@@ -46,7 +64,9 @@ impl AgentRpc {
         &self,
         req: AttestationReportRequest,
     ) -> anyhow::Result<AttestationReportResponse> {
-        use crate::attestation::{fetch_report, ReportError, REPORT_DATA_BYTES};
+        use crate::attestation::{
+            fetch_report, fetch_simulated_report, ReportError, REPORT_DATA_BYTES,
+        };
         if req.report_data.len() > REPORT_DATA_BYTES {
             return Err(RpcFailure::InvalidArgument(format!(
                 "report_data is {} bytes; at most {REPORT_DATA_BYTES}",
@@ -54,7 +74,7 @@ impl AgentRpc {
             ))
             .into());
         }
-        let tee = self.tee();
+        let tee = self.tee().await;
         match tee {
             TeeKind::TEE_SNP => {
                 let report = fetch_report(req.report_data)
@@ -73,11 +93,16 @@ impl AgentRpc {
                     ..Default::default()
                 })
             }
-            TeeKind::TEE_SIM => Err(RpcFailure::FailedPrecondition(
-                "tee = \"sim\": the host's simulated AMD-SP does not serve reports in this build"
-                    .to_owned(),
-            )
-            .into()),
+            TeeKind::TEE_SIM => {
+                let report = fetch_simulated_report(&req.report_data).await?;
+                tracing::info!(provider = %report.provider, bytes = report.report.len(), "simulated attestation report");
+                Ok(AttestationReportResponse {
+                    tee: tee.into(),
+                    report: report.report,
+                    certificates: report.certificates,
+                    ..Default::default()
+                })
+            }
             TeeKind::TEE_NONE => Err(RpcFailure::FailedPrecondition(
                 "this pod VM has no TEE: no SEV-SNP guest driver or configfs-tsm provider"
                     .to_owned(),
@@ -92,16 +117,17 @@ impl AgentRpc {
         Ok(Empty::default())
     }
 
-    /// In an SNP VM the init-data must be what the VM was launched with (its SHA-256 is the
-    /// report's HOST_DATA); otherwise the reason containers will be refused. Without a
-    /// hardware TEE there is no launch-bound value to check against.
+    /// In a TEE the init-data must be what the VM was launched with (its SHA-256 is the
+    /// report's HOST_DATA); otherwise the reason containers will be refused. Without a TEE
+    /// there is no launch-bound value to check against.
     async fn init_data_refusal(&self, init_data: &[u8]) -> Option<String> {
-        use crate::attestation::{check_init_data, fetch_report};
-        let tee = self.tee();
-        if tee != TeeKind::TEE_SNP {
-            return None;
-        }
-        match fetch_report(Vec::new()).await {
+        use crate::attestation::{check_init_data, fetch_report, fetch_simulated_report};
+        let report = match self.tee().await {
+            TeeKind::TEE_SNP => fetch_report(Vec::new()).await,
+            TeeKind::TEE_SIM => fetch_simulated_report(&[]).await,
+            TeeKind::TEE_NONE => return None,
+        };
+        match report {
             Ok(report) => check_init_data(init_data, &report.report).err(),
             Err(err) => Some(format!("cannot read this VM's HOST_DATA: {err}")),
         }

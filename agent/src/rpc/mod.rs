@@ -23,7 +23,8 @@ pub struct AgentState {
     pub loaded_modules: Vec<String>,
     /// Signalled by DestroySandbox: the server stops and the VM powers off.
     pub shutdown: Notify,
-    pub tee_hint: Option<String>,
+    /// The TEE, decided at its first use (it may ask the host for a simulated one).
+    pub tee: tokio::sync::OnceCell<cloak_protocol::agent::TeeKind>,
     pub ready_at_ms: std::sync::atomic::AtomicU64,
 }
 
@@ -36,7 +37,7 @@ impl AgentState {
             reaper,
             loaded_modules,
             shutdown: Notify::new(),
-            tee_hint: None,
+            tee: tokio::sync::OnceCell::new(),
             ready_at_ms: std::sync::atomic::AtomicU64::new(0),
         }
     }
@@ -72,8 +73,7 @@ pub fn to_ttrpc<T>(method: &str, result: anyhow::Result<T>) -> ttrpc::Result<T> 
 }
 
 /// Serves the agent and health services on vsock until DestroySandbox asks to stop.
-pub async fn serve(mut state: AgentState, settings: &AgentSettings) -> anyhow::Result<()> {
-    state.tee_hint = settings.tee_hint.clone();
+pub async fn serve(state: AgentState, settings: &AgentSettings) -> anyhow::Result<()> {
     let state = Arc::new(state);
     let address = format!("vsock://-1:{}", settings.port);
     let mut server = ttrpc::asynchronous::Server::new()

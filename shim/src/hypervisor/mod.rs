@@ -6,6 +6,7 @@ pub mod child;
 pub mod host;
 pub mod qemu;
 pub mod readiness;
+pub mod sim_psp;
 pub mod snp;
 pub mod virtiofs_backend;
 pub mod vsock_backend;
@@ -30,6 +31,8 @@ pub struct VmConfig {
     pub run_dir: PathBuf,
     /// Host directory shared into the VM with virtio-fs (tag `SHARED_FS_TAG`), if any.
     pub shared_dir: Option<PathBuf>,
+    /// The pod's init-data; a TEE launch binds its SHA-256 as HOST_DATA.
+    pub init_data: Vec<u8>,
 }
 
 impl VmConfig {

@@ -11,6 +11,7 @@ use tokio::process::Command;
 use super::child::ChildProcess;
 use super::host;
 use super::readiness::ReadyListener;
+use super::sim_psp::{SimPspServer, SimulatedLaunch};
 use super::snp::{SnpLaunch, SNP_OBJECT_ID};
 use super::virtiofs_backend::VirtiofsBackend;
 use super::vsock_backend::VsockBackend;
@@ -167,6 +168,8 @@ struct RunningVm {
     vsock: VsockBackend,
     virtiofs: Option<VirtiofsBackend>,
     ready: ReadyListener,
+    /// Dropped with the VM: stops serving and removes its socket.
+    sim_psp: SimPspServer,
     config: VmConfig,
 }
 
@@ -186,19 +189,35 @@ impl Qemu {
     }
 
     /// The SNP part of the launch, or why this host cannot give the configured TEE. Decided
-    /// before any helper process starts.
-    fn tee_launch(&self, accel: Accel) -> Result<Option<SnpLaunch>, HypervisorError> {
+    /// before any helper process starts. (`sim` boots an ordinary VM; its AMD-SP is served
+    /// beside it.)
+    fn snp_launch(
+        &self,
+        accel: Accel,
+        config: &VmConfig,
+    ) -> Result<Option<SnpLaunch>, HypervisorError> {
         match self.settings.tee {
-            TeeKind::None => Ok(None),
+            TeeKind::None | TeeKind::Sim => Ok(None),
             TeeKind::Snp if accel == Accel::Tcg => Err(HypervisorError::Unsupported(
                 "tee = \"snp\" needs KVM on an AMD host with SEV-SNP; this host runs guests under software emulation".to_owned(),
             )),
-            // The pod's init-data is empty until it is configurable: HOST_DATA = SHA-256("").
-            TeeKind::Snp => Ok(Some(SnpLaunch::for_host(&self.settings, b"")?)),
-            TeeKind::Sim => Err(HypervisorError::Unsupported(
-                "tee = \"sim\": the simulated TEE is not available in this build".to_owned(),
-            )),
+            TeeKind::Snp => Ok(Some(SnpLaunch::for_host(&self.settings, &config.init_data)?)),
         }
+    }
+
+    /// The simulated AMD-SP's port, listening before the VM starts: reports for a
+    /// `tee = "sim"` VM, a quick "no simulated TEE" for the others.
+    async fn simulated_psp(&self, config: &VmConfig) -> Result<SimPspServer, HypervisorError> {
+        let launch = match self.settings.tee {
+            TeeKind::Sim => {
+                let launch = SimulatedLaunch::of(config, self.settings.snp_policy).await?;
+                tracing::info!(sandbox = %config.id, measurement = %launch.measurement, "simulated TEE launch");
+                Some(launch)
+            }
+            TeeKind::None | TeeKind::Snp => None,
+        };
+        let socket = config.host_port_socket(cloak_protocol::sim_psp::SIM_PSP_VSOCK_PORT);
+        SimPspServer::start(&socket, launch)
     }
 
     fn launch_for(
@@ -255,7 +274,8 @@ impl Hypervisor for Qemu {
             source,
         })?;
         let accel = Accel::resolve(self.settings.accel);
-        let snp = self.tee_launch(accel)?;
+        let snp = self.snp_launch(accel, config)?;
+        let sim_psp = self.simulated_psp(config).await?;
         self.last_config = Some(config.clone());
         let ready =
             ReadyListener::bind(&config.host_port_socket(cloak_protocol::READY_VSOCK_PORT))?;
@@ -313,6 +333,7 @@ impl Hypervisor for Qemu {
             vsock,
             virtiofs,
             ready,
+            sim_psp,
             config: config.clone(),
         });
         Ok(())
@@ -356,6 +377,7 @@ impl Hypervisor for Qemu {
             backend.stop().await;
         }
         drop(running.ready);
+        drop(running.sim_psp);
         tracing::info!(sandbox = %running.config.id, %exit, "qemu stopped");
         Ok(())
     }
@@ -498,7 +520,20 @@ mod tests {
             accel: AccelSetting::Tcg,
             ..Default::default()
         });
-        let err = qemu.tee_launch(Accel::Tcg).expect_err("TCG cannot run SNP");
+        let config = VmConfig {
+            id: "pod".into(),
+            kernel: "/img/vmlinuz".into(),
+            initrd: "/img/initrd.img".into(),
+            cmdline: String::new(),
+            vcpus: 1,
+            memory_mib: 128,
+            run_dir: "/run/cloak/pod".into(),
+            shared_dir: None,
+            init_data: Vec::new(),
+        };
+        let err = qemu
+            .snp_launch(Accel::Tcg, &config)
+            .expect_err("TCG cannot run SNP");
         assert!(err.to_string().contains("software emulation"), "{err}");
     }
 

@@ -9,6 +9,10 @@ use serde::{Deserialize, Serialize};
 /// CRI annotation naming the pod (sandbox) a container belongs to.
 pub const SANDBOX_ID_ANNOTATION: &str = "io.kubernetes.cri.sandbox-id";
 
+/// Pod annotation with the pod's init-data (agent policy and settings), base64: its SHA-256
+/// becomes the VM's HOST_DATA, which the agent checks and attestation reports carry.
+pub const INIT_DATA_ANNOTATION: &str = "io.cloak.init-data";
+
 /// File in the bundle recording the pod's directories.
 const POD_RECORD_FILE: &str = "cloak-pod.json";
 
@@ -31,6 +35,21 @@ pub fn read_spec(bundle: &Path) -> Result<Spec, BundleError> {
         path: path.display().to_string(),
         reason: err.to_string(),
     })
+}
+
+/// The pod's init-data from its annotation; empty without one.
+pub fn init_data_of(spec: &Spec) -> Result<Vec<u8>, String> {
+    use base64::Engine as _;
+    let Some(encoded) = spec
+        .annotations()
+        .as_ref()
+        .and_then(|annotations| annotations.get(INIT_DATA_ANNOTATION))
+    else {
+        return Ok(Vec::new());
+    };
+    base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .map_err(|err| format!("annotation {INIT_DATA_ANNOTATION} is not base64: {err}"))
 }
 
 /// The pod a container joins: the CRI sandbox id, or the container itself (as with `ctr run`).
@@ -119,6 +138,23 @@ mod tests {
             String::new(),
         )])));
         assert_eq!(pod_id_of(&spec, "c1"), "c1");
+    }
+
+    #[test]
+    fn init_data_comes_from_its_annotation_in_base64() {
+        let mut spec = Spec::default();
+        assert_eq!(init_data_of(&spec), Ok(Vec::new()));
+        spec.set_annotations(Some(HashMap::from([(
+            INIT_DATA_ANNOTATION.to_owned(),
+            "cG9saWN5IHYx".to_owned(),
+        )])));
+        assert_eq!(init_data_of(&spec), Ok(b"policy v1".to_vec()));
+        spec.set_annotations(Some(HashMap::from([(
+            INIT_DATA_ANNOTATION.to_owned(),
+            "not base64!".to_owned(),
+        )])));
+        let err = init_data_of(&spec).expect_err("bad base64");
+        assert!(err.contains(INIT_DATA_ANNOTATION), "{err}");
     }
 
     #[test]

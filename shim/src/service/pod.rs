@@ -78,11 +78,20 @@ impl Pod {
         config: &Configuration,
         record: PodRecord,
         hostname: &str,
+        init_data: &[u8],
     ) -> anyhow::Result<Self> {
         let manifest = cloak_image::Manifest::load(&config.guest.image_dir)?;
         let shared = record.shared_dir();
         host_mounts::make_shared_mount_point(&shared)?;
-        let booted = PodSandbox::boot(config, &manifest, &record.pod_id, hostname, &shared).await;
+        let booted = PodSandbox::boot(
+            config,
+            &manifest,
+            &record.pod_id,
+            hostname,
+            &shared,
+            init_data,
+        )
+        .await;
         let mut sandbox = match booted {
             Ok(sandbox) => sandbox,
             Err(err) => {

@@ -166,6 +166,7 @@ impl Inner {
         config: &Configuration,
         pod_id: &str,
         hostname: &str,
+        init_data: &[u8],
     ) -> TaskResult<Arc<Pod>> {
         let mut slot = self.pod.lock().await;
         if let Some(pod) = slot.as_ref() {
@@ -184,7 +185,7 @@ impl Inner {
             return Ok(pod.clone());
         }
         let record = PodRecord::new(pod_id, &config.runtime.run_dir);
-        let pod = Arc::new(Pod::boot(config, record, hostname).await?);
+        let pod = Arc::new(Pod::boot(config, record, hostname, init_data).await?);
         tracing::info!(pod = %pod_id, vmm_pid = pod.vmm_pid(), "pod VM booted");
         self.watch_pod(&pod);
         *slot = Some(pod.clone());
@@ -347,7 +348,10 @@ impl Inner {
         let config = load_configuration(req.options.as_ref())?;
         let pod_id = bundle::pod_id_of(&spec, &req.id);
         let hostname = spec.hostname().clone().unwrap_or_else(|| pod_id.clone());
-        let pod = self.pod_for_create(&config, &pod_id, &hostname).await?;
+        let init_data = bundle::init_data_of(&spec).map_err(TaskError::InvalidArgument)?;
+        let pod = self
+            .pod_for_create(&config, &pod_id, &hostname, &init_data)
+            .await?;
         let host_dir = pod.record.container_dir(&req.id);
         let created = self
             .create_in_pod(&pod, &req, &bundle, &mut spec, &host_dir)

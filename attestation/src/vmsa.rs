@@ -1,0 +1,229 @@
+//! A VMSA page (the SEV-ES/SNP save area of one vCPU) written field by field, for launches
+//! whose initial vCPU state is cloak's own (the direct launch starts the kernel in long mode).
+//! OVMF launches keep the `sev` crate's reset-state VMSAs; a test writes that reset state with
+//! this builder and compares the pages byte for byte, which pins the offsets below.
+//!
+//! Offsets: AMD64 Architecture Programmer's Manual vol. 2, appendix B, table "VMSA Layout,
+//! State Save Area for SEV-ES" (Linux: `struct sev_es_save_area`).
+
+use crate::launch_plan::PAGE_SIZE;
+
+/// A segment register as the save area holds it (selector, packed attributes, limit, base).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Segment {
+    pub selector: u16,
+    /// Descriptor bits 40..47 in bits 0..7 and 52..55 in bits 8..11 (type, S, DPL, P; AVL,
+    /// L, D/B, G).
+    pub attrib: u16,
+    pub limit: u32,
+    pub base: u64,
+}
+
+impl Segment {
+    pub const fn new(selector: u16, attrib: u16, limit: u32, base: u64) -> Self {
+        Self {
+            selector,
+            attrib,
+            limit,
+            base,
+        }
+    }
+}
+
+/// The save-area fields a launch sets; everything else is zero.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SaveArea {
+    pub es: Segment,
+    pub cs: Segment,
+    pub ss: Segment,
+    pub ds: Segment,
+    pub fs: Segment,
+    pub gs: Segment,
+    pub gdtr: Segment,
+    pub ldtr: Segment,
+    pub idtr: Segment,
+    pub tr: Segment,
+    pub efer: u64,
+    pub cr4: u64,
+    pub cr3: u64,
+    pub cr0: u64,
+    pub dr7: u64,
+    pub dr6: u64,
+    pub rflags: u64,
+    pub rip: u64,
+    pub rsp: u64,
+    pub g_pat: u64,
+    pub rdx: u64,
+    pub rsi: u64,
+    pub sev_features: u64,
+    pub xcr0: u64,
+    pub mxcsr: u32,
+    pub x87_fcw: u16,
+}
+
+mod offset {
+    pub const ES: usize = 0x000;
+    pub const CS: usize = 0x010;
+    pub const SS: usize = 0x020;
+    pub const DS: usize = 0x030;
+    pub const FS: usize = 0x040;
+    pub const GS: usize = 0x050;
+    pub const GDTR: usize = 0x060;
+    pub const LDTR: usize = 0x070;
+    pub const IDTR: usize = 0x080;
+    pub const TR: usize = 0x090;
+    pub const EFER: usize = 0x0D0;
+    pub const CR4: usize = 0x148;
+    pub const CR3: usize = 0x150;
+    pub const CR0: usize = 0x158;
+    pub const DR7: usize = 0x160;
+    pub const DR6: usize = 0x168;
+    pub const RFLAGS: usize = 0x170;
+    pub const RIP: usize = 0x178;
+    pub const RSP: usize = 0x1D8;
+    pub const G_PAT: usize = 0x268;
+    pub const RDX: usize = 0x310;
+    pub const RSI: usize = 0x330;
+    pub const SEV_FEATURES: usize = 0x3B0;
+    pub const XCR0: usize = 0x3E8;
+    pub const MXCSR: usize = 0x408;
+    pub const X87_FCW: usize = 0x410;
+}
+
+fn put(page: &mut [u8], at: usize, bytes: &[u8]) {
+    page[at..at + bytes.len()].copy_from_slice(bytes);
+}
+
+fn put_segment(page: &mut [u8], at: usize, segment: &Segment) {
+    put(page, at, &segment.selector.to_le_bytes());
+    put(page, at + 2, &segment.attrib.to_le_bytes());
+    put(page, at + 4, &segment.limit.to_le_bytes());
+    put(page, at + 8, &segment.base.to_le_bytes());
+}
+
+impl SaveArea {
+    /// The 4 KiB VMSA page.
+    pub fn page(&self) -> Vec<u8> {
+        let mut page = vec![0u8; PAGE_SIZE];
+        let segments = [
+            (offset::ES, &self.es),
+            (offset::CS, &self.cs),
+            (offset::SS, &self.ss),
+            (offset::DS, &self.ds),
+            (offset::FS, &self.fs),
+            (offset::GS, &self.gs),
+            (offset::GDTR, &self.gdtr),
+            (offset::LDTR, &self.ldtr),
+            (offset::IDTR, &self.idtr),
+            (offset::TR, &self.tr),
+        ];
+        for (at, segment) in segments {
+            put_segment(&mut page, at, segment);
+        }
+        let quads = [
+            (offset::EFER, self.efer),
+            (offset::CR4, self.cr4),
+            (offset::CR3, self.cr3),
+            (offset::CR0, self.cr0),
+            (offset::DR7, self.dr7),
+            (offset::DR6, self.dr6),
+            (offset::RFLAGS, self.rflags),
+            (offset::RIP, self.rip),
+            (offset::RSP, self.rsp),
+            (offset::G_PAT, self.g_pat),
+            (offset::RDX, self.rdx),
+            (offset::RSI, self.rsi),
+            (offset::SEV_FEATURES, self.sev_features),
+            (offset::XCR0, self.xcr0),
+        ];
+        for (at, value) in quads {
+            put(&mut page, at, &value.to_le_bytes());
+        }
+        put(&mut page, offset::MXCSR, &self.mxcsr.to_le_bytes());
+        put(&mut page, offset::X87_FCW, &self.x87_fcw.to_le_bytes());
+        page
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sev::measurement::vcpu_types::CpuType;
+    use sev::measurement::vmsa::{GuestFeatures, VMMType, VMSA};
+    use sev::parser::ByteParser;
+
+    /// QEMU's reset state as the `sev` crate builds it (vmsa.rs `build_save_area`).
+    fn qemu_reset_state(eip: u64, features: u64, signature: u64) -> SaveArea {
+        SaveArea {
+            es: Segment::new(0, 0x93, 0xffff, 0),
+            cs: Segment::new(0xf000, 0x9b, 0xffff, eip & 0xffff_0000),
+            ss: Segment::new(0, 0x93, 0xffff, 0),
+            ds: Segment::new(0, 0x93, 0xffff, 0),
+            fs: Segment::new(0, 0x93, 0xffff, 0),
+            gs: Segment::new(0, 0x93, 0xffff, 0),
+            gdtr: Segment::new(0, 0, 0xffff, 0),
+            ldtr: Segment::new(0, 0x82, 0xffff, 0),
+            idtr: Segment::new(0, 0, 0xffff, 0),
+            tr: Segment::new(0, 0x8b, 0xffff, 0),
+            efer: 0x1000,
+            cr4: 0x40,
+            cr0: 0x10,
+            dr7: 0x400,
+            dr6: 0xffff_0ff0,
+            rflags: 0x2,
+            rip: eip & 0xffff,
+            g_pat: 0x0007_0406_0007_0406,
+            rdx: signature,
+            sev_features: features,
+            xcr0: 0x1,
+            mxcsr: 0x1f80,
+            x87_fcw: 0x37f,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_reset_state_page_equals_the_sev_crates() {
+        for (cpu, features, ap_eip) in [
+            (CpuType::EpycV4, 0x1u64, 0x80_b004u64),
+            (CpuType::EpycGenoa, 0x21, 0xffff_0123),
+        ] {
+            let vmsa = VMSA::new(
+                ap_eip,
+                cpu,
+                VMMType::QEMU,
+                Some(2),
+                GuestFeatures::from_bytes(&features.to_le_bytes()).expect("features"),
+            );
+            let pages = vmsa.pages(2).expect("pages");
+            let signature = u64::from(cpu.sig() as u32);
+            assert_eq!(
+                qemu_reset_state(0xffff_fff0, features, signature).page(),
+                pages[0],
+                "{cpu:?} BSP"
+            );
+            assert_eq!(
+                qemu_reset_state(ap_eip, features, signature).page(),
+                pages[1],
+                "{cpu:?} AP"
+            );
+        }
+    }
+
+    #[test]
+    fn every_field_lands_in_its_own_bytes() {
+        let area = SaveArea {
+            rip: 0x1122_3344_5566_7788,
+            rsi: 0x7000,
+            cs: Segment::new(0x10, 0xa9b, 0xffff_ffff, 0),
+            ..Default::default()
+        };
+        let page = area.page();
+        assert_eq!(&page[0x178..0x180], &0x1122_3344_5566_7788u64.to_le_bytes());
+        assert_eq!(&page[0x330..0x338], &0x7000u64.to_le_bytes());
+        assert_eq!(&page[0x10..0x14], &[0x10, 0, 0x9b, 0x0a]);
+        let nonzero = page.iter().filter(|b| **b != 0).count();
+        // RIP 8 bytes, RSI 1, CS selector 1, attributes 2, limit 4.
+        assert_eq!(nonzero, 16, "no stray bytes");
+    }
+}

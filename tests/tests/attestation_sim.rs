@@ -1,0 +1,313 @@
+//! Attestation end to end with the simulated TEE (`tee = "sim"`): a real pod VM asks the host's
+//! simulated AMD-SP for a report through the agent, and `cloak attest verify` checks it against
+//! the reference values `cloak image build` wrote. A pod booted with one changed initrd byte
+//! fails on the measurement; a pod whose init-data does not hash to its HOST_DATA refuses to
+//! run containers.
+
+#![allow(clippy::unwrap_used)] // a test fails loudly by design
+
+use std::io::{Read as _, Write as _};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use cloak_protocol::agent::{
+    AttestationReportRequest, CreateContainerRequest, CreateSandboxRequest, GuestDetailsRequest,
+    TeeKind,
+};
+use cloak_shim::config::TeeKind as ConfiguredTee;
+use cloak_tests::pod::{busybox_spec, TestPod};
+use cloak_tests::{skip, vm_slot, VmTestEnv};
+use sha2::{Digest, Sha256};
+
+const NONCE: [u8; 64] = {
+    let mut nonce = [0u8; 64];
+    let mut i = 0;
+    while i < 64 {
+        nonce[i] = (i as u8).wrapping_mul(37).wrapping_add(11);
+        i += 1;
+    }
+    nonce
+};
+
+struct Setup {
+    env: VmTestEnv,
+    cloak: PathBuf,
+    _slot: std::sync::MutexGuard<'static, ()>,
+}
+
+fn setup(test: &str) -> Option<Setup> {
+    let env = VmTestEnv::get(test)?;
+    let cloak = cloak_tests::cloak_binary(test)?;
+    if let Err(reason) = cloak_tests::rootfs::busybox_available() {
+        skip(test, &reason);
+        return None;
+    }
+    Some(Setup {
+        env,
+        cloak,
+        _slot: vm_slot(),
+    })
+}
+
+fn simulated(config: &mut cloak_shim::Configuration) {
+    config.hypervisor.tee = ConfiguredTee::Sim;
+}
+
+/// The report and certificates a pod's agent returns, written where `cloak attest verify`
+/// reads them.
+struct FetchedReport {
+    dir: tempfile::TempDir,
+}
+
+impl FetchedReport {
+    async fn fetch(pod: &TestPod) -> Self {
+        let agent = pod.sandbox().vm().agent();
+        let details = agent
+            .agent()
+            .get_guest_details(agent.context(), &GuestDetailsRequest::default())
+            .await
+            .unwrap();
+        assert_eq!(details.tee.enum_value(), Ok(TeeKind::TEE_SIM));
+        let request = AttestationReportRequest {
+            report_data: NONCE.to_vec(),
+            ..Default::default()
+        };
+        let response = agent
+            .agent()
+            .get_attestation_report(agent.context(), &request)
+            .await
+            .unwrap();
+        assert_eq!(response.tee.enum_value(), Ok(TeeKind::TEE_SIM));
+        assert_eq!(response.report.len(), 1184, "an SNP-layout report");
+        let certificates = String::from_utf8(response.certificates).unwrap();
+        let split = certificates
+            .find("-----END CERTIFICATE-----\n")
+            .map(|end| end + "-----END CERTIFICATE-----\n".len())
+            .expect("the VCEK comes first");
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("report.bin"), &response.report).unwrap();
+        std::fs::write(dir.path().join("vcek.pem"), &certificates[..split]).unwrap();
+        std::fs::write(dir.path().join("chain.pem"), &certificates[split..]).unwrap();
+        Self { dir }
+    }
+
+    /// `cloak attest verify` against the image's reference values: (exit code, output).
+    fn verify(
+        &self,
+        cloak: &Path,
+        reference_values: &Path,
+        host_data: &[u8],
+        extra: &[&str],
+    ) -> (Option<i32>, String) {
+        let output = Command::new(cloak)
+            .args(["attest", "verify", "--report"])
+            .arg(self.dir.path().join("report.bin"))
+            .arg("--vcek")
+            .arg(self.dir.path().join("vcek.pem"))
+            .arg("--chain")
+            .arg(self.dir.path().join("chain.pem"))
+            .arg("--reference-values")
+            .arg(reference_values)
+            .args(["--report-data", &hex::encode(NONCE)])
+            .args(["--host-data", &hex::encode(Sha256::digest(host_data))])
+            .args(extra)
+            .output()
+            .unwrap();
+        (
+            output.status.code(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            ),
+        )
+    }
+}
+
+fn failed_checks(output: &str) -> Vec<&str> {
+    output
+        .lines()
+        .filter_map(|line| line.strip_prefix("FAIL "))
+        .map(|rest| rest.split(':').next().unwrap_or(rest))
+        .collect()
+}
+
+async fn boot_or_panic(
+    env: &VmTestEnv,
+    configure: impl FnOnce(&mut cloak_shim::Configuration),
+    init_data: &[u8],
+) -> TestPod {
+    TestPod::boot_with(env, configure, init_data)
+        .await
+        .unwrap_or_else(|err| panic!("pod boot: {err:#}"))
+}
+
+#[test]
+fn a_simulated_report_verifies_against_the_image_reference_values() {
+    let test = "a_simulated_report_verifies_against_the_image_reference_values";
+    let Some(setup) = setup(test) else {
+        return;
+    };
+    let reference_values = setup.env.guest_dir.join("reference-values.json");
+    let init_data = b"policy: allow-all\n";
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let pod = boot_or_panic(&setup.env, simulated, init_data).await;
+        // Matching init-data: containers run.
+        let output = pod
+            .run("hello", &busybox_spec(&["echo", "attested"]), None)
+            .await
+            .unwrap();
+        assert_eq!(output.stdout_text(), "attested\n");
+        let report = FetchedReport::fetch(&pod).await;
+        pod.shutdown().await.unwrap();
+
+        let (code, out) = report.verify(
+            &setup.cloak,
+            &reference_values,
+            init_data,
+            &["--allow-simulated"],
+        );
+        assert_eq!(code, Some(0), "{out}");
+        for check in [
+            "measurement",
+            "host-data",
+            "report-data",
+            "report-signature",
+        ] {
+            assert!(out.contains(&format!("PASS {check}")), "{check}: {out}");
+        }
+        // The same report is refused without the explicit permission for a simulated TEE.
+        let (code, out) = report.verify(&setup.cloak, &reference_values, init_data, &[]);
+        assert_ne!(code, Some(0), "{out}");
+        assert!(failed_checks(&out).contains(&"ark"), "{out}");
+        // Other init-data than the pod's: HOST_DATA does not match.
+        let (code, out) = report.verify(
+            &setup.cloak,
+            &reference_values,
+            b"another policy",
+            &["--allow-simulated"],
+        );
+        assert_ne!(code, Some(0), "{out}");
+        assert_eq!(failed_checks(&out), vec!["host-data"], "{out}");
+    });
+}
+
+/// The initrd with one byte changed: one hex digit of the `tmp` directory's cpio mtime, so
+/// the guest still boots the same way.
+fn initrd_with_one_changed_byte(original: &Path, out: &Path) {
+    let mut archive = Vec::new();
+    flate2::read::GzDecoder::new(std::fs::File::open(original).unwrap())
+        .read_to_end(&mut archive)
+        .unwrap();
+    const HEADER: usize = 110;
+    const MTIME: usize = 6 + 5 * 8;
+    let name = archive
+        .windows(4)
+        .enumerate()
+        .position(|(at, window)| {
+            window == b"tmp\0"
+                && at >= HEADER
+                && &archive[at - HEADER..at - HEADER + 6] == b"070701"
+        })
+        .expect("the initrd has a tmp directory entry");
+    let digit = name - HEADER + MTIME + 7;
+    archive[digit] = if archive[digit] == b'1' { b'2' } else { b'1' };
+    let mut encoder =
+        flate2::write::GzEncoder::new(std::fs::File::create(out).unwrap(), Default::default());
+    encoder.write_all(&archive).unwrap();
+    encoder.finish().unwrap();
+}
+
+#[test]
+fn one_changed_initrd_byte_fails_the_measurement_check() {
+    let test = "one_changed_initrd_byte_fails_the_measurement_check";
+    let Some(setup) = setup(test) else {
+        return;
+    };
+    let reference_values = setup.env.guest_dir.join("reference-values.json");
+    let changed = tempfile::tempdir().unwrap();
+    let initrd = changed.path().join("initrd.img");
+    initrd_with_one_changed_byte(
+        &setup.env.guest_dir.join(&setup.env.manifest.initrd.file),
+        &initrd,
+    );
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let pod = boot_or_panic(
+            &setup.env,
+            |config| {
+                simulated(config);
+                config.guest.initrd = Some(initrd.clone());
+            },
+            b"",
+        )
+        .await;
+        let report = FetchedReport::fetch(&pod).await;
+        pod.shutdown().await.unwrap();
+        let (code, out) =
+            report.verify(&setup.cloak, &reference_values, b"", &["--allow-simulated"]);
+        assert_ne!(code, Some(0), "{out}");
+        assert_eq!(failed_checks(&out), vec!["measurement"], "{out}");
+    });
+}
+
+#[test]
+fn init_data_that_does_not_hash_to_host_data_refuses_containers() {
+    let test = "init_data_that_does_not_hash_to_host_data_refuses_containers";
+    let Some(setup) = setup(test) else {
+        return;
+    };
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        // A host that launches with one init-data and hands the agent another.
+        let run_root = tempfile::tempdir().unwrap();
+        let mut config = setup.env.configuration(run_root.path());
+        simulated(&mut config);
+        let mut vm_config =
+            cloak_shim::pod_vm::vm_config_for(&config, &setup.env.manifest, "mismatch");
+        vm_config.init_data = b"policy launched".to_vec();
+        let hypervisor = cloak_shim::hypervisor::from_config(&config.hypervisor).unwrap();
+        let vm = cloak_shim::pod_vm::PodVm::boot(
+            hypervisor,
+            vm_config,
+            config.boot_timeout(),
+            config.request_timeout(),
+        )
+        .await
+        .unwrap_or_else(|err| panic!("VM boot: {err}"));
+        let agent = vm.agent();
+        let sandbox = CreateSandboxRequest {
+            sandbox_id: "mismatch".into(),
+            hostname: "mismatch".into(),
+            init_data: b"policy handed over".to_vec(),
+            ..Default::default()
+        };
+        agent
+            .agent()
+            .create_sandbox(agent.context(), &sandbox)
+            .await
+            .unwrap();
+        let request = CreateContainerRequest {
+            container_id: "refused".into(),
+            oci_spec_json: serde_json::to_vec(&busybox_spec(&["true"])).unwrap(),
+            ..Default::default()
+        };
+        let refused = agent
+            .agent()
+            .create_container(agent.context(), &request)
+            .await;
+        vm.shutdown().await.unwrap();
+        match refused {
+            Err(ttrpc::Error::RpcStatus(status)) => {
+                assert_eq!(status.code(), ttrpc::Code::FAILED_PRECONDITION);
+                assert!(
+                    status.message().contains("HOST_DATA"),
+                    "{}",
+                    status.message()
+                );
+            }
+            other => panic!("a container was accepted with mismatched init-data: {other:?}"),
+        }
+    });
+}
