@@ -28,6 +28,14 @@ pub fn user_image() -> String {
     format!("docker.io/cloak/busybox-user:{IMAGE_TAG}")
 }
 
+/// The CRI plugin's sandbox image: busybox waiting for a signal, built locally.
+pub fn pause_image() -> String {
+    format!("docker.io/cloak/pause:{IMAGE_TAG}")
+}
+
+/// containerd's namespace for CRI.
+pub const CRI_NAMESPACE: &str = "k8s.io";
+
 /// The shim binary: `CLOAK_SHIM_BIN`, or the one cargo built beside this test binary.
 pub fn shim_binary() -> Option<PathBuf> {
     crate::workspace_binary(SHIM_BINARY, "CLOAK_SHIM_BIN")
@@ -42,11 +50,23 @@ pub struct PrivateContainerd {
     /// containerd's root and state.
     pub root: PathBuf,
     pub state: PathBuf,
+    /// The CNI bridge of a CRI-enabled containerd, removed on drop.
+    pub cni_bridge: Option<String>,
 }
 
 impl PrivateContainerd {
-    /// Starts containerd and imports the busybox images.
+    /// Starts containerd (its CRI plugin disabled) and imports the busybox images.
     pub fn start(env: &VmTestEnv, shim: &Path) -> anyhow::Result<Self> {
+        Self::start_with(env, shim, false)
+    }
+
+    /// Starts containerd with its CRI plugin: cloak as runtime handler `cloak` (runc the
+    /// default), a CNI bridge network, the images imported into `k8s.io` too.
+    pub fn start_with_cri(env: &VmTestEnv, shim: &Path) -> anyhow::Result<Self> {
+        Self::start_with(env, shim, true)
+    }
+
+    fn start_with(env: &VmTestEnv, shim: &Path, cri: bool) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new().prefix("cloak-ctrd-").tempdir()?;
         let root = dir.path().join("root");
         let state = dir.path().join("state");
@@ -54,19 +74,26 @@ impl PrivateContainerd {
         let address = dir.path().join("containerd.sock");
         std::fs::create_dir_all(&run_dir)?;
         let config_path = dir.path().join("containerd.toml");
-        std::fs::write(
-            &config_path,
-            format!(
-                "version = 2\nroot = \"{root}\"\nstate = \"{state}\"\n\
-                 disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
-                 [grpc]\n  address = \"{address}\"\n\
-                 [ttrpc]\n  address = \"{address}.ttrpc\"\n\
-                 [debug]\n  level = \"debug\"\n",
-                root = root.display(),
-                state = state.display(),
-                address = address.display(),
-            ),
-        )?;
+        let mut config = format!(
+            "version = 2\nroot = \"{root}\"\nstate = \"{state}\"\n\
+             [grpc]\n  address = \"{address}\"\n\
+             [ttrpc]\n  address = \"{address}.ttrpc\"\n\
+             [debug]\n  level = \"debug\"\n",
+            root = root.display(),
+            state = state.display(),
+            address = address.display(),
+        );
+        let cni_bridge = if cri {
+            let conf_dir = dir.path().join("cni/net.d");
+            let bridge = crate::cri::bridge_name();
+            crate::cri::write_cni_config(&conf_dir, &dir.path().join("cni/ipam"), &bridge)?;
+            config.push_str(&crate::cri::cri_plugin_config(&pause_image(), &conf_dir));
+            Some(bridge)
+        } else {
+            config.insert_str(0, "disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n");
+            None
+        };
+        std::fs::write(&config_path, config)?;
         let cloak_config = dir.path().join("cloak.toml");
         let configuration = env.configuration(&run_dir);
         std::fs::write(&cloak_config, toml_of(&configuration)?)?;
@@ -94,9 +121,10 @@ impl PrivateContainerd {
             run_dir,
             root,
             state,
+            cni_bridge,
         };
         containerd.wait_until_serving()?;
-        containerd.import_busybox()?;
+        containerd.import_busybox(cri)?;
         Ok(containerd)
     }
 
@@ -116,24 +144,41 @@ impl PrivateContainerd {
         }
     }
 
-    fn import_busybox(&self) -> anyhow::Result<()> {
+    fn import_busybox(&self, cri: bool) -> anyhow::Result<()> {
         let rootfs = self.dir.path().join("busybox-rootfs");
         crate::rootfs::build_busybox_rootfs(&rootfs)?;
         let archive = self.dir.path().join("busybox-oci.tar");
-        oci_image::write_archive(&rootfs, &oci_image::busybox_images(IMAGE_TAG), &archive)?;
+        let mut images = oci_image::busybox_images(IMAGE_TAG);
+        images.push(oci_image::pause_image(&pause_image()));
+        oci_image::write_archive(&rootfs, &images, &archive)?;
         std::fs::remove_dir_all(&rootfs)?;
-        let output = self.ctr(&["images", "import"]).arg(&archive).output()?;
-        if !output.status.success() {
-            bail!(
-                "ctr images import failed: {}",
-                String::from_utf8_lossy(&output.stderr)
-            );
+        let namespaces: &[&str] = if cri {
+            &[NAMESPACE, CRI_NAMESPACE]
+        } else {
+            &[NAMESPACE]
+        };
+        for namespace in namespaces {
+            let output = self
+                .ctr_in(namespace, &["images", "import"])
+                .arg(&archive)
+                .output()?;
+            if !output.status.success() {
+                bail!(
+                    "ctr -n {namespace} images import failed: {}",
+                    String::from_utf8_lossy(&output.stderr)
+                );
+            }
         }
         Ok(())
     }
 
     /// `ctr` against this containerd in the test namespace, under a time limit.
     pub fn ctr(&self, args: &[&str]) -> Command {
+        self.ctr_in(NAMESPACE, args)
+    }
+
+    /// `ctr` in containerd namespace `namespace`.
+    pub fn ctr_in(&self, namespace: &str, args: &[&str]) -> Command {
         let mut command = Command::new("timeout");
         command
             .arg("--kill-after=10")
@@ -142,7 +187,7 @@ impl PrivateContainerd {
             .arg("--address")
             .arg(&self.address)
             .arg("--namespace")
-            .arg(NAMESPACE)
+            .arg(namespace)
             .args(args);
         command
     }
@@ -375,6 +420,9 @@ impl Drop for PrivateContainerd {
         // Undo what a failed test may have left mounted, so the temp dir can go.
         for point in self.mounts_left() {
             let _ = nix::mount::umount2(Path::new(&point), nix::mount::MntFlags::MNT_DETACH);
+        }
+        if let Some(bridge) = &self.cni_bridge {
+            let _ = Command::new("ip").args(["link", "del", bridge]).output();
         }
     }
 }

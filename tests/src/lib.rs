@@ -5,6 +5,7 @@
 
 pub mod bench;
 pub mod containerd;
+pub mod cri;
 pub mod oci_image;
 pub mod pod;
 pub mod rootfs;

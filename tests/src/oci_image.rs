@@ -144,6 +144,21 @@ pub fn busybox_images(tag: &str) -> Vec<ImageSpec> {
     vec![base, user]
 }
 
+/// A pause image on the busybox root filesystem: it waits until told to stop.
+pub fn pause_image(name: &str) -> ImageSpec {
+    ImageSpec {
+        name: name.to_owned(),
+        env: vec!["PATH=/usr/sbin:/usr/bin:/sbin:/bin".to_owned()],
+        working_dir: "/".to_owned(),
+        user: String::new(),
+        cmd: vec![
+            "sh".to_owned(),
+            "-c".to_owned(),
+            "trap 'exit 0' TERM INT; while :; do sleep 3600 & wait $!; done".to_owned(),
+        ],
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

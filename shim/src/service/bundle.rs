@@ -74,7 +74,7 @@ impl PodRecord {
     pub fn new(pod_id: &str, run_dir: &Path) -> Self {
         Self {
             pod_id: pod_id.to_owned(),
-            pod_dir: run_dir.join(pod_id),
+            pod_dir: run_dir.join(crate::pod_vm::pod_dir_name(pod_id)),
         }
     }
 

@@ -1,0 +1,314 @@
+//! Kubernetes' view of a node, without Kubernetes: a CRI client (the `k8s-cri` bindings over
+//! containerd's socket) and the CNI network a private containerd's CRI plugin gives pods
+//! (Debian's containernetworking-plugins: bridge + host-local).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use hyper_util::rt::TokioIo;
+use k8s_cri::v1::image_service_client::ImageServiceClient;
+use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use k8s_cri::v1::*;
+use tonic::transport::{Channel, Endpoint, Uri};
+
+/// The runtime handler cloak is registered as in the CRI plugin (and named by RuntimeClass).
+pub const RUNTIME_HANDLER: &str = "cloak";
+/// Where Debian's containernetworking-plugins puts the plugins.
+pub const CNI_BIN_DIR: &str = "/usr/lib/cni";
+/// The test pods' subnet; the bridge (the host side) takes the first address.
+pub const POD_SUBNET: &str = "10.213.0.0/24";
+pub const BRIDGE_ADDRESS: &str = "10.213.0.1";
+
+/// Why CRI tests cannot run here, if they cannot.
+pub fn cri_unavailable() -> Option<String> {
+    for plugin in ["bridge", "host-local", "loopback"] {
+        if !Path::new(CNI_BIN_DIR).join(plugin).is_file() {
+            return Some(format!(
+                "CNI plugin {CNI_BIN_DIR}/{plugin} is missing (apt install containernetworking-plugins; scripts/setup-host.sh does)"
+            ));
+        }
+    }
+    None
+}
+
+/// A bridge name for this process's network, unique among concurrent test runs.
+pub fn bridge_name() -> String {
+    format!("cloakbr{}", std::process::id() % 100_000)
+}
+
+/// The CNI configuration: a bridge with host-local addresses, the bridge as gateway, no
+/// masquerading (pods and host talk directly).
+pub fn write_cni_config(conf_dir: &Path, ipam_dir: &Path, bridge: &str) -> anyhow::Result<()> {
+    std::fs::create_dir_all(conf_dir)?;
+    let config = serde_json::json!({
+        "cniVersion": "0.4.0",
+        "name": "cloak-test",
+        "plugins": [
+            {
+                "type": "bridge",
+                "bridge": bridge,
+                "isGateway": true,
+                "ipMasq": false,
+                "hairpinMode": true,
+                "ipam": {
+                    "type": "host-local",
+                    "dataDir": ipam_dir,
+                    "ranges": [[{ "subnet": POD_SUBNET, "gateway": BRIDGE_ADDRESS }]],
+                    "routes": [{ "dst": "0.0.0.0/0" }]
+                }
+            },
+            { "type": "loopback" }
+        ]
+    });
+    std::fs::write(
+        conf_dir.join("10-cloak-test.conflist"),
+        serde_json::to_vec_pretty(&config)?,
+    )?;
+    Ok(())
+}
+
+/// The CRI part of a private containerd's configuration (config version 2).
+pub fn cri_plugin_config(sandbox_image: &str, cni_conf_dir: &Path) -> String {
+    format!(
+        r#"[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "{sandbox_image}"
+  disable_apparmor = true
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    default_runtime_name = "runc"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.{RUNTIME_HANDLER}]
+      runtime_type = "io.containerd.cloak.v2"
+      pod_annotations = ["io.cloak.*"]
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "{CNI_BIN_DIR}"
+    conf_dir = "{conf_dir}"
+"#,
+        conf_dir = cni_conf_dir.display()
+    )
+}
+
+/// A CRI client on a containerd socket.
+#[derive(Clone)]
+pub struct CriClient {
+    pub runtime: RuntimeServiceClient<Channel>,
+    pub images: ImageServiceClient<Channel>,
+}
+
+/// A pod as a test creates it.
+#[derive(Debug, Clone)]
+pub struct PodSpec {
+    pub name: String,
+    /// "" for runc.
+    pub runtime_handler: String,
+    pub log_directory: PathBuf,
+    pub annotations: HashMap<String, String>,
+}
+
+impl CriClient {
+    pub async fn connect(socket: &Path) -> anyhow::Result<Self> {
+        let socket = socket.to_owned();
+        let channel = Endpoint::try_from("http://[::]:50051")?
+            .connect_with_connector(tower::service_fn(move |_: Uri| {
+                let socket = socket.clone();
+                async move {
+                    Ok::<_, std::io::Error>(TokioIo::new(
+                        tokio::net::UnixStream::connect(socket).await?,
+                    ))
+                }
+            }))
+            .await
+            .context("connecting to containerd's CRI service")?;
+        Ok(Self {
+            runtime: RuntimeServiceClient::new(channel.clone()),
+            images: ImageServiceClient::new(channel),
+        })
+    }
+
+    pub fn sandbox_config(pod: &PodSpec) -> PodSandboxConfig {
+        PodSandboxConfig {
+            metadata: Some(PodSandboxMetadata {
+                name: pod.name.clone(),
+                uid: format!("uid-{}", pod.name),
+                namespace: "default".into(),
+                attempt: 0,
+            }),
+            hostname: pod.name.clone(),
+            log_directory: pod.log_directory.display().to_string(),
+            annotations: pod.annotations.clone(),
+            linux: Some(LinuxPodSandboxConfig::default()),
+            ..Default::default()
+        }
+    }
+
+    /// RunPodSandbox; the sandbox id.
+    pub async fn run_pod(&mut self, pod: &PodSpec) -> anyhow::Result<String> {
+        let response = self
+            .runtime
+            .run_pod_sandbox(RunPodSandboxRequest {
+                config: Some(Self::sandbox_config(pod)),
+                runtime_handler: pod.runtime_handler.clone(),
+            })
+            .await
+            .context("RunPodSandbox")?;
+        Ok(response.into_inner().pod_sandbox_id)
+    }
+
+    /// CreateContainer of `image` running `command` in the pod; the container id.
+    pub async fn create_container(
+        &mut self,
+        pod_id: &str,
+        pod: &PodSpec,
+        name: &str,
+        image: &str,
+        command: &[&str],
+    ) -> anyhow::Result<String> {
+        let config = ContainerConfig {
+            metadata: Some(ContainerMetadata {
+                name: name.into(),
+                attempt: 0,
+            }),
+            image: Some(ImageSpec {
+                image: image.into(),
+                ..Default::default()
+            }),
+            command: command.iter().map(|s| s.to_string()).collect(),
+            log_path: format!("{name}.log"),
+            linux: Some(LinuxContainerConfig::default()),
+            ..Default::default()
+        };
+        let response = self
+            .runtime
+            .create_container(CreateContainerRequest {
+                pod_sandbox_id: pod_id.into(),
+                config: Some(config),
+                sandbox_config: Some(Self::sandbox_config(pod)),
+            })
+            .await
+            .with_context(|| format!("CreateContainer {name}"))?;
+        Ok(response.into_inner().container_id)
+    }
+
+    pub async fn start_container(&mut self, id: &str) -> anyhow::Result<()> {
+        self.runtime
+            .start_container(StartContainerRequest {
+                container_id: id.into(),
+            })
+            .await
+            .with_context(|| format!("StartContainer {id}"))?;
+        Ok(())
+    }
+
+    pub async fn exec_sync(
+        &mut self,
+        id: &str,
+        command: &[&str],
+    ) -> anyhow::Result<ExecSyncResponse> {
+        Ok(self
+            .runtime
+            .exec_sync(ExecSyncRequest {
+                container_id: id.into(),
+                cmd: command.iter().map(|s| s.to_string()).collect(),
+                timeout: 60,
+            })
+            .await
+            .with_context(|| format!("ExecSync in {id}"))?
+            .into_inner())
+    }
+
+    pub async fn container_status(&mut self, id: &str) -> anyhow::Result<ContainerStatus> {
+        self.runtime
+            .container_status(ContainerStatusRequest {
+                container_id: id.into(),
+                verbose: false,
+            })
+            .await
+            .with_context(|| format!("ContainerStatus {id}"))?
+            .into_inner()
+            .status
+            .context("ContainerStatus without a status")
+    }
+
+    /// Polls until the container exited; its exit code.
+    pub async fn wait_for_exit(&mut self, id: &str, timeout: Duration) -> anyhow::Result<i32> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let status = self.container_status(id).await?;
+            if status.state == ContainerState::ContainerExited as i32 {
+                return Ok(status.exit_code);
+            }
+            if Instant::now() > deadline {
+                bail!("container {id} still {:?} after {timeout:?}", status.state);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub async fn stop_container(&mut self, id: &str, timeout_secs: i64) -> anyhow::Result<()> {
+        self.runtime
+            .stop_container(StopContainerRequest {
+                container_id: id.into(),
+                timeout: timeout_secs,
+            })
+            .await
+            .with_context(|| format!("StopContainer {id}"))?;
+        Ok(())
+    }
+
+    /// The pod's IP address from PodSandboxStatus.
+    pub async fn pod_ip(&mut self, pod_id: &str) -> anyhow::Result<String> {
+        let status = self
+            .runtime
+            .pod_sandbox_status(PodSandboxStatusRequest {
+                pod_sandbox_id: pod_id.into(),
+                verbose: false,
+            })
+            .await
+            .context("PodSandboxStatus")?
+            .into_inner()
+            .status
+            .context("no status")?;
+        Ok(status.network.map(|n| n.ip).unwrap_or_default())
+    }
+
+    /// StopPodSandbox then RemovePodSandbox.
+    pub async fn remove_pod(&mut self, pod_id: &str) -> anyhow::Result<()> {
+        self.runtime
+            .stop_pod_sandbox(StopPodSandboxRequest {
+                pod_sandbox_id: pod_id.into(),
+            })
+            .await
+            .context("StopPodSandbox")?;
+        self.runtime
+            .remove_pod_sandbox(RemovePodSandboxRequest {
+                pod_sandbox_id: pod_id.into(),
+            })
+            .await
+            .context("RemovePodSandbox")?;
+        Ok(())
+    }
+}
+
+/// Network namespaces CNI pods have (`/var/run/netns/cni-*`).
+pub fn cni_netns() -> Vec<String> {
+    std::fs::read_dir("/var/run/netns")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with("cni-"))
+        .collect()
+}
+
+/// Host network interfaces whose name starts with `prefix`.
+pub fn links_named(prefix: &str) -> Vec<String> {
+    std::fs::read_dir("/sys/class/net")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with(prefix))
+        .collect()
+}
