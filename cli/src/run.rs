@@ -10,7 +10,7 @@ use cloak_protocol::agent::{
     ContainerRequest, CreateContainerRequest, ProcessRequest, RemoveContainerRequest, Storage,
 };
 use cloak_shim::config::Configuration;
-use cloak_shim::sandbox::PodSandbox;
+use cloak_shim::sandbox::{PodSandbox, SandboxSetup};
 use cloak_shim::service::host_mounts;
 use cloak_shim::stdio_streams::StdioWanted;
 use nix::mount::{umount2, MntFlags};
@@ -90,8 +90,13 @@ async fn run_in_pod(
         Some(path) => std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
         None => Vec::new(),
     };
-    let sandbox =
-        PodSandbox::boot(config, &manifest, id, &args.hostname, shared, &init_data).await?;
+    let setup = SandboxSetup {
+        hostname: args.hostname.clone(),
+        shared_dir: shared.to_owned(),
+        init_data,
+        netns: None,
+    };
+    let sandbox = PodSandbox::boot(config, &manifest, id, &setup).await?;
     let result = run_container(&sandbox, args).await;
     if let Err(err) = sandbox.shutdown().await {
         tracing::warn!(error = %err, "shutting the pod VM down");

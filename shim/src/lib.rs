@@ -7,6 +7,7 @@ pub mod config;
 pub mod console;
 pub mod hybrid_vsock;
 pub mod hypervisor;
+pub mod network;
 pub mod pod_vm;
 pub mod sandbox;
 pub mod service;

@@ -138,7 +138,11 @@ pub fn pod_dir_name(id: &str) -> String {
 }
 
 fn hex_prefix(bytes: &[u8], count: usize) -> String {
-    bytes.iter().take(count).map(|b| format!("{b:02x}")).collect()
+    bytes
+        .iter()
+        .take(count)
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Builds the VM config for sandbox `id` from the configuration and the guest image manifest.
@@ -163,6 +167,7 @@ pub fn vm_config_for(
         run_dir: config.runtime.run_dir.join(pod_dir_name(id)),
         shared_dir: None,
         init_data: Vec::new(),
+        network: None,
     }
 }
 
@@ -199,7 +204,9 @@ mod tests {
         let other = sandbox.replace("49", "50");
         assert_ne!(pod_dir_name(&other), name);
         // Deep socket below /run/cloak stays far below the 108-byte limit.
-        let socket = std::path::Path::new("/run/cloak").join(&name).join("vhost-vsock.sock");
+        let socket = std::path::Path::new("/run/cloak")
+            .join(&name)
+            .join("vhost-vsock.sock");
         assert!(socket.as_os_str().len() < 108);
     }
 }

@@ -4,10 +4,14 @@
 
 use std::path::{Path, PathBuf};
 
-use cloak_protocol::agent::{CreateSandboxRequest, Storage};
+use cloak_protocol::agent::{
+    CreateSandboxRequest, Storage, UpdateInterfaceRequest, UpdateRoutesRequest,
+};
 use cloak_protocol::{SHARED_DIR_IN_GUEST, SHARED_FS_TAG};
 
 use crate::config::Configuration;
+use crate::hypervisor::VmNetwork;
+use crate::network::PodNetwork;
 use crate::pod_vm::{vm_config_for, BootError, PodVm};
 use crate::stdio_streams::{ProcessStdio, StdioWanted, StreamError};
 
@@ -19,6 +23,10 @@ pub enum SandboxError {
     Hypervisor(#[from] crate::hypervisor::HypervisorError),
     #[error("creating the sandbox in the guest: {0}")]
     CreateSandbox(ttrpc::Error),
+    #[error("pod network: {0}")]
+    Network(#[from] crate::network::NetworkError),
+    #[error("configuring the guest's pod interface: {0}")]
+    GuestNetwork(ttrpc::Error),
     #[error(transparent)]
     Stream(#[from] StreamError),
 }
@@ -28,23 +36,70 @@ pub struct PodSandbox {
     vsock_socket: PathBuf,
     console_log: PathBuf,
     shared_dir: PathBuf,
+    network: Option<PodNetwork>,
+}
+
+/// What a pod is set up with besides its configuration.
+#[derive(Debug, Clone, Default)]
+pub struct SandboxSetup {
+    pub hostname: String,
+    /// Shared into the VM with virtio-fs (container root filesystems, volumes).
+    pub shared_dir: PathBuf,
+    /// Bound into a TEE launch as HOST_DATA, checked by the agent.
+    pub init_data: Vec<u8>,
+    /// The pod's network namespace (set up by CNI); its interface becomes the guest's.
+    pub netns: Option<PathBuf>,
 }
 
 impl PodSandbox {
-    /// Boots the pod VM with `shared_dir` shared into it and creates the sandbox in the guest
-    /// with `init_data` (bound into a TEE launch as HOST_DATA). On failure nothing of the VM
-    /// is left running.
+    /// Boots the pod VM and creates the sandbox in the guest: shared directory mounted, pod
+    /// network attached and configured. On failure nothing of the VM or its network is left.
     pub async fn boot(
         config: &Configuration,
         manifest: &cloak_image::Manifest,
         id: &str,
-        hostname: &str,
-        shared_dir: &Path,
-        init_data: &[u8],
+        setup: &SandboxSetup,
     ) -> Result<Self, SandboxError> {
+        let network = match &setup.netns {
+            Some(netns) => PodNetwork::discover(netns).await?,
+            None => None,
+        };
+        if let Some(network) = &network {
+            network.attach().await?;
+        }
+        let booted = Self::boot_attached(config, manifest, id, setup, network.as_ref()).await;
+        match booted {
+            Ok(vm) => Ok(Self {
+                vsock_socket: vm.0,
+                console_log: vm.1,
+                vm: vm.2,
+                shared_dir: setup.shared_dir.clone(),
+                network,
+            }),
+            Err(err) => {
+                if let Some(network) = &network {
+                    network.detach().await;
+                }
+                Err(err)
+            }
+        }
+    }
+
+    async fn boot_attached(
+        config: &Configuration,
+        manifest: &cloak_image::Manifest,
+        id: &str,
+        setup: &SandboxSetup,
+        network: Option<&PodNetwork>,
+    ) -> Result<(PathBuf, PathBuf, PodVm), SandboxError> {
         let mut vm_config = vm_config_for(config, manifest, id);
-        vm_config.shared_dir = Some(shared_dir.to_owned());
-        vm_config.init_data = init_data.to_owned();
+        vm_config.shared_dir = Some(setup.shared_dir.clone());
+        vm_config.init_data = setup.init_data.clone();
+        vm_config.network = network.map(|network| VmNetwork {
+            netns: network.netns.clone(),
+            tap: network.tap.clone(),
+            mac: network.interface.mac.clone(),
+        });
         let vsock_socket = vm_config.vsock_socket();
         let console_log = vm_config.console_log();
         let hypervisor = crate::hypervisor::from_config(&config.hypervisor)?;
@@ -55,33 +110,59 @@ impl PodSandbox {
             config.request_timeout(),
         )
         .await?;
+        if let Err(err) = Self::create_in_guest(&vm, id, setup, network).await {
+            let _ = vm.shutdown().await;
+            return Err(err);
+        }
+        Ok((vsock_socket, console_log, vm))
+    }
+
+    async fn create_in_guest(
+        vm: &PodVm,
+        id: &str,
+        setup: &SandboxSetup,
+        network: Option<&PodNetwork>,
+    ) -> Result<(), SandboxError> {
+        let agent = vm.agent();
+        if let Some(network) = network {
+            let interface = UpdateInterfaceRequest {
+                interface: Some(network.guest_interface()).into(),
+                ..Default::default()
+            };
+            agent
+                .agent()
+                .update_interface(agent.context(), &interface)
+                .await
+                .map_err(SandboxError::GuestNetwork)?;
+            let routes = UpdateRoutesRequest {
+                routes: network.routes.clone(),
+                ..Default::default()
+            };
+            agent
+                .agent()
+                .update_routes(agent.context(), &routes)
+                .await
+                .map_err(SandboxError::GuestNetwork)?;
+            tracing::info!(sandbox = %id, addresses = ?network.interface.addresses, "pod network attached");
+        }
         let request = CreateSandboxRequest {
             sandbox_id: id.to_owned(),
-            hostname: hostname.to_owned(),
+            hostname: setup.hostname.clone(),
             storages: vec![Storage {
                 driver: "virtio-fs".into(),
                 source: SHARED_FS_TAG.into(),
                 mount_point: SHARED_DIR_IN_GUEST.into(),
                 ..Default::default()
             }],
-            init_data: init_data.to_owned(),
+            init_data: setup.init_data.clone(),
             ..Default::default()
         };
-        if let Err(err) = vm
+        agent
             .agent()
-            .agent()
-            .create_sandbox(vm.agent().context(), &request)
+            .create_sandbox(agent.context(), &request)
             .await
-        {
-            let _ = vm.shutdown().await;
-            return Err(SandboxError::CreateSandbox(err));
-        }
-        Ok(Self {
-            vm,
-            vsock_socket,
-            console_log,
-            shared_dir: shared_dir.to_owned(),
-        })
+            .map_err(SandboxError::CreateSandbox)?;
+        Ok(())
     }
 
     pub fn vm(&self) -> &PodVm {
@@ -131,13 +212,23 @@ impl PodSandbox {
         self.vm.hypervisor().process_ids()
     }
 
-    /// Stops the host processes of a VM that already exited (its backends outlive it).
+    /// Stops the host processes of a VM that already exited (its backends outlive it) and
+    /// detaches its network.
     pub async fn stop_exited(&mut self) -> Result<(), SandboxError> {
-        Ok(self.vm.hypervisor().stop().await?)
+        let stopped = self.vm.hypervisor().stop().await;
+        if let Some(network) = self.network.take() {
+            network.detach().await;
+        }
+        Ok(stopped?)
     }
 
-    /// Removes every container, powers the VM off and stops its host processes.
+    /// Removes every container, powers the VM off, stops its host processes and detaches its
+    /// network.
     pub async fn shutdown(self) -> Result<(), SandboxError> {
-        Ok(self.vm.shutdown().await?)
+        let stopped = self.vm.shutdown().await;
+        if let Some(network) = &self.network {
+            network.detach().await;
+        }
+        Ok(stopped?)
     }
 }

@@ -98,15 +98,13 @@ impl TestPod {
         let run_root = tempfile::tempdir()?;
         let mut config = env.configuration(run_root.path());
         configure(&mut config);
-        let sandbox = PodSandbox::boot(
-            &config,
-            &env.manifest,
-            "pod",
-            "cloak-pod",
-            shared.path(),
-            init_data,
-        )
-        .await?;
+        let setup = cloak_shim::sandbox::SandboxSetup {
+            hostname: "cloak-pod".into(),
+            shared_dir: shared.path().to_owned(),
+            init_data: init_data.to_owned(),
+            netns: None,
+        };
+        let sandbox = PodSandbox::boot(&config, &env.manifest, "pod", &setup).await?;
         Ok(Self {
             sandbox: Some(sandbox),
             shared,

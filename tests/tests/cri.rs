@@ -137,5 +137,132 @@ fn a_pod_with_two_containers_runs_in_one_vm_and_leaves_nothing() {
         containerd.wait_for_no_leftovers(false),
         Vec::<String>::new()
     );
-    assert_eq!(cni_netns(), netns_before, "the pod's network namespace is gone");
+    assert_eq!(
+        cni_netns(),
+        netns_before,
+        "the pod's network namespace is gone"
+    );
+}
+
+/// Answers every connection with an HTTP response carrying `body`, until the test ends.
+fn serve_http_on(address: &str, body: &'static str) -> std::net::SocketAddr {
+    use std::io::{Read as _, Write as _};
+    let listener = std::net::TcpListener::bind((address, 0)).unwrap();
+    let bound = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let mut request = [0u8; 1024];
+            let _ = stream.read(&mut request);
+            let _ = write!(
+                stream,
+                "HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    bound
+}
+
+/// GET `http://address/path` with a plain socket; the body.
+fn http_get(address: &str, path: &str) -> std::io::Result<String> {
+    use std::io::{Read as _, Write as _};
+    let mut stream = std::net::TcpStream::connect_timeout(
+        &address.parse().map_err(std::io::Error::other)?,
+        Duration::from_secs(10),
+    )?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: pod\r\n\r\n")?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    Ok(response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default())
+}
+
+#[test]
+fn a_pod_serves_http_at_its_cni_address_and_reaches_the_host() {
+    let test = "a_pod_serves_http_at_its_cni_address_and_reaches_the_host";
+    let _slot = vm_slot();
+    let Some((_env, containerd)) = cri_containerd(test) else {
+        return;
+    };
+    let netns_before = cni_netns();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let mut cri = CriClient::connect(&containerd.address).await.unwrap();
+        let pod = pod_spec(&containerd, "web");
+        let pod_id = cri
+            .run_pod(&pod)
+            .await
+            .unwrap_or_else(|err| panic!("{err:#}\n{}", containerd.log_tail(40)));
+        let pod_ip = cri.pod_ip(&pod_id).await.unwrap();
+        assert!(pod_ip.starts_with("10.213.0."), "CNI's address: {pod_ip:?}");
+        let web = cri
+            .create_container(
+                &pod_id,
+                &pod,
+                "web",
+                &image(),
+                &[
+                    "sh",
+                    "-c",
+                    "echo served-by-$(hostname) > /www/index.html && exec httpd -f -p 8080 -h /www",
+                ],
+            )
+            .await
+            .unwrap();
+        cri.start_container(&web).await.unwrap();
+
+        // The guest has the address Kubernetes assigned.
+        let addresses = cri
+            .exec_sync(&web, &["ip", "-4", "addr", "show"])
+            .await
+            .unwrap();
+        assert!(
+            text(&addresses.stdout).contains(&format!("inet {pod_ip}/24")),
+            "{}",
+            text(&addresses.stdout)
+        );
+        // Host -> pod, at the pod IP (httpd may need a moment to listen).
+        let url_host = format!("{pod_ip}:8080");
+        let mut body = Err(std::io::Error::other("not tried"));
+        for _ in 0..50 {
+            body = tokio::task::spawn_blocking({
+                let url_host = url_host.clone();
+                move || http_get(&url_host, "/index.html")
+            })
+            .await
+            .unwrap();
+            if body.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        assert_eq!(body.unwrap(), "served-by-web\n");
+
+        // Pod -> host, at the bridge address (the pod's gateway).
+        let host = serve_http_on(cloak_tests::cri::BRIDGE_ADDRESS, "hello-from-host");
+        let fetched = cri
+            .exec_sync(&web, &["wget", "-q", "-O", "-", &format!("http://{host}/")])
+            .await
+            .unwrap();
+        assert_eq!(fetched.exit_code, 0, "{}", text(&fetched.stderr));
+        assert_eq!(text(&fetched.stdout), "hello-from-host");
+
+        cri.remove_pod(&pod_id).await.unwrap();
+    });
+    assert_eq!(
+        containerd.wait_for_no_leftovers(false),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        cni_netns(),
+        netns_before,
+        "the pod's network namespace is gone"
+    );
+    assert_eq!(
+        cloak_tests::cri::links_named("tap0_cloak"),
+        Vec::<String>::new()
+    );
 }

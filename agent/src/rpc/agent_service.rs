@@ -111,6 +111,31 @@ impl AgentRpc {
         }
     }
 
+    async fn do_update_interface(&self, req: UpdateInterfaceRequest) -> anyhow::Result<Interface> {
+        let wanted = req.interface.into_option().ok_or_else(|| {
+            RpcFailure::InvalidArgument("UpdateInterface names no interface".to_owned())
+        })?;
+        tokio::task::spawn_blocking(move || crate::network::update_interface(&wanted)).await?
+    }
+
+    async fn do_update_routes(&self, req: UpdateRoutesRequest) -> anyhow::Result<Routes> {
+        let routes =
+            tokio::task::spawn_blocking(move || crate::network::update_routes(&req.routes))
+                .await??;
+        Ok(Routes {
+            routes,
+            ..Default::default()
+        })
+    }
+
+    async fn do_list_interfaces(&self) -> anyhow::Result<Interfaces> {
+        let interfaces = tokio::task::spawn_blocking(crate::network::list_interfaces).await??;
+        Ok(Interfaces {
+            interfaces,
+            ..Default::default()
+        })
+    }
+
     async fn do_create_sandbox(&self, req: CreateSandboxRequest) -> anyhow::Result<Empty> {
         let refusal = self.init_data_refusal(&req.init_data).await;
         self.state.sandbox.lock().await.create(&req, refusal)?;
@@ -381,6 +406,26 @@ impl AgentService for AgentRpc {
             "GetAttestationReport",
             self.do_get_attestation_report(req).await,
         )
+    }
+
+    async fn update_interface(
+        &self,
+        _ctx: &TtrpcContext,
+        req: UpdateInterfaceRequest,
+    ) -> ttrpc::Result<Interface> {
+        to_ttrpc("UpdateInterface", self.do_update_interface(req).await)
+    }
+
+    async fn update_routes(
+        &self,
+        _ctx: &TtrpcContext,
+        req: UpdateRoutesRequest,
+    ) -> ttrpc::Result<Routes> {
+        to_ttrpc("UpdateRoutes", self.do_update_routes(req).await)
+    }
+
+    async fn list_interfaces(&self, _ctx: &TtrpcContext, _req: Empty) -> ttrpc::Result<Interfaces> {
+        to_ttrpc("ListInterfaces", self.do_list_interfaces().await)
     }
 
     async fn tty_win_resize(

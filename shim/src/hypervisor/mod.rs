@@ -33,6 +33,16 @@ pub struct VmConfig {
     pub shared_dir: Option<PathBuf>,
     /// The pod's init-data; a TEE launch binds its SHA-256 as HOST_DATA.
     pub init_data: Vec<u8>,
+    /// The pod network's tap device: the VMM runs in `netns` and gives it to the guest.
+    pub network: Option<VmNetwork>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmNetwork {
+    pub netns: PathBuf,
+    pub tap: String,
+    /// The guest NIC's MAC address: the pod interface's, so nothing on the bridge changes.
+    pub mac: String,
 }
 
 impl VmConfig {

@@ -52,6 +52,8 @@ pub struct QemuLaunch {
     pub virtiofs_socket: Option<PathBuf>,
     /// An SEV-SNP guest: q35 with OVMF, the sev-snp-guest object.
     pub snp: Option<SnpLaunch>,
+    /// The pod network's tap (QEMU runs in its namespace) and the guest NIC's MAC.
+    pub network: Option<super::VmNetwork>,
 }
 
 impl QemuLaunch {
@@ -135,6 +137,19 @@ impl QemuLaunch {
                 ),
             ]);
         }
+        if let Some(network) = &self.network {
+            let net_device = if microvm {
+                "virtio-net-device"
+            } else {
+                "virtio-net-pci"
+            };
+            args.extend([
+                "-netdev".into(),
+                format!("tap,id=net0,ifname={},script=no,downscript=no", network.tap),
+                "-device".into(),
+                format!("{net_device},netdev=net0,mac={}", network.mac),
+            ]);
+        }
         if !microvm {
             args.extend(["-device".into(), "virtio-rng-pci".into()]);
         }
@@ -148,6 +163,27 @@ impl QemuLaunch {
         }
         args
     }
+}
+
+/// Makes `command` start in the network namespace at `netns`, where the pod's tap device is.
+fn enter_netns_on_exec(command: &mut Command, netns: &Path) -> Result<(), HypervisorError> {
+    use std::os::fd::AsRawFd as _;
+    let namespace = std::fs::File::open(netns).map_err(|source| HypervisorError::RunDir {
+        path: netns.display().to_string(),
+        source,
+    })?;
+    // SAFETY: the closure runs in the forked child before exec and only calls setns(2), which
+    // is async-signal-safe; `namespace` is moved in and stays open until then.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::setns(namespace.as_raw_fd(), libc::CLONE_NEWNET) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
+    Ok(())
 }
 
 fn path_arg(path: &Path) -> String {
@@ -245,6 +281,7 @@ impl Qemu {
             vhost_vsock_socket: vhost_vsock_socket.to_owned(),
             virtiofs_socket: virtiofs_socket.map(Path::to_owned),
             snp,
+            network: config.network.clone(),
         }
     }
 }
@@ -309,6 +346,15 @@ impl Hypervisor for Qemu {
         let _ = std::fs::remove_file(&launch.console_log);
         let mut command = Command::new(&self.settings.qemu_path);
         command.args(launch.args());
+        if let Some(network) = &config.network {
+            if let Err(err) = enter_netns_on_exec(&mut command, &network.netns) {
+                vsock.stop().await;
+                if let Some(backend) = virtiofs.as_mut() {
+                    backend.stop().await;
+                }
+                return Err(err);
+            }
+        }
         let qemu = match ChildProcess::spawn("qemu", command, &config.run_dir) {
             Ok(qemu) => qemu,
             Err(err) => {
@@ -419,6 +465,7 @@ mod tests {
             vhost_vsock_socket: PathBuf::from("/run/cloak/p,1/vhost-vsock.sock"),
             virtiofs_socket: None,
             snp: None,
+            network: None,
         }
     }
 
@@ -530,11 +577,36 @@ mod tests {
             run_dir: "/run/cloak/pod".into(),
             shared_dir: None,
             init_data: Vec::new(),
+            network: None,
         };
         let err = qemu
             .snp_launch(Accel::Tcg, &config)
             .expect_err("TCG cannot run SNP");
         assert!(err.to_string().contains("software emulation"), "{err}");
+    }
+
+    #[test]
+    fn the_pod_tap_becomes_a_virtio_net_device_with_the_pod_mac() {
+        let network = Some(crate::hypervisor::VmNetwork {
+            netns: "/var/run/netns/cni-1".into(),
+            tap: "tap0_cloak".into(),
+            mac: "9a:55:e8:3e:8b:33".into(),
+        });
+        for (machine, device) in [("microvm", "virtio-net-device"), ("q35", "virtio-net-pci")] {
+            let mut qemu = launch(machine, Accel::Tcg);
+            qemu.network = network.clone();
+            let args = qemu.args();
+            assert_eq!(
+                value_after(&args, "-netdev"),
+                ["tap,id=net0,ifname=tap0_cloak,script=no,downscript=no"]
+            );
+            assert!(
+                value_after(&args, "-device")
+                    .contains(&format!("{device},netdev=net0,mac=9a:55:e8:3e:8b:33")),
+                "{args:?}"
+            );
+        }
+        assert!(value_after(&launch("microvm", Accel::Tcg).args(), "-netdev").is_empty());
     }
 
     #[test]

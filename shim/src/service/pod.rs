@@ -13,7 +13,7 @@ use super::bundle::PodRecord;
 use super::host_mounts;
 use crate::config::Configuration;
 use crate::hypervisor::VmExit;
-use crate::sandbox::PodSandbox;
+use crate::sandbox::{PodSandbox, SandboxSetup};
 use crate::stdio_streams::{ProcessStdio, StdioWanted, StreamError};
 
 /// Exit status reported for every process of a pod whose VM died under it: not a status a
@@ -77,21 +77,13 @@ impl Pod {
     pub async fn boot(
         config: &Configuration,
         record: PodRecord,
-        hostname: &str,
-        init_data: &[u8],
+        mut setup: SandboxSetup,
     ) -> anyhow::Result<Self> {
         let manifest = cloak_image::Manifest::load(&config.guest.image_dir)?;
         let shared = record.shared_dir();
         host_mounts::make_shared_mount_point(&shared)?;
-        let booted = PodSandbox::boot(
-            config,
-            &manifest,
-            &record.pod_id,
-            hostname,
-            &shared,
-            init_data,
-        )
-        .await;
+        setup.shared_dir = shared.clone();
+        let booted = PodSandbox::boot(config, &manifest, &record.pod_id, &setup).await;
         let mut sandbox = match booted {
             Ok(sandbox) => sandbox,
             Err(err) => {

@@ -39,7 +39,7 @@ use super::metrics;
 use super::pod::{Pod, VM_DIED_EXIT_STATUS};
 use super::process::{Container, Process, ProcessState};
 use crate::config::Configuration;
-use crate::sandbox::PodSandbox;
+use crate::sandbox::{PodSandbox, SandboxSetup};
 
 /// How long an exit waits for the process's output to reach containerd's fifos.
 const OUTPUT_DRAIN_LIMIT: Duration = Duration::from_secs(30);
@@ -165,8 +165,7 @@ impl Inner {
         self: &Arc<Self>,
         config: &Configuration,
         pod_id: &str,
-        hostname: &str,
-        init_data: &[u8],
+        setup: SandboxSetup,
     ) -> TaskResult<Arc<Pod>> {
         let mut slot = self.pod.lock().await;
         if let Some(pod) = slot.as_ref() {
@@ -185,7 +184,7 @@ impl Inner {
             return Ok(pod.clone());
         }
         let record = PodRecord::new(pod_id, &config.runtime.run_dir);
-        let pod = Arc::new(Pod::boot(config, record, hostname, init_data).await?);
+        let pod = Arc::new(Pod::boot(config, record, setup).await?);
         tracing::info!(pod = %pod_id, vmm_pid = pod.vmm_pid(), "pod VM booted");
         self.watch_pod(&pod);
         *slot = Some(pod.clone());
@@ -348,10 +347,14 @@ impl Inner {
         let config = load_configuration(req.options.as_ref())?;
         let pod_id = bundle::pod_id_of(&spec, &req.id);
         let hostname = spec.hostname().clone().unwrap_or_else(|| pod_id.clone());
-        let init_data = bundle::init_data_of(&spec).map_err(TaskError::InvalidArgument)?;
-        let pod = self
-            .pod_for_create(&config, &pod_id, &hostname, &init_data)
-            .await?;
+        // Pod-level settings come from the pod's first container (the CRI sandbox).
+        let setup = SandboxSetup {
+            hostname,
+            init_data: bundle::init_data_of(&spec).map_err(TaskError::InvalidArgument)?,
+            netns: crate::network::netns_of(&spec).filter(|path| path.exists()),
+            ..Default::default()
+        };
+        let pod = self.pod_for_create(&config, &pod_id, setup).await?;
         let host_dir = pod.record.container_dir(&req.id);
         let created = self
             .create_in_pod(&pod, &req, &bundle, &mut spec, &host_dir)
