@@ -43,9 +43,11 @@ apt-get update -q >/dev/null
 # filesystems; runc: the host baseline of the container benchmarks; containerd: the shim's tests,
 # the demo and the benchmark run a private containerd (its system service is left alone);
 # libssl-dev, pkg-config: the sev crate (launch digests, report checks) links OpenSSL;
-# python3-venv: the sev-snp-measure oracle's environment.
+# python3-venv: the sev-snp-measure oracle's environment; containernetworking-plugins: CNI
+# bridge/host-local for the CRI tests; iproute2: the shim wires pod networks with ip and tc;
+# protobuf-compiler: the CRI client bindings (k8s-cri) are generated at build time.
 packages=(cpio libseccomp-dev libcap-ng-dev busybox-static runc containerd libssl-dev pkg-config
-    python3-venv)
+    python3-venv containernetworking-plugins iproute2 protobuf-compiler)
 missing=()
 for package in "${packages[@]}"; do
     dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")

@@ -3,7 +3,7 @@
 use std::io::Write;
 
 use clap::Args;
-use cloak_shim::config::TeeKind;
+use cloak_shim::config::{Configuration, TeeKind};
 use cloak_shim::hypervisor::host;
 
 use crate::runtime_args::RuntimeArgs;
@@ -12,10 +12,155 @@ use crate::runtime_args::RuntimeArgs;
 pub struct CheckArgs {
     #[command(flatten)]
     runtime: RuntimeArgs,
+    /// containerd configuration to look for the cloak runtimes in.
+    #[arg(long, default_value = "/etc/containerd/config.toml")]
+    containerd_config: std::path::PathBuf,
 }
 
 fn line(out: &mut impl std::io::Write, what: &str, ok: bool, detail: &str) -> std::io::Result<()> {
     writeln!(out, "{:<4} {what}: {detail}", if ok { "yes" } else { "no" })
+}
+
+/// The first line of `program --version`, or why there is none.
+fn version_of(program: &std::path::Path) -> Result<String, String> {
+    let output = std::process::Command::new(program)
+        .arg("--version")
+        .output()
+        .map_err(|err| format!("{} cannot run: {err}", program.display()))?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    let first = text.lines().next().unwrap_or_default().trim().to_owned();
+    if output.status.success() && !first.is_empty() {
+        Ok(first)
+    } else {
+        Err(format!("{} --version failed", program.display()))
+    }
+}
+
+/// The VMM and its backends, the pod network tools, containerd and the guest image.
+fn node(out: &mut impl Write, args: &CheckArgs, config: &Configuration) -> anyhow::Result<bool> {
+    let mut all = true;
+    let accel = cloak_shim::hypervisor::qemu::Accel::resolve(config.hypervisor.accel);
+    line(
+        out,
+        "VM acceleration",
+        true,
+        match accel {
+            cloak_shim::hypervisor::qemu::Accel::Kvm => "KVM",
+            cloak_shim::hypervisor::qemu::Accel::Tcg => {
+                "none: QEMU software emulation (TCG), slower boots"
+            }
+        },
+    )?;
+    for (what, program) in [
+        ("QEMU", &config.hypervisor.qemu_path),
+        ("vsock backend", &config.hypervisor.vsock_backend_path),
+        ("virtio-fs backend", &config.hypervisor.virtiofsd_path),
+    ] {
+        let found = version_of(program);
+        all &= found.is_ok();
+        line(out, what, found.is_ok(), &found.unwrap_or_else(|e| e))?;
+    }
+    let tun = std::path::Path::new("/dev/net/tun").exists();
+    let tools: Vec<&str> = ["ip", "tc", "nsenter"]
+        .into_iter()
+        .filter(|tool| which(tool).is_none())
+        .collect();
+    let network = tun && tools.is_empty();
+    all &= network;
+    line(
+        out,
+        "pod networking",
+        network,
+        &if network {
+            "/dev/net/tun, ip, tc and nsenter present (tap + tc redirect)".to_owned()
+        } else if !tun {
+            "/dev/net/tun is missing: pods cannot get their CNI interface".to_owned()
+        } else {
+            format!(
+                "missing {} (apt install iproute2 util-linux)",
+                tools.join(", ")
+            )
+        },
+    )?;
+    let containerd = version_of(std::path::Path::new("containerd"));
+    line(
+        out,
+        "containerd",
+        containerd.is_ok(),
+        &containerd.clone().unwrap_or_else(|e| e),
+    )?;
+    all &= containerd.is_ok();
+    let registered = std::fs::read_to_string(&args.containerd_config)
+        .map_err(|err| err.to_string())
+        .and_then(|text| crate::install::cloak_runtimes(&text).map_err(|err| format!("{err:#}")));
+    let registered_ok = registered.as_ref().is_ok_and(|names| !names.is_empty());
+    all &= registered_ok;
+    line(
+        out,
+        "containerd config",
+        registered_ok,
+        &match registered {
+            Ok(names) if !names.is_empty() => format!(
+                "{} registers runtime{} {}",
+                args.containerd_config.display(),
+                if names.len() == 1 { "" } else { "s" },
+                names.join(", ")
+            ),
+            Ok(_) => format!(
+                "{} has no runtime of type io.containerd.cloak.v2 (cloak install adds them)",
+                args.containerd_config.display()
+            ),
+            Err(reason) => format!("{}: {reason}", args.containerd_config.display()),
+        },
+    )?;
+    let image_dir = &config.guest.image_dir;
+    let manifest = cloak_image::Manifest::load(image_dir);
+    let image_ok = manifest
+        .as_ref()
+        .is_ok_and(|m| config.kernel_path(m).is_file() && config.initrd_path(m).is_file());
+    all &= image_ok;
+    line(
+        out,
+        "guest image",
+        image_ok,
+        &match &manifest {
+            Ok(m) if image_ok => format!("{}: kernel {}", image_dir.display(), m.kernel.release),
+            Ok(_) => format!(
+                "{}: the kernel or initrd file is missing",
+                image_dir.display()
+            ),
+            Err(err) => format!("{}: {err}", image_dir.display()),
+        },
+    )?;
+    let values = image_dir.join("reference-values.json");
+    let values_ok = std::fs::read(&values).ok().and_then(|bytes| {
+        cloak_attestation::reference_values::ReferenceValues::from_json(&bytes).ok()
+    });
+    line(
+        out,
+        "reference values",
+        values_ok.is_some(),
+        &match values_ok {
+            Some(v) => format!(
+                "{}: {} launch digests",
+                values.display(),
+                v.launch_digests.len()
+            ),
+            None => format!(
+                "{} is missing or unreadable (cloak image build writes it)",
+                values.display()
+            ),
+        },
+    )?;
+    Ok(all)
+}
+
+fn which(tool: &str) -> Option<std::path::PathBuf> {
+    std::env::var_os("PATH")?
+        .to_string_lossy()
+        .split(':')
+        .map(|dir| std::path::Path::new(dir).join(tool))
+        .find(|path| path.is_file())
 }
 
 pub fn run(args: CheckArgs) -> anyhow::Result<()> {
@@ -126,5 +271,16 @@ pub fn run(args: CheckArgs) -> anyhow::Result<()> {
             "warning: the configuration asks for tee = \"snp\", which this host cannot give"
         )?;
     }
+    let node_ready = node(&mut out, &args, &config)?;
+    line(
+        &mut out,
+        "cloak pods",
+        node_ready,
+        if node_ready {
+            "this node can run cloak pods through containerd"
+        } else {
+            "not yet (see the lines above)"
+        },
+    )?;
     Ok(())
 }

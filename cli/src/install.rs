@@ -89,6 +89,30 @@ fn cri_plugin(document: &DocumentMut) -> anyhow::Result<&'static str> {
     }
 }
 
+/// The runtimes of a containerd config whose type is cloak's shim.
+pub fn cloak_runtimes(config_text: &str) -> anyhow::Result<Vec<String>> {
+    let document: DocumentMut = config_text.parse().context("not TOML")?;
+    let plugin = cri_plugin(&document)?;
+    let runtimes = document
+        .get("plugins")
+        .and_then(|p| p.get(plugin))
+        .and_then(|p| p.get("containerd"))
+        .and_then(|c| c.get("runtimes"))
+        .and_then(Item::as_table_like);
+    Ok(runtimes
+        .map(|table| {
+            table
+                .iter()
+                .filter(|(_, runtime)| {
+                    runtime.get("runtime_type").and_then(Item::as_str)
+                        == Some("io.containerd.cloak.v2")
+                })
+                .map(|(name, _)| name.to_owned())
+                .collect()
+        })
+        .unwrap_or_default())
+}
+
 fn runtime_table(config_path: &str) -> Table {
     let mut options = Table::new();
     options.insert("ConfigPath", value(config_path));

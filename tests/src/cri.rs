@@ -75,6 +75,8 @@ pub fn cri_plugin_config(sandbox_image: &str, cni_conf_dir: &Path) -> String {
         r#"[plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = "{sandbox_image}"
   disable_apparmor = true
+  # Without CAP_SYS_RESOURCE (a containerised CI host) runc cannot lower oom_score_adj.
+  restrict_oom_score_adj = true
   [plugins."io.containerd.grpc.v1.cri".containerd]
     default_runtime_name = "runc"
     [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]

@@ -100,8 +100,32 @@ fn install_merges_idempotently_and_uninstall_restores_the_original() {
         String::from_utf8_lossy(&output.stdout).into_owned()
     };
 
+    // `cloak check` looks for the runtimes in the node's containerd config.
+    let containerd_check = || {
+        let output = Command::new(&cloak)
+            .args(["check", "--containerd-config"])
+            .arg(&config)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .find(|line| line.contains("containerd config:"))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert!(
+        containerd_check().starts_with("no "),
+        "{}",
+        containerd_check()
+    );
+
     let said = cloak_cmd(&["install"]);
     assert!(said.contains("restart containerd"), "{said}");
+    let registered = containerd_check();
+    assert!(
+        registered.starts_with("yes ") && registered.ends_with("runtimes cloak, cloak-snp"),
+        "{registered}"
+    );
     let merged = std::fs::read_to_string(&config).unwrap();
     let parsed: toml::Value = toml::from_str(&merged).unwrap();
     let cri = &parsed["plugins"]["io.containerd.grpc.v1.cri"];
@@ -160,4 +184,45 @@ fn install_merges_idempotently_and_uninstall_restores_the_original() {
         vec![config],
         "only the original containerd config remains"
     );
+}
+
+/// `cloak.io/...` label keys mentioned in `text`.
+fn cloak_labels(text: &str) -> std::collections::BTreeSet<String> {
+    text.split(|c: char| !(c.is_ascii_alphanumeric() || "./-".contains(c)))
+        .filter(|word| word.starts_with("cloak.io/"))
+        .map(|word| word.trim_end_matches('-').to_owned())
+        .collect()
+}
+
+#[test]
+fn the_node_installer_sets_the_labels_the_runtimeclasses_select() {
+    let root = cloak_tests::repo_root();
+    let runtimeclass =
+        std::fs::read_to_string(root.join("configs/kubernetes/runtimeclass.yaml")).unwrap();
+    let script = std::fs::read_to_string(root.join("scripts/node-installer.sh")).unwrap();
+    let daemonset =
+        std::fs::read_to_string(root.join("configs/kubernetes/node-installer.yaml")).unwrap();
+    let selected = cloak_labels(&runtimeclass[runtimeclass.find("apiVersion").unwrap()..]);
+    assert_eq!(
+        selected,
+        ["cloak.io/runtime", "cloak.io/sev-snp"]
+            .into_iter()
+            .map(String::from)
+            .collect()
+    );
+    let set_by_installer: std::collections::BTreeSet<String> = script
+        .lines()
+        .filter(|line| line.contains("_LABEL="))
+        .flat_map(cloak_labels)
+        .collect();
+    assert_eq!(
+        set_by_installer, selected,
+        "the installer labels what is selected"
+    );
+    // The DaemonSet runs that script on the node's root with the node's name.
+    assert!(daemonset.contains("node-installer.sh"));
+    assert!(daemonset.contains("fieldPath: spec.nodeName"));
+    assert!(daemonset.contains("mountPath: /host"));
+    // The script installs with the flags `cloak install` takes.
+    assert!(script.contains("cloak install --root \"$HOST_ROOT\" --guest-image"));
 }

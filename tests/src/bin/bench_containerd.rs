@@ -9,7 +9,7 @@
 use std::time::Instant;
 
 use anyhow::{ensure, Context as _};
-use cloak_tests::bench::{join, median};
+use cloak_tests::bench::{join, median, pids_of, rss_kib};
 use cloak_tests::containerd::{image, shim_binary, PrivateContainerd, RUNTIME};
 use cloak_tests::VmTestEnv;
 
@@ -38,31 +38,6 @@ fn timed_run(containerd: &PrivateContainerd, runtime: &str, id: &str) -> anyhow:
         String::from_utf8_lossy(&output.stderr)
     );
     Ok(elapsed)
-}
-
-/// Resident set of `pid` in KiB: (VmRSS, RssShmem).
-fn rss_kib(pid: u32) -> (u64, u64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-            .unwrap_or(0)
-    };
-    (field("VmRSS:"), field("RssShmem:"))
-}
-
-fn pids_of(lines: &[String], program: &str) -> Vec<u32> {
-    lines
-        .iter()
-        .filter(|line| {
-            line.split_once(": ")
-                .and_then(|(_, cmd)| cmd.split_whitespace().next())
-                .is_some_and(|exe| exe.ends_with(program))
-        })
-        .filter_map(|line| line.split(':').next()?.parse().ok())
-        .collect()
 }
 
 fn memory_per_pod(containerd: &PrivateContainerd) -> anyhow::Result<()> {

@@ -1,0 +1,150 @@
+//! CRI benchmark, the kubelet's view: RunPodSandbox, CreateContainer and StartContainer until
+//! the first container runs, through containerd's CRI plugin with runtime handler `cloak` and
+//! with runc, alternating, median of N each; then the host memory one running cloak pod costs
+//! (shim, VMM, vsock and virtio-fs backends) — the pod overhead a RuntimeClass should declare.
+//!
+//! Usage: cloak-bench-cri [--runs N]   (make bench-cri sets the env)
+
+#![allow(clippy::print_stdout)] // a benchmark prints its figures
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use cloak_tests::bench::{join, median, pids_of, rss_kib};
+use cloak_tests::containerd::{image, shim_binary, PrivateContainerd};
+use cloak_tests::cri::{CriClient, PodSpec, RUNTIME_HANDLER};
+use cloak_tests::VmTestEnv;
+
+fn runs() -> anyhow::Result<usize> {
+    std::env::args()
+        .skip_while(|arg| arg != "--runs")
+        .nth(1)
+        .map(|n| n.parse())
+        .transpose()
+        .context("--runs takes a number")
+        .map(|value| value.unwrap_or(5))
+}
+
+fn pod(containerd: &PrivateContainerd, name: &str, handler: &str) -> anyhow::Result<PodSpec> {
+    let log_directory = containerd.dir().join("pod-logs").join(name);
+    std::fs::create_dir_all(&log_directory)?;
+    Ok(PodSpec {
+        name: name.into(),
+        runtime_handler: handler.into(),
+        log_directory,
+        annotations: Default::default(),
+    })
+}
+
+/// RunPodSandbox → first container started; the milliseconds and the pod id (left running).
+async fn start_pod(cri: &mut CriClient, spec: &PodSpec) -> anyhow::Result<(f64, String)> {
+    let started = Instant::now();
+    let pod_id = cri.run_pod(spec).await?;
+    let container = cri
+        .create_container(&pod_id, spec, "main", &image(), &["sleep", "3600"])
+        .await?;
+    cri.start_container(&container).await?;
+    Ok((started.elapsed().as_secs_f64() * 1000.0, pod_id))
+}
+
+fn print_pod_memory(containerd: &PrivateContainerd, cloak_pod: &str, runc_pod: &str) {
+    let pod_dir = containerd
+        .run_dir
+        .join(cloak_shim::pod_vm::pod_dir_name(cloak_pod));
+    let vm_processes = cloak_tests::processes_mentioning(&pod_dir);
+    let shims = cloak_tests::processes_mentioning(&containerd.address);
+    println!(
+        "\nhost memory of one running cloak pod (VmRSS; guest RAM is the VMM's shared memory):"
+    );
+    let mut total = 0;
+    for (name, pids) in [
+        (
+            "containerd-shim-cloak-v2",
+            pids_of(&shims, "containerd-shim-cloak-v2"),
+        ),
+        (
+            "qemu-system-x86_64",
+            pids_of(&vm_processes, "qemu-system-x86_64"),
+        ),
+        (
+            "vhost-device-vsock",
+            pids_of(&vm_processes, "vhost-device-vsock"),
+        ),
+        ("virtiofsd", pids_of(&vm_processes, "virtiofsd")),
+    ] {
+        let (rss, shmem) = pids
+            .iter()
+            .map(|pid| rss_kib(*pid))
+            .fold((0, 0), |acc, x| (acc.0 + x.0, acc.1 + x.1));
+        total += rss;
+        println!(
+            "  {name:<26} {:>8.1} MiB  (guest RAM in it {:.1} MiB)",
+            rss as f64 / 1024.0,
+            shmem as f64 / 1024.0
+        );
+    }
+    let total_mib = total as f64 / 1024.0;
+    println!("  {:<26} {total_mib:>8.1} MiB", "cloak pod total");
+    let runc_shims: u64 = pids_of(&shims, "containerd-shim-runc-v2")
+        .iter()
+        .map(|pid| rss_kib(*pid).0)
+        .sum();
+    println!(
+        "  {:<26} {:>8.1} MiB  (baseline for pod {runc_pod}: runc's shim)",
+        "containerd-shim-runc-v2",
+        runc_shims as f64 / 1024.0
+    );
+    // Rounded up to 32 MiB with a quarter for growth: what RuntimeClass overhead.podFixed
+    // should say.
+    let declared = ((total_mib * 1.25) / 32.0).ceil() * 32.0;
+    println!("  RuntimeClass overhead.podFixed.memory: {declared:.0}Mi (measured {total_mib:.0} MiB + 25 %)");
+}
+
+async fn run(containerd: &PrivateContainerd, runs: usize) -> anyhow::Result<()> {
+    let mut cri = CriClient::connect(&containerd.address).await?;
+    let mut cloak = Vec::new();
+    let mut runc = Vec::new();
+    for run in 0..runs {
+        for (handler, times) in [(RUNTIME_HANDLER, &mut cloak), ("", &mut runc)] {
+            let name = format!(
+                "bench-{}-{run}",
+                if handler.is_empty() { "runc" } else { handler }
+            );
+            let spec = pod(containerd, &name, handler)?;
+            let (ms, pod_id) = start_pod(&mut cri, &spec).await?;
+            times.push(ms);
+            cri.remove_pod(&pod_id).await?;
+        }
+    }
+    println!("RunPodSandbox + CreateContainer + StartContainer (first container running), {runs} runs each (alternating):");
+    println!("  cloak: {} ms", join(&cloak));
+    println!("  runc:  {} ms", join(&runc));
+    let (cloak_median, runc_median) = (median(&mut cloak), median(&mut runc));
+    println!(
+        "  median: cloak {cloak_median:.1} ms, runc {runc_median:.1} ms, ratio {:.1}",
+        cloak_median / runc_median
+    );
+
+    let cloak_spec = pod(containerd, "mem-cloak", RUNTIME_HANDLER)?;
+    let runc_spec = pod(containerd, "mem-runc", "")?;
+    let (_, cloak_pod) = start_pod(&mut cri, &cloak_spec).await?;
+    let (_, runc_pod) = start_pod(&mut cri, &runc_spec).await?;
+    // Let the guest settle (module loading, page cache) before reading the figures.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    print_pod_memory(containerd, &cloak_pod, &runc_pod);
+    cri.remove_pod(&cloak_pod).await?;
+    cri.remove_pod(&runc_pod).await?;
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    let runs = runs()?;
+    let env = VmTestEnv::get("cloak-bench-cri").context("the guest image is needed")?;
+    if let Some(reason) = cloak_tests::cri::cri_unavailable() {
+        anyhow::bail!("{reason}");
+    }
+    let shim =
+        shim_binary().context("build containerd-shim-cloak-v2 first (cargo build --release)")?;
+    let containerd = PrivateContainerd::start_with_cri(&env, &shim)?;
+    tokio::runtime::Runtime::new()?.block_on(run(&containerd, runs))
+}
