@@ -13,7 +13,7 @@ CACHE_DIR     ?= $(CURDIR)/.cache
 
 export CLOAK_CACHE_DIR := $(CACHE_DIR)
 
-.PHONY: all guest-binaries cloak shim image test demo bench bench-boot bench-containers bench-containerd bench-cri lint clean
+.PHONY: all guest-binaries cloak shim image test demo bench bench-boot bench-containers bench-containerd bench-cri bench-vmm lint clean
 
 all: image
 
@@ -69,7 +69,12 @@ bench-cri: image shim
 	CLOAK_GUEST_DIR=$(CURDIR)/$(GUEST_DIR) CLOAK_SHIM_BIN=$(CURDIR)/$(SHIM_BIN) \
 		target/release/cloak-bench-cri --runs 5
 
-bench: bench-boot bench-containers bench-containerd bench-cri
+# cloak-vmm against QEMU on KVM with a tiny guest: start to first guest output, VMM memory.
+bench-vmm:
+	cargo build --release --locked -p cloak-vmm -p cloak-tests --bin cloak-vmm --bin cloak-bench-vmm
+	target/release/cloak-bench-vmm --runs 10
+
+bench: bench-boot bench-containers bench-containerd bench-cri bench-vmm
 
 lint:
 	cargo fmt --all -- --check

@@ -70,6 +70,9 @@ mod tests {
         ];
         assert_eq!(pids_of(&lines, "qemu-system-x86_64"), vec![12]);
         assert_eq!(pids_of(&lines, "virtiofsd"), vec![13]);
-        assert!(rss_kib(std::process::id()).0 > 0, "this process has a resident set");
+        assert!(
+            rss_kib(std::process::id()).0 > 0,
+            "this process has a resident set"
+        );
     }
 }

@@ -1,0 +1,12 @@
+//! Devices of a cloak-vmm guest, each in its own file: the 8250 serial console, the i8042
+//! controller (only for its reset line), and the virtio-mmio transport.
+
+pub mod i8042;
+pub mod serial;
+pub mod virtio_mmio;
+
+/// Legacy port addresses (PC/AT layout).
+pub const COM1_PORT: u64 = 0x3f8;
+pub const COM1_PORTS: u64 = 8;
+pub const I8042_PORT: u64 = 0x60;
+pub const I8042_PORTS: u64 = 5;

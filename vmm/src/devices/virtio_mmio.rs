@@ -1,0 +1,342 @@
+//! The virtio-mmio transport (Virtual I/O Device spec 1.2, section 4.2.2 "MMIO Device Register
+//! Layout", version 2 "modern" registers): identification, feature negotiation, queue setup and
+//! device status for one device. Queue processing belongs to the device behind it.
+
+use crate::bus::BusDevice;
+
+/// "virt", little endian.
+pub const MAGIC: u32 = 0x7472_6976;
+pub const VERSION: u32 = 2;
+/// PCI-SIG vendor id space is not used by MMIO; this is cloak's ("CLK\0").
+pub const VENDOR_ID: u32 = 0x004b_4c43;
+/// Every register window is this long (config space included).
+pub const WINDOW: u64 = 0x200;
+/// VIRTIO_F_VERSION_1: the device speaks the modern interface.
+pub const VIRTIO_F_VERSION_1: u64 = 1 << 32;
+
+/// Virtio device ids (spec 5).
+pub mod device_type {
+    pub const NET: u32 = 1;
+    pub const BLOCK: u32 = 2;
+    pub const RNG: u32 = 4;
+    pub const VSOCK: u32 = 19;
+    pub const FS: u32 = 26;
+}
+
+mod reg {
+    pub const MAGIC: u64 = 0x000;
+    pub const VERSION: u64 = 0x004;
+    pub const DEVICE_ID: u64 = 0x008;
+    pub const VENDOR_ID: u64 = 0x00c;
+    pub const DEVICE_FEATURES: u64 = 0x010;
+    pub const DEVICE_FEATURES_SEL: u64 = 0x014;
+    pub const DRIVER_FEATURES: u64 = 0x020;
+    pub const DRIVER_FEATURES_SEL: u64 = 0x024;
+    pub const QUEUE_SEL: u64 = 0x030;
+    pub const QUEUE_NUM_MAX: u64 = 0x034;
+    pub const QUEUE_NUM: u64 = 0x038;
+    pub const QUEUE_READY: u64 = 0x044;
+    pub const QUEUE_NOTIFY: u64 = 0x050;
+    pub const INTERRUPT_STATUS: u64 = 0x060;
+    pub const INTERRUPT_ACK: u64 = 0x064;
+    pub const STATUS: u64 = 0x070;
+    pub const QUEUE_DESC_LOW: u64 = 0x080;
+    pub const QUEUE_DESC_HIGH: u64 = 0x084;
+    pub const QUEUE_DRIVER_LOW: u64 = 0x090;
+    pub const QUEUE_DRIVER_HIGH: u64 = 0x094;
+    pub const QUEUE_DEVICE_LOW: u64 = 0x0a0;
+    pub const QUEUE_DEVICE_HIGH: u64 = 0x0a4;
+    pub const CONFIG_GENERATION: u64 = 0x0fc;
+    pub const CONFIG: u64 = 0x100;
+}
+
+/// What the transport needs from a device.
+pub trait VirtioDevice: Send {
+    fn device_type(&self) -> u32;
+    /// Feature bits offered (VIRTIO_F_VERSION_1 is added by the transport).
+    fn features(&self) -> u64;
+    /// Maximum size of each queue.
+    fn queue_max_sizes(&self) -> &[u16];
+    /// Device-specific configuration space.
+    fn read_config(&self, offset: u64, data: &mut [u8]);
+    /// The driver kicked queue `index`.
+    fn notify(&mut self, _index: u32) {}
+}
+
+/// Where the driver put one queue.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueConfig {
+    pub size: u16,
+    pub ready: bool,
+    pub desc: u64,
+    pub driver: u64,
+    pub device: u64,
+}
+
+pub struct MmioTransport {
+    device: Box<dyn VirtioDevice>,
+    device_features_sel: u32,
+    driver_features_sel: u32,
+    driver_features: u64,
+    queue_sel: u32,
+    queues: Vec<QueueConfig>,
+    status: u32,
+    interrupt_status: u32,
+}
+
+fn set_half(value: &mut u64, high: bool, half: u32) {
+    if high {
+        *value = (*value & 0xffff_ffff) | (u64::from(half) << 32);
+    } else {
+        *value = (*value & !0xffff_ffff) | u64::from(half);
+    }
+}
+
+impl MmioTransport {
+    pub fn new(device: Box<dyn VirtioDevice>) -> Self {
+        let queues = vec![QueueConfig::default(); device.queue_max_sizes().len()];
+        Self {
+            device,
+            device_features_sel: 0,
+            driver_features_sel: 0,
+            driver_features: 0,
+            queue_sel: 0,
+            queues,
+            status: 0,
+            interrupt_status: 0,
+        }
+    }
+
+    pub fn queues(&self) -> &[QueueConfig] {
+        &self.queues
+    }
+
+    pub fn status(&self) -> u32 {
+        self.status
+    }
+
+    pub fn driver_features(&self) -> u64 {
+        self.driver_features
+    }
+
+    fn offered_features(&self) -> u64 {
+        self.device.features() | VIRTIO_F_VERSION_1
+    }
+
+    fn selected_queue(&mut self) -> Option<&mut QueueConfig> {
+        self.queues.get_mut(self.queue_sel as usize)
+    }
+
+    fn read_register(&self, offset: u64) -> u32 {
+        let queue = self.queues.get(self.queue_sel as usize);
+        match offset {
+            reg::MAGIC => MAGIC,
+            reg::VERSION => VERSION,
+            reg::DEVICE_ID => self.device.device_type(),
+            reg::VENDOR_ID => VENDOR_ID,
+            reg::DEVICE_FEATURES => match self.device_features_sel {
+                0 => self.offered_features() as u32,
+                1 => (self.offered_features() >> 32) as u32,
+                _ => 0,
+            },
+            reg::QUEUE_NUM_MAX => self
+                .device
+                .queue_max_sizes()
+                .get(self.queue_sel as usize)
+                .copied()
+                .map(u32::from)
+                .unwrap_or(0),
+            reg::QUEUE_READY => queue.map(|q| u32::from(q.ready)).unwrap_or(0),
+            reg::INTERRUPT_STATUS => self.interrupt_status,
+            reg::STATUS => self.status,
+            reg::CONFIG_GENERATION => 0,
+            _ => 0,
+        }
+    }
+
+    fn write_register(&mut self, offset: u64, value: u32) {
+        match offset {
+            reg::DEVICE_FEATURES_SEL => self.device_features_sel = value,
+            reg::DRIVER_FEATURES_SEL => self.driver_features_sel = value,
+            reg::DRIVER_FEATURES => {
+                let high = self.driver_features_sel == 1;
+                if self.driver_features_sel <= 1 {
+                    set_half(&mut self.driver_features, high, value);
+                    // A driver may only accept what was offered.
+                    self.driver_features &= self.offered_features();
+                }
+            }
+            reg::QUEUE_SEL => self.queue_sel = value,
+            reg::QUEUE_NUM => {
+                let max = self
+                    .device
+                    .queue_max_sizes()
+                    .get(self.queue_sel as usize)
+                    .copied()
+                    .unwrap_or(0);
+                if let Some(queue) = self.selected_queue() {
+                    queue.size = (value as u16).min(max);
+                }
+            }
+            reg::QUEUE_READY => {
+                if let Some(queue) = self.selected_queue() {
+                    queue.ready = value == 1;
+                }
+            }
+            reg::QUEUE_NOTIFY => self.device.notify(value),
+            reg::INTERRUPT_ACK => self.interrupt_status &= !value,
+            reg::STATUS => {
+                self.status = value;
+                if value == 0 {
+                    // Writing 0 resets the device.
+                    self.driver_features = 0;
+                    self.queues
+                        .iter_mut()
+                        .for_each(|q| *q = QueueConfig::default());
+                    self.interrupt_status = 0;
+                }
+            }
+            reg::QUEUE_DESC_LOW | reg::QUEUE_DESC_HIGH => {
+                if let Some(queue) = self.selected_queue() {
+                    set_half(&mut queue.desc, offset == reg::QUEUE_DESC_HIGH, value);
+                }
+            }
+            reg::QUEUE_DRIVER_LOW | reg::QUEUE_DRIVER_HIGH => {
+                if let Some(queue) = self.selected_queue() {
+                    set_half(&mut queue.driver, offset == reg::QUEUE_DRIVER_HIGH, value);
+                }
+            }
+            reg::QUEUE_DEVICE_LOW | reg::QUEUE_DEVICE_HIGH => {
+                if let Some(queue) = self.selected_queue() {
+                    set_half(&mut queue.device, offset == reg::QUEUE_DEVICE_HIGH, value);
+                }
+            }
+            _ => tracing::debug!(
+                offset,
+                value,
+                "write to a read-only or unknown virtio-mmio register"
+            ),
+        }
+    }
+}
+
+impl BusDevice for MmioTransport {
+    fn read(&mut self, offset: u64, data: &mut [u8]) {
+        if offset >= reg::CONFIG {
+            self.device.read_config(offset - reg::CONFIG, data);
+            return;
+        }
+        // Registers are 32 bits wide and read whole; narrower reads see the low bytes.
+        let value = self.read_register(offset & !3).to_le_bytes();
+        let start = (offset & 3) as usize;
+        for (index, byte) in data.iter_mut().enumerate() {
+            *byte = value.get(start + index).copied().unwrap_or(0);
+        }
+    }
+
+    fn write(&mut self, offset: u64, data: &[u8]) {
+        if offset >= reg::CONFIG || data.len() != 4 || offset & 3 != 0 {
+            tracing::debug!(offset, len = data.len(), "ignored virtio-mmio write");
+            return;
+        }
+        let value = u32::from_le_bytes([data[0], data[1], data[2], data[3]]);
+        self.write_register(offset, value);
+    }
+}
+
+/// A device with nothing behind its queues yet: lets a guest (or a test) see a device of
+/// `device_type` on the bus.
+pub struct PlaceholderDevice {
+    pub device_type: u32,
+    pub queue_sizes: Vec<u16>,
+}
+
+impl VirtioDevice for PlaceholderDevice {
+    fn device_type(&self) -> u32 {
+        self.device_type
+    }
+    fn features(&self) -> u64 {
+        0
+    }
+    fn queue_max_sizes(&self) -> &[u16] {
+        &self.queue_sizes
+    }
+    fn read_config(&self, _offset: u64, data: &mut [u8]) {
+        data.fill(0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn transport() -> MmioTransport {
+        MmioTransport::new(Box::new(PlaceholderDevice {
+            device_type: device_type::VSOCK,
+            queue_sizes: vec![256, 256, 64],
+        }))
+    }
+
+    fn read32(t: &mut MmioTransport, offset: u64) -> u32 {
+        let mut data = [0u8; 4];
+        t.read(offset, &mut data);
+        u32::from_le_bytes(data)
+    }
+
+    fn write32(t: &mut MmioTransport, offset: u64, value: u32) {
+        t.write(offset, &value.to_le_bytes());
+    }
+
+    #[test]
+    fn identification_registers() {
+        let mut t = transport();
+        assert_eq!(read32(&mut t, 0x000), MAGIC);
+        assert_eq!(read32(&mut t, 0x004), 2);
+        assert_eq!(read32(&mut t, 0x008), 19);
+        assert_eq!(read32(&mut t, 0x00c), VENDOR_ID);
+        let mut byte = [0u8; 1];
+        t.read(0x001, &mut byte);
+        assert_eq!(byte[0], b'i', "narrow reads see the register's bytes");
+    }
+
+    #[test]
+    fn feature_negotiation_keeps_only_offered_bits() {
+        let mut t = transport();
+        write32(&mut t, 0x014, 1);
+        assert_eq!(read32(&mut t, 0x010), 1, "VERSION_1 is bit 32");
+        write32(&mut t, 0x024, 1);
+        write32(&mut t, 0x020, 0xffff_ffff);
+        write32(&mut t, 0x024, 0);
+        write32(&mut t, 0x020, 0xffff_ffff);
+        assert_eq!(t.driver_features(), VIRTIO_F_VERSION_1);
+    }
+
+    #[test]
+    fn queue_setup_and_reset() {
+        let mut t = transport();
+        write32(&mut t, 0x030, 2);
+        assert_eq!(read32(&mut t, 0x034), 64);
+        write32(&mut t, 0x038, 1024);
+        write32(&mut t, 0x080, 0x1000);
+        write32(&mut t, 0x084, 0x1);
+        write32(&mut t, 0x090, 0x2000);
+        write32(&mut t, 0x0a0, 0x3000);
+        write32(&mut t, 0x044, 1);
+        assert_eq!(
+            t.queues()[2],
+            QueueConfig {
+                size: 64,
+                ready: true,
+                desc: 0x1_0000_1000,
+                driver: 0x2000,
+                device: 0x3000
+            }
+        );
+        write32(&mut t, 0x030, 7);
+        assert_eq!(read32(&mut t, 0x034), 0, "no such queue");
+        write32(&mut t, 0x070, 0xf);
+        assert_eq!(t.status(), 0xf);
+        write32(&mut t, 0x070, 0);
+        assert_eq!(t.queues()[2], QueueConfig::default());
+    }
+}

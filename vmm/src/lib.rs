@@ -1,0 +1,27 @@
+//! cloak-vmm: cloak's micro-VMM on KVM, built from rust-vmm crates (kvm-ioctls, vm-memory,
+//! vm-superio). Guest RAM comes from a memfd so vhost-user backends can share it; devices sit
+//! on a port-I/O and an MMIO bus; each vCPU runs in its own thread; booting is a sequence of
+//! small steps (builder.rs).
+//!
+//! This first part runs tiny real-mode guests — what this project's hosts (a KVM that cannot
+//! boot Linux) can run — with the serial console, the i8042 reset line and virtio-mmio
+//! transports. The Linux boot and the SEV-SNP direct launch (whose plan and digest already
+//! live in cloak-attestation's direct_launch.rs) build on it.
+
+pub mod builder;
+pub mod bus;
+pub mod control;
+pub mod devices;
+pub mod memory;
+pub mod vcpu;
+
+pub use builder::{RunningVm, StartVmError, TinyVmConfig};
+pub use control::VmExitReason;
+
+/// Whether this host's KVM can run a VM at all, or why not.
+pub fn kvm_available() -> Result<(), String> {
+    let kvm = kvm_ioctls::Kvm::new().map_err(|err| format!("/dev/kvm: {err}"))?;
+    kvm.create_vm()
+        .map(|_| ())
+        .map_err(|err| format!("KVM_CREATE_VM: {err}"))
+}

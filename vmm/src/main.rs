@@ -1,0 +1,127 @@
+//! `cloak-vmm`: runs a VM on KVM. `cloak-vmm tiny` boots a raw real-mode image (what hosts
+//! whose KVM cannot boot Linux run, and what the start-up benchmark measures); it exits 0 when
+//! the guest resets the machine, 1 on a failure, and stops the VM on SIGTERM or SIGINT.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use cloak_vmm::{RunningVm, TinyVmConfig, VmExitReason};
+
+#[derive(Parser)]
+#[command(name = "cloak-vmm", about = "cloak's micro-VMM on KVM")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Boot a raw 16-bit real-mode image (code and data below 64 KiB).
+    Tiny(TinyArgs),
+}
+
+#[derive(clap::Args)]
+struct TinyArgs {
+    /// The image, loaded at --load-address.
+    #[arg(long)]
+    image: PathBuf,
+    #[arg(long, default_value = "0x1000", value_parser = parse_number)]
+    load_address: u64,
+    /// Entry offset of each vCPU (repeat for more vCPUs); default: the load address.
+    #[arg(long, value_parser = parse_number)]
+    entry: Vec<u64>,
+    #[arg(long, default_value_t = 4)]
+    memory_mib: u32,
+    /// Serial console output: a file, or "-" for standard output.
+    #[arg(long, default_value = "-")]
+    console: String,
+}
+
+fn parse_number(text: &str) -> Result<u64, String> {
+    match text.strip_prefix("0x") {
+        Some(hex) => u64::from_str_radix(hex, 16),
+        None => text.parse(),
+    }
+    .map_err(|err| format!("{text:?}: {err}"))
+}
+
+static STOP_REQUESTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn request_stop(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    STOP_REQUESTED.store(true, Ordering::SeqCst);
+}
+
+fn tiny(args: TinyArgs) -> anyhow::Result<VmExitReason> {
+    let image =
+        std::fs::read(&args.image).with_context(|| format!("reading {}", args.image.display()))?;
+    let console: Box<dyn std::io::Write + Send> = if args.console == "-" {
+        Box::new(std::io::stdout())
+    } else {
+        Box::new(
+            std::fs::File::create(&args.console)
+                .with_context(|| format!("creating {}", args.console))?,
+        )
+    };
+    let entries = if args.entry.is_empty() {
+        vec![args.load_address]
+    } else {
+        args.entry
+    };
+    let entries = entries
+        .into_iter()
+        .map(|entry| u16::try_from(entry).context("entries are 16-bit offsets"))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    for signal in [libc::SIGTERM, libc::SIGINT] {
+        vmm_sys_util::signal::register_signal_handler(signal, request_stop)
+            .context("installing the stop signal handlers")?;
+    }
+    let vm = RunningVm::boot_tiny(TinyVmConfig {
+        memory_mib: args.memory_mib,
+        image,
+        load_address: args.load_address,
+        entries,
+        console,
+        virtio_mmio: Vec::new(),
+    })?;
+    loop {
+        if let Some(reason) = vm.wait(Duration::from_millis(50)) {
+            vm.stop();
+            return Ok(reason);
+        }
+        if STOP_REQUESTED.load(Ordering::SeqCst) {
+            return Ok(vm.stop());
+        }
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CLOAK_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match Cli::parse().command {
+        Command::Tiny(args) => tiny(args),
+    };
+    let mut stderr = std::io::stderr();
+    match result {
+        Ok(VmExitReason::Failed(reason)) => {
+            let _ = writeln!(stderr, "cloak-vmm: the VM failed: {reason}");
+            std::process::ExitCode::FAILURE
+        }
+        Ok(reason) => {
+            let _ = writeln!(stderr, "cloak-vmm: VM ended: {reason:?}");
+            std::process::ExitCode::SUCCESS
+        }
+        Err(err) => {
+            let _ = writeln!(stderr, "cloak-vmm: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,88 @@
+//! One thread per vCPU: KVM_RUN, hand port and MMIO exits to the buses, park on HLT (a tiny
+//! guest has no interrupt to wake it), end the VM on a shutdown exit or a failure. A stopping
+//! VM kicks its vCPU threads out of KVM_RUN with a signal.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use kvm_ioctls::{VcpuExit, VcpuFd};
+
+use crate::bus::Bus;
+use crate::control::{VmControl, VmExitReason};
+
+/// The signal that interrupts KVM_RUN when the VM stops.
+pub fn kick_signal() -> libc::c_int {
+    vmm_sys_util::signal::SIGRTMIN()
+}
+
+extern "C" fn ignore_kick(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {}
+
+/// Installs the (empty) handler of the kick signal, so it interrupts KVM_RUN instead of
+/// killing the process. Idempotent.
+pub fn install_kick_handler() -> Result<(), vmm_sys_util::errno::Error> {
+    vmm_sys_util::signal::register_signal_handler(kick_signal(), ignore_kick)
+}
+
+pub struct VcpuContext {
+    pub index: usize,
+    pub pio: Arc<Bus>,
+    pub mmio: Arc<Bus>,
+    pub control: Arc<VmControl>,
+    /// Set when the VM stops; checked after every exit.
+    pub stopping: Arc<AtomicBool>,
+    /// Set by the first exit of any vCPU (for "start to first guest instruction").
+    pub first_exit: Arc<std::sync::OnceLock<std::time::Instant>>,
+}
+
+pub fn run(mut vcpu: VcpuFd, context: VcpuContext) {
+    while !context.stopping.load(Ordering::SeqCst) {
+        let exit = vcpu.run();
+        let _ = context.first_exit.set(std::time::Instant::now());
+        match exit {
+            Ok(VcpuExit::IoOut(port, data)) => {
+                context.pio.write(u64::from(port), data);
+            }
+            Ok(VcpuExit::IoIn(port, data)) => {
+                context.pio.read(u64::from(port), data);
+            }
+            Ok(VcpuExit::MmioRead(address, data)) => {
+                context.mmio.read(address, data);
+            }
+            Ok(VcpuExit::MmioWrite(address, data)) => {
+                context.mmio.write(address, data);
+            }
+            Ok(VcpuExit::Hlt) => {
+                // Nothing can wake it: wait for the VM to end.
+                while !context.stopping.load(Ordering::SeqCst) {
+                    if context.control.wait(Duration::from_millis(50)).is_some() {
+                        break;
+                    }
+                }
+                break;
+            }
+            Ok(VcpuExit::Shutdown) => {
+                context.control.request_exit(VmExitReason::Reset);
+                break;
+            }
+            Ok(other) => {
+                context.control.request_exit(VmExitReason::Failed(format!(
+                    "vCPU {}: unexpected exit {other:?}",
+                    context.index
+                )));
+                break;
+            }
+            Err(err) if err.errno() == libc::EINTR || err.errno() == libc::EAGAIN => {}
+            Err(err) => {
+                context.control.request_exit(VmExitReason::Failed(format!(
+                    "vCPU {}: KVM_RUN: {err}",
+                    context.index
+                )));
+                break;
+            }
+        }
+        if context.control.exit_reason().is_some() {
+            break;
+        }
+    }
+}
