@@ -1,8 +1,9 @@
 //! Devices of a cloak-vmm guest, each in its own file: the 8250 serial console, the i8042
-//! controller (only for its reset line), and the virtio-mmio transport.
+//! controller (only for its reset line), the virtio-mmio transport, and virtio devices.
 
 pub mod i8042;
 pub mod serial;
+pub mod virtio_block;
 pub mod virtio_mmio;
 
 /// Legacy port addresses (PC/AT layout).
