@@ -17,7 +17,8 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
 
 use crate::bus::{Bus, BusError};
 use crate::control::{VmControl, VmExitReason};
-use crate::devices::virtio_mmio::{MmioTransport, PlaceholderDevice, WINDOW};
+use crate::devices::virtio_block::{BlockBackend, VirtioBlock};
+use crate::devices::virtio_mmio::{MmioTransport, PlaceholderDevice, VirtioDevice, WINDOW};
 use crate::devices::{i8042::I8042, serial::SerialConsole};
 use crate::devices::{COM1_PORT, COM1_PORTS, I8042_PORT, I8042_PORTS};
 use crate::memory::{GuestRam, MemoryError};
@@ -39,6 +40,11 @@ pub enum StartVmError {
     ImageOutOfRange { address: u64, len: usize },
     #[error("placing a device: {0}")]
     Bus(#[from] BusError),
+    #[error("opening the disk {path}: {source}")]
+    Disk {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("vCPU {index}: {step}: {source}")]
     Vcpu {
         index: usize,
@@ -65,8 +71,20 @@ pub struct TinyVmConfig {
     pub entries: Vec<u16>,
     /// Where the serial console writes.
     pub console: Box<dyn Write + Send>,
-    /// virtio-mmio windows: (base address, device type).
-    pub virtio_mmio: Vec<(u64, u32)>,
+    /// virtio-mmio windows: (base address, device).
+    pub virtio_mmio: Vec<(u64, VirtioSpec)>,
+}
+
+/// A device behind a virtio-mmio window.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VirtioSpec {
+    /// The transport alone, identifying as this device type.
+    Placeholder(u32),
+    /// virtio-blk on a raw file.
+    Block {
+        path: std::path::PathBuf,
+        read_only: bool,
+    },
 }
 
 pub struct RunningVm {
@@ -122,10 +140,37 @@ fn load_image(ram: &GuestRam, image: &[u8], address: u64) -> Result<(), StartVmE
         .map_err(|_| out_of_range())
 }
 
+fn virtio_device(spec: &VirtioSpec) -> Result<Box<dyn VirtioDevice>, StartVmError> {
+    Ok(match spec {
+        VirtioSpec::Placeholder(device_type) => Box::new(PlaceholderDevice {
+            device_type: *device_type,
+            queue_sizes: vec![256],
+        }),
+        VirtioSpec::Block { path, read_only } => {
+            let disk_error = |source| StartVmError::Disk {
+                path: path.display().to_string(),
+                source,
+            };
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(!read_only)
+                .open(path)
+                .map_err(disk_error)?;
+            let id = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let backend = BlockBackend::new(file, *read_only, &id).map_err(disk_error)?;
+            Box::new(VirtioBlock::new(backend))
+        }
+    })
+}
+
 fn build_buses(
     control: &Arc<VmControl>,
     console: Box<dyn Write + Send>,
-    virtio_mmio: &[(u64, u32)],
+    virtio_mmio: &[(u64, VirtioSpec)],
+    memory: &vm_memory::GuestMemoryMmap,
 ) -> Result<(Bus, Bus), StartVmError> {
     let mut pio = Bus::default();
     pio.insert(
@@ -139,11 +184,8 @@ fn build_buses(
         Arc::new(Mutex::new(I8042::new(control.clone()))),
     )?;
     let mut mmio = Bus::default();
-    for (base, device_type) in virtio_mmio {
-        let transport = MmioTransport::new(Box::new(PlaceholderDevice {
-            device_type: *device_type,
-            queue_sizes: vec![256],
-        }));
+    for (base, spec) in virtio_mmio {
+        let transport = MmioTransport::with_memory(virtio_device(spec)?, Some(memory.clone()));
         mmio.insert(*base, WINDOW, Arc::new(Mutex::new(transport)))?;
     }
     Ok((pio, mmio))
@@ -202,7 +244,7 @@ impl RunningVm {
         register_memory(&vm, &ram)?;
         load_image(&ram, &config.image, config.load_address)?;
         let control = Arc::new(VmControl::default());
-        let (pio, mmio) = build_buses(&control, config.console, &config.virtio_mmio)?;
+        let (pio, mmio) = build_buses(&control, config.console, &config.virtio_mmio, &ram.memory)?;
         let vcpus = create_vcpus(&vm, &config.entries)?;
         crate::vcpu::install_kick_handler().map_err(StartVmError::Signal)?;
         let (pio, mmio) = (Arc::new(pio), Arc::new(mmio));

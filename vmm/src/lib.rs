@@ -15,7 +15,7 @@ pub mod devices;
 pub mod memory;
 pub mod vcpu;
 
-pub use builder::{RunningVm, StartVmError, TinyVmConfig};
+pub use builder::{RunningVm, StartVmError, TinyVmConfig, VirtioSpec};
 pub use control::VmExitReason;
 
 /// Whether this host's KVM can run a VM at all, or why not.

@@ -252,6 +252,44 @@ impl BlockBackend {
     }
 }
 
+/// virtio-blk on the MMIO transport: one request queue.
+pub struct VirtioBlock {
+    backend: BlockBackend,
+    queue_sizes: [u16; 1],
+}
+
+impl VirtioBlock {
+    pub fn new(backend: BlockBackend) -> Self {
+        Self {
+            backend,
+            queue_sizes: [256],
+        }
+    }
+}
+
+impl super::virtio_mmio::VirtioDevice for VirtioBlock {
+    fn device_type(&self) -> u32 {
+        super::virtio_mmio::device_type::BLOCK
+    }
+    fn features(&self) -> u64 {
+        self.backend.features()
+    }
+    fn queue_max_sizes(&self) -> &[u16] {
+        &self.queue_sizes
+    }
+    fn read_config(&self, offset: u64, data: &mut [u8]) {
+        self.backend.read_config(offset, data);
+    }
+    fn process_queue(
+        &mut self,
+        _index: u32,
+        queue: &mut virtio_queue::Queue,
+        memory: &vm_memory::GuestMemoryMmap,
+    ) -> bool {
+        self.backend.process_queue(queue, memory) > 0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,6 +2,9 @@
 //! Layout", version 2 "modern" registers): identification, feature negotiation, queue setup and
 //! device status for one device. Queue processing belongs to the device behind it.
 
+use virtio_queue::{Queue, QueueT};
+use vm_memory::GuestMemoryMmap;
+
 use crate::bus::BusDevice;
 
 /// "virt", little endian.
@@ -59,8 +62,16 @@ pub trait VirtioDevice: Send {
     fn queue_max_sizes(&self) -> &[u16];
     /// Device-specific configuration space.
     fn read_config(&self, offset: u64, data: &mut [u8]);
-    /// The driver kicked queue `index`.
-    fn notify(&mut self, _index: u32) {}
+    /// The driver kicked queue `index`, set up as `queue` in `memory`; true when buffers were
+    /// used (the transport then raises the used-buffer interrupt status).
+    fn process_queue(
+        &mut self,
+        _index: u32,
+        _queue: &mut Queue,
+        _memory: &GuestMemoryMmap,
+    ) -> bool {
+        false
+    }
 }
 
 /// Where the driver put one queue.
@@ -75,6 +86,10 @@ pub struct QueueConfig {
 
 pub struct MmioTransport {
     device: Box<dyn VirtioDevice>,
+    /// Guest memory the queues live in (none: a transport whose queues never run).
+    memory: Option<GuestMemoryMmap>,
+    /// Queues the driver made ready, as the device processes them.
+    live: Vec<Option<Queue>>,
     device_features_sel: u32,
     driver_features_sel: u32,
     driver_features: u64,
@@ -94,8 +109,15 @@ fn set_half(value: &mut u64, high: bool, half: u32) {
 
 impl MmioTransport {
     pub fn new(device: Box<dyn VirtioDevice>) -> Self {
+        Self::with_memory(device, None)
+    }
+
+    /// A transport whose queues `device` processes in `memory`.
+    pub fn with_memory(device: Box<dyn VirtioDevice>, memory: Option<GuestMemoryMmap>) -> Self {
         let queues = vec![QueueConfig::default(); device.queue_max_sizes().len()];
         Self {
+            live: (0..queues.len()).map(|_| None).collect(),
+            memory,
             device,
             device_features_sel: 0,
             driver_features_sel: 0,
@@ -179,11 +201,13 @@ impl MmioTransport {
                 }
             }
             reg::QUEUE_READY => {
+                let index = self.queue_sel as usize;
                 if let Some(queue) = self.selected_queue() {
                     queue.ready = value == 1;
                 }
+                self.make_live(index);
             }
-            reg::QUEUE_NOTIFY => self.device.notify(value),
+            reg::QUEUE_NOTIFY => self.notify(value),
             reg::INTERRUPT_ACK => self.interrupt_status &= !value,
             reg::STATUS => {
                 self.status = value;
@@ -216,6 +240,63 @@ impl MmioTransport {
                 value,
                 "write to a read-only or unknown virtio-mmio register"
             ),
+        }
+    }
+}
+
+/// Used-buffer notification bit of InterruptStatus.
+const INTERRUPT_USED_BUFFER: u32 = 1;
+
+impl MmioTransport {
+    /// Builds the queue the driver just made ready (or drops it when made not ready); a
+    /// configuration the queue crate finds invalid leaves it unusable, not the VMM.
+    fn make_live(&mut self, index: usize) {
+        let Some(config) = self.queues.get(index).copied() else {
+            return;
+        };
+        let max = self
+            .device
+            .queue_max_sizes()
+            .get(index)
+            .copied()
+            .unwrap_or(0);
+        let queue = match (&self.memory, config.ready) {
+            (Some(memory), true) => Queue::new(max).ok().and_then(|mut queue| {
+                queue.set_size(config.size);
+                queue.set_desc_table_address(
+                    Some(config.desc as u32),
+                    Some((config.desc >> 32) as u32),
+                );
+                queue.set_avail_ring_address(
+                    Some(config.driver as u32),
+                    Some((config.driver >> 32) as u32),
+                );
+                queue.set_used_ring_address(
+                    Some(config.device as u32),
+                    Some((config.device >> 32) as u32),
+                );
+                queue.set_ready(true);
+                queue.is_valid(memory).then_some(queue)
+            }),
+            _ => None,
+        };
+        if config.ready && queue.is_none() {
+            tracing::warn!(index, ?config, "virtio queue configuration refused");
+        }
+        if let Some(slot) = self.live.get_mut(index) {
+            *slot = queue;
+        }
+    }
+
+    fn notify(&mut self, index: u32) {
+        let (Some(memory), Some(Some(queue))) =
+            (self.memory.as_ref(), self.live.get_mut(index as usize))
+        else {
+            tracing::debug!(index, "notify for a queue that is not ready");
+            return;
+        };
+        if self.device.process_queue(index, queue, memory) {
+            self.interrupt_status |= INTERRUPT_USED_BUFFER;
         }
     }
 }
