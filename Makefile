@@ -13,7 +13,7 @@ CACHE_DIR     ?= $(CURDIR)/.cache
 
 export CLOAK_CACHE_DIR := $(CACHE_DIR)
 
-.PHONY: all guest-binaries cloak shim image test demo bench bench-boot bench-containers bench-containerd bench-cri bench-vmm lint clean
+.PHONY: all guest-binaries cloak shim vmm image test demo bench bench-boot bench-containers bench-containerd bench-cri bench-vmm lint clean
 
 all: image
 
@@ -31,7 +31,7 @@ image: guest-binaries cloak
 # Everything, VM tests included: a test that cannot run here fails instead of skipping. The
 # tests drive the built `cloak` and `containerd-shim-cloak-v2` binaries (cargo test alone does
 # not build another package's binaries).
-test: image shim
+test: image shim vmm
 	CLOAK_GUEST_DIR=$(CURDIR)/$(GUEST_DIR) CLOAK_AGENT_BIN=$(CURDIR)/$(AGENT_BIN) \
 	CLOAK_FLOOR_INIT_BIN=$(CURDIR)/$(FLOOR_BIN) CLOAK_REQUIRE_VM_TESTS=1 \
 		cargo test --release --locked --workspace
@@ -40,6 +40,9 @@ SHIM_BIN := target/release/containerd-shim-cloak-v2
 
 shim:
 	cargo build --release --locked -p containerd-shim-cloak-v2
+
+vmm:
+	cargo build --release --locked -p cloak-vmm
 
 # A container through a private containerd (`ctr run --runtime io.containerd.cloak.v2`) in a
 # cloak VM: prints what it ran, its output and the guest kernel release.

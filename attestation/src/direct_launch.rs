@@ -43,6 +43,8 @@ const INITRD_ALIGN: u64 = 2 << 20;
 pub const MAX_MEMORY_MIB: u32 = 3072;
 /// The C-bit of Milan, Genoa and Turin (CPUID 0x8000001F EBX[5:0]).
 pub const DEFAULT_C_BIT: u8 = 51;
+/// No encryption bit: bit 0 is the present bit, never a C-bit.
+pub const NO_C_BIT: u8 = 0;
 /// SEV_FEATURES of a plain SNP guest: SNPActive only.
 pub const DEFAULT_GUEST_FEATURES: u64 = 0x1;
 
@@ -106,7 +108,8 @@ pub struct DirectLaunch {
     pub vcpus: u32,
     /// SEV_FEATURES of every VMSA.
     pub guest_features: u64,
-    /// Position of the encryption bit in guest page-table entries.
+    /// Position of the encryption bit in guest page-table entries; `NO_C_BIT` for a guest
+    /// without memory encryption (cloak-vmm's plain KVM boot).
     pub c_bit: u8,
 }
 
@@ -280,7 +283,10 @@ impl DirectLaunch {
                 PageKind::Normal(self.boot_params(&header, &layout)),
             ),
             (CC_BLOB_GPA, PageKind::Normal(cc_blob_page())),
-            (PML4_GPA, PageKind::Normal(page_tables(self.c_bit).concat())),
+            (
+                PML4_GPA,
+                PageKind::Normal(page_tables(self.c_bit_mask()).concat()),
+            ),
             (AP_PARK_GPA, PageKind::Normal(ap_park_page())),
             (SECRETS_GPA, PageKind::Secrets),
             (CPUID_GPA, PageKind::Cpuid),
@@ -368,7 +374,17 @@ impl DirectLaunch {
         page
     }
 
-    fn save_area(&self, boot_processor: bool) -> SaveArea {
+    fn c_bit_mask(&self) -> u64 {
+        match self.c_bit {
+            NO_C_BIT => 0,
+            bit => 1u64 << bit,
+        }
+    }
+
+    /// The initial state of the boot processor (long mode at the kernel's 64-bit entry, the
+    /// boot parameters in RSI) or of the others (parked): what each VMSA of the plan holds,
+    /// and what a VMM without SNP loads into its vCPUs.
+    pub fn save_area(&self, boot_processor: bool) -> SaveArea {
         const CODE64: u16 = 0xA9B; // present, DPL 0, execute/read, accessed, L, G
         const DATA: u16 = 0xC93; // present, DPL 0, read/write, accessed, D/B, G
         const BOOT_CS: u16 = 0x10;
@@ -387,7 +403,7 @@ impl DirectLaunch {
             tr: Segment::new(0, 0x8b, 0xffff, 0),
             efer: 0x1500, // LME, LMA, SVME
             cr4: 0x20,    // PAE
-            cr3: PML4_GPA | (1 << self.c_bit),
+            cr3: PML4_GPA | self.c_bit_mask(),
             cr0: 0x8000_0011, // PE, ET, PG
             dr7: 0x400,
             dr6: 0xffff_0ff0,
@@ -432,10 +448,9 @@ fn cc_blob_page() -> Vec<u8> {
 
 /// PML4, PDPT and four page directories mapping 0..4 GiB with 2 MiB pages, every entry
 /// with the C-bit so the kernel's first reads see private (encrypted) memory.
-fn page_tables(c_bit: u8) -> Vec<Vec<u8>> {
+fn page_tables(c: u64) -> Vec<Vec<u8>> {
     const PRESENT_WRITABLE: u64 = 0x3;
     const LARGE: u64 = 0x80;
-    let c = 1u64 << c_bit;
     let mut pml4 = vec![0u8; PAGE_SIZE];
     put(
         &mut pml4,

@@ -345,3 +345,46 @@ fn cloak_image_build_writes_reference_digests_equal_to_the_oracles() {
     );
     assert!(out.join("reference-values.trustee.json").is_file());
 }
+
+#[test]
+fn cloak_vmm_loads_the_plan_whose_digest_cloak_measure_prints() {
+    let test = "cloak_vmm_loads_the_plan_whose_digest_cloak_measure_prints";
+    let Some(cloak) = cloak_tests::cloak_binary(test) else {
+        return;
+    };
+    let Some(vmm) = cloak_tests::workspace_binary("cloak-vmm", "CLOAK_VMM_BIN") else {
+        skip(
+            test,
+            "cloak-vmm is not built (cargo build --release -p cloak-vmm)",
+        );
+        return;
+    };
+    let Some(env) = cloak_tests::VmTestEnv::get(test) else {
+        return;
+    };
+    let kernel = env.guest_dir.join(&env.manifest.kernel.file);
+    let initrd = env.guest_dir.join(&env.manifest.initrd.file);
+    for (vcpus, memory, features) in [("1", "512", "0x1"), ("4", "1024", "0x21")] {
+        let digest_of = |program: &Path, args: &[&str]| {
+            let output = Command::new(program)
+                .args(args)
+                .args(["--vcpus", vcpus, "--guest-features", features])
+                .arg("--kernel")
+                .arg(&kernel)
+                .arg("--initrd")
+                .arg(&initrd)
+                .args(["--append", &env.manifest.cmdline])
+                .output()
+                .unwrap();
+            assert!(output.status.success(), "{output:?}");
+            String::from_utf8(output.stdout).unwrap().trim().to_owned()
+        };
+        let loaded = digest_of(&vmm, &["plan-digest", "--memory-mib", memory]);
+        let measured = digest_of(
+            &cloak,
+            &["measure", "--backend", "cloak-vmm", "--memory", memory],
+        );
+        assert_eq!(loaded.len(), 96);
+        assert_eq!(loaded, measured, "{vcpus} vCPUs, {memory} MiB");
+    }
+}

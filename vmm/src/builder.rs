@@ -53,6 +53,10 @@ pub enum StartVmError {
     },
     #[error("at least one vCPU is needed")]
     NoVcpus,
+    #[error(transparent)]
+    DirectBoot(#[from] crate::direct_boot::DirectBootError),
+    #[error("reading the CPUID KVM supports: {0}")]
+    SupportedCpuid(kvm_ioctls::Error),
     #[error("installing the vCPU kick signal handler: {0}")]
     Signal(vmm_sys_util::errno::Error),
     #[error("starting vCPU thread {index}: {source}")]
@@ -85,6 +89,13 @@ pub enum VirtioSpec {
         path: std::path::PathBuf,
         read_only: bool,
     },
+}
+
+/// A guest booted from the direct-launch plan (kernel, initrd, command line).
+pub struct DirectVmConfig {
+    pub launch: cloak_attestation::direct_launch::DirectLaunch,
+    pub console: Box<dyn Write + Send>,
+    pub virtio_mmio: Vec<(u64, VirtioSpec)>,
 }
 
 pub struct RunningVm {
@@ -234,7 +245,62 @@ fn create_vcpus(vm: &VmFd, entries: &[u16]) -> Result<Vec<VcpuFd>, StartVmError>
         .collect()
 }
 
+/// vCPUs in the state the plan's VMSAs hold: the boot processor at the kernel entry, the
+/// others parked; CPUID as KVM supports it (long mode needs the guest's CPUID to say LM).
+fn create_planned_vcpus(
+    kvm: &Kvm,
+    vm: &VmFd,
+    launch: &cloak_attestation::direct_launch::DirectLaunch,
+) -> Result<Vec<VcpuFd>, StartVmError> {
+    if launch.vcpus == 0 {
+        return Err(StartVmError::NoVcpus);
+    }
+    let cpuid = kvm
+        .get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
+        .map_err(StartVmError::SupportedCpuid)?;
+    (0..launch.vcpus as usize)
+        .map(|index| {
+            let vcpu_error = |step| {
+                move |source| StartVmError::Vcpu {
+                    index,
+                    step,
+                    source,
+                }
+            };
+            let vcpu = vm
+                .create_vcpu(index as u64)
+                .map_err(vcpu_error("creating"))?;
+            vcpu.set_cpuid2(&cpuid)
+                .map_err(vcpu_error("setting CPUID"))?;
+            let mut sregs = vcpu.get_sregs().map_err(vcpu_error("reading sregs"))?;
+            let mut regs = vcpu.get_regs().map_err(vcpu_error("reading regs"))?;
+            let area = launch.save_area(index == 0);
+            crate::direct_boot::apply_save_area(&area, &mut sregs, &mut regs);
+            vcpu.set_sregs(&sregs)
+                .map_err(vcpu_error("setting sregs"))?;
+            vcpu.set_regs(&regs).map_err(vcpu_error("setting regs"))?;
+            Ok(vcpu)
+        })
+        .collect()
+}
+
 impl RunningVm {
+    /// Boots a guest from the direct-launch plan: the plan's pages in RAM, the vCPUs in its
+    /// VMSA state.
+    pub fn boot_direct(config: DirectVmConfig) -> Result<Self, StartVmError> {
+        let started = Instant::now();
+        let kvm = open_kvm()?;
+        let vm = create_vm(&kvm)?;
+        let ram = GuestRam::new(config.launch.memory_mib)?;
+        register_memory(&vm, &ram)?;
+        let plan = crate::direct_boot::plan_of(&config.launch)?;
+        crate::direct_boot::load_plan(&ram, &plan)?;
+        let control = Arc::new(VmControl::default());
+        let (pio, mmio) = build_buses(&control, config.console, &config.virtio_mmio, &ram.memory)?;
+        let vcpus = create_planned_vcpus(&kvm, &vm, &config.launch)?;
+        Self::start(started, vm, ram, control, pio, mmio, vcpus)
+    }
+
     /// Boots a tiny guest.
     pub fn boot_tiny(config: TinyVmConfig) -> Result<Self, StartVmError> {
         let started = Instant::now();
@@ -246,6 +312,19 @@ impl RunningVm {
         let control = Arc::new(VmControl::default());
         let (pio, mmio) = build_buses(&control, config.console, &config.virtio_mmio, &ram.memory)?;
         let vcpus = create_vcpus(&vm, &config.entries)?;
+        Self::start(started, vm, ram, control, pio, mmio, vcpus)
+    }
+
+    /// Starts one thread per vCPU.
+    fn start(
+        started: Instant,
+        vm: VmFd,
+        ram: GuestRam,
+        control: Arc<VmControl>,
+        pio: Bus,
+        mmio: Bus,
+        vcpus: Vec<VcpuFd>,
+    ) -> Result<Self, StartVmError> {
         crate::vcpu::install_kick_handler().map_err(StartVmError::Signal)?;
         let (pio, mmio) = (Arc::new(pio), Arc::new(mmio));
         let stopping = Arc::new(AtomicBool::new(false));
@@ -274,7 +353,7 @@ impl RunningVm {
                 .map_err(|source| StartVmError::Thread { index, source })?;
             running.threads.push(thread);
         }
-        tracing::info!(vcpus = running.threads.len(), "tiny VM started");
+        tracing::info!(vcpus = running.threads.len(), "VM started");
         Ok(running)
     }
 

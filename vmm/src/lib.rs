@@ -12,10 +12,11 @@ pub mod builder;
 pub mod bus;
 pub mod control;
 pub mod devices;
+pub mod direct_boot;
 pub mod memory;
 pub mod vcpu;
 
-pub use builder::{RunningVm, StartVmError, TinyVmConfig, VirtioSpec};
+pub use builder::{DirectVmConfig, RunningVm, StartVmError, TinyVmConfig, VirtioSpec};
 pub use control::VmExitReason;
 
 /// Whether this host's KVM can run a VM at all, or why not.

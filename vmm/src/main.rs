@@ -22,6 +22,44 @@ struct Cli {
 enum Command {
     /// Boot a raw 16-bit real-mode image (code and data below 64 KiB).
     Tiny(TinyArgs),
+    /// Print the SEV-SNP launch digest of the direct-launch plan cloak-vmm loads for this
+    /// kernel, initrd and command line (`cloak measure --backend cloak-vmm` must agree).
+    PlanDigest(PlanArgs),
+}
+
+#[derive(clap::Args)]
+struct PlanArgs {
+    #[arg(long)]
+    kernel: PathBuf,
+    #[arg(long)]
+    initrd: Option<PathBuf>,
+    #[arg(long, default_value = "")]
+    append: String,
+    #[arg(long, default_value_t = 1)]
+    vcpus: u32,
+    #[arg(long, default_value_t = 512)]
+    memory_mib: u32,
+    /// SEV_FEATURES of the VMSAs.
+    #[arg(long, default_value = "0x1", value_parser = parse_number)]
+    guest_features: u64,
+    #[arg(long, default_value_t = cloak_attestation::direct_launch::DEFAULT_C_BIT)]
+    c_bit: u8,
+}
+
+fn plan_digest(args: PlanArgs) -> anyhow::Result<()> {
+    let mut launch = cloak_attestation::direct_launch::DirectLaunch::from_files(
+        &args.kernel,
+        args.initrd.as_deref(),
+        &args.append,
+        args.memory_mib,
+        args.vcpus,
+    )?;
+    launch.guest_features = args.guest_features;
+    launch.c_bit = args.c_bit;
+    // The very plan boot_direct loads.
+    let plan = cloak_vmm::direct_boot::plan_of(&launch)?;
+    writeln!(std::io::stdout(), "{}", plan.digest()?)?;
+    Ok(())
 }
 
 #[derive(clap::Args)]
@@ -108,6 +146,15 @@ fn main() -> std::process::ExitCode {
         .init();
     let result = match Cli::parse().command {
         Command::Tiny(args) => tiny(args),
+        Command::PlanDigest(args) => {
+            return match plan_digest(args) {
+                Ok(()) => std::process::ExitCode::SUCCESS,
+                Err(err) => {
+                    let _ = writeln!(std::io::stderr(), "cloak-vmm: {err:#}");
+                    std::process::ExitCode::FAILURE
+                }
+            };
+        }
     };
     let mut stderr = std::io::stderr();
     match result {

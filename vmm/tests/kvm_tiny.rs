@@ -284,3 +284,59 @@ fn a_tiny_guest_reads_a_sector_through_virtio_blk() {
         "status OK, data, used idx 1"
     );
 }
+
+/// A bzImage whose 64-bit entry prints "L" on the serial port and resets the machine.
+fn long_mode_bzimage() -> Vec<u8> {
+    let mut image = vec![0u8; 1024];
+    image[0x1F1] = 1;
+    image[0x201] = 0x6A;
+    image[0x202..0x206].copy_from_slice(b"HdrS");
+    image[0x206..0x208].copy_from_slice(&0x020Fu16.to_le_bytes());
+    image[0x22C..0x230].copy_from_slice(&0x7fff_ffffu32.to_le_bytes());
+    image[0x236] = 1; // XLF_KERNEL_64
+    image[0x238..0x23C].copy_from_slice(&2048u32.to_le_bytes());
+    image[0x258..0x260].copy_from_slice(&0x100_0000u64.to_le_bytes());
+    image[0x260..0x264].copy_from_slice(&0x10_0000u32.to_le_bytes());
+    let mut protected_mode = vec![0xF4u8; 0x200]; // the 32-bit entry is never used
+    protected_mode.extend([
+        0xBA, 0xF8, 0x03, 0x00, 0x00, // mov edx, 0x3f8
+        0x8A, 0x06, // mov al, [rsi]: the boot parameters are mapped (no fault)
+        0xB0, b'L', 0xEE, // mov al, 'L'; out dx, al
+        0x8A, 0x86, 0x02, 0x02, 0x00, 0x00, // mov al, [rsi + 0x202]: "H" of "HdrS"
+        0xEE, // out dx, al
+        0xB0, 0xFE, 0xE6, 0x64, // reset
+        0xF4,
+    ]);
+    image.extend(protected_mode);
+    image
+}
+
+#[test]
+fn a_long_mode_guest_starts_from_the_direct_launch_plan() {
+    if !kvm_or_skip("a_long_mode_guest_starts_from_the_direct_launch_plan") {
+        return;
+    }
+    let console = Console::default();
+    let launch = cloak_attestation::direct_launch::DirectLaunch {
+        kernel: long_mode_bzimage(),
+        initrd: b"initrd".to_vec(),
+        cmdline: "console=ttyS0".into(),
+        memory_mib: 64,
+        vcpus: 1,
+        guest_features: 0,
+        c_bit: cloak_attestation::direct_launch::NO_C_BIT,
+    };
+    let vm = RunningVm::boot_direct(cloak_vmm::DirectVmConfig {
+        launch,
+        console: Box::new(console.clone()),
+        virtio_mmio: vec![],
+    })
+    .unwrap();
+    let ended = vm.wait(Duration::from_secs(10));
+    drop(vm);
+    assert_eq!(
+        (ended, console.bytes()),
+        (Some(VmExitReason::Reset), b"LH".to_vec()),
+        "long mode at the 64-bit entry, RSI at the boot parameters"
+    );
+}
