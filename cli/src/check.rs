@@ -51,6 +51,18 @@ fn node(out: &mut impl Write, args: &CheckArgs, config: &Configuration) -> anyho
             }
         },
     )?;
+    let vmm = cloak_vmm::kvm_available();
+    line(
+        out,
+        "cloak-vmm",
+        false,
+        &match vmm {
+            Ok(()) => "KVM creates VMs here and cloak-vmm runs its test guests; pod VMs on it \
+                       wait for its Linux boot (use hypervisor.kind = \"qemu\")"
+                .to_owned(),
+            Err(reason) => format!("cannot create a KVM VM ({reason})"),
+        },
+    )?;
     for (what, program) in [
         ("QEMU", &config.hypervisor.qemu_path),
         ("vsock backend", &config.hypervisor.vsock_backend_path),

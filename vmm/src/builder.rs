@@ -84,6 +84,8 @@ pub struct TinyVmConfig {
 pub enum VirtioSpec {
     /// The transport alone, identifying as this device type.
     Placeholder(u32),
+    /// virtio-rng fed by the host's getrandom.
+    Rng,
     /// virtio-blk on a raw file.
     Block {
         path: std::path::PathBuf,
@@ -157,6 +159,7 @@ fn virtio_device(spec: &VirtioSpec) -> Result<Box<dyn VirtioDevice>, StartVmErro
             device_type: *device_type,
             queue_sizes: vec![256],
         }),
+        VirtioSpec::Rng => Box::new(crate::devices::virtio_rng::VirtioRng::default()),
         VirtioSpec::Block { path, read_only } => {
             let disk_error = |source| StartVmError::Disk {
                 path: path.display().to_string(),

@@ -148,8 +148,8 @@ pub fn from_config(
     match config.kind {
         crate::config::HypervisorKind::Qemu => Ok(Box::new(qemu::Qemu::new(config.clone()))),
         crate::config::HypervisorKind::CloakVmm => Err(HypervisorError::Unsupported(
-            "hypervisor.kind = \"cloak-vmm\": the built-in VMM is not available in this build; \
-             use \"qemu\""
+            "hypervisor.kind = \"cloak-vmm\": the built-in VMM cannot boot Linux pod VMs yet \
+             (it runs its test guests; see vmm/README.md); use \"qemu\""
                 .to_owned(),
         )),
     }

@@ -5,6 +5,7 @@ pub mod i8042;
 pub mod serial;
 pub mod virtio_block;
 pub mod virtio_mmio;
+pub mod virtio_rng;
 pub mod vsock;
 
 /// Legacy port addresses (PC/AT layout).
