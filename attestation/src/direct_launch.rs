@@ -509,25 +509,30 @@ fn push_unmeasured_ram(plan: &mut LaunchPlan, ram: &[(u64, u64)], from: u64, to:
     }
 }
 
+/// A minimal bzImage around `protected_mode` (its 64-bit entry 0x200 bytes in): one setup
+/// sector, boot protocol 2.15 with XLF_KERNEL_64, preferred address 16 MiB, `init_size`
+/// bytes to decompress into. For tests and tiny guests that enter through a direct launch.
+pub fn minimal_bzimage(protected_mode: &[u8], init_size: u32) -> Vec<u8> {
+    let mut image = vec![0u8; 2 * 512];
+    image[0x1F1] = 1;
+    image[0x201] = 0x6A; // header up to 0x26C
+    image[0x202..0x206].copy_from_slice(b"HdrS");
+    image[0x206..0x208].copy_from_slice(&0x020Fu16.to_le_bytes());
+    image[0x22C..0x230].copy_from_slice(&0x7fff_ffffu32.to_le_bytes());
+    image[0x236..0x238].copy_from_slice(&XLF_KERNEL_64.to_le_bytes());
+    image[0x238..0x23C].copy_from_slice(&2048u32.to_le_bytes());
+    image[0x258..0x260].copy_from_slice(&0x100_0000u64.to_le_bytes());
+    image[0x260..0x264].copy_from_slice(&init_size.to_le_bytes());
+    image.extend_from_slice(protected_mode);
+    image
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
 
-    /// A minimal bzImage: one setup sector, boot protocol 2.15 with a 64-bit entry, the given
-    /// protected-mode bytes.
     pub(crate) fn tiny_bzimage(protected_mode: &[u8]) -> Vec<u8> {
-        let mut image = vec![0u8; 2 * 512];
-        image[0x1F1] = 1;
-        image[0x201] = 0x6A; // header up to 0x26C
-        image[0x202..0x206].copy_from_slice(b"HdrS");
-        image[0x206..0x208].copy_from_slice(&0x020Fu16.to_le_bytes());
-        image[0x22C..0x230].copy_from_slice(&0x7fff_ffffu32.to_le_bytes());
-        image[0x236..0x238].copy_from_slice(&0x1u16.to_le_bytes());
-        image[0x238..0x23C].copy_from_slice(&2048u32.to_le_bytes());
-        image[0x258..0x260].copy_from_slice(&0x100_0000u64.to_le_bytes());
-        image[0x260..0x264].copy_from_slice(&0x30_0000u32.to_le_bytes());
-        image.extend_from_slice(protected_mode);
-        image
+        minimal_bzimage(protected_mode, 0x30_0000)
     }
 
     fn launch() -> DirectLaunch {

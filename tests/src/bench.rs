@@ -23,6 +23,18 @@ pub fn join(values: &[f64]) -> String {
         .join(" ")
 }
 
+/// `--runs N` from the command line, else `default`.
+pub fn runs_from_args(default: usize) -> anyhow::Result<usize> {
+    use anyhow::Context as _;
+    std::env::args()
+        .skip_while(|arg| arg != "--runs")
+        .nth(1)
+        .map(|n| n.parse())
+        .transpose()
+        .context("--runs takes a number")
+        .map(|value| value.unwrap_or(default))
+}
+
 /// Resident set of `pid` in KiB: (VmRSS, RssShmem).
 pub fn rss_kib(pid: u32) -> (u64, u64) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -48,6 +60,57 @@ pub fn pids_of(lines: &[String], program: &str) -> Vec<u32> {
         })
         .filter_map(|line| line.split(':').next()?.parse().ok())
         .collect()
+}
+
+/// Prints the host memory of one running cloak pod — its shim (among `shims`) and the VM's
+/// processes (among `vm_processes`, as `processes_mentioning` lists them) — beside runc's
+/// shims as the baseline; returns the pod's total in MiB.
+#[allow(clippy::print_stdout)] // benchmarks print their figures
+pub fn print_pod_memory(vm_processes: &[String], shims: &[String]) -> f64 {
+    println!(
+        "\nhost memory of one running cloak pod (VmRSS; guest RAM is the VMM's shared memory):"
+    );
+    let mut total = 0;
+    for (name, pids) in [
+        (
+            "containerd-shim-cloak-v2",
+            pids_of(shims, "containerd-shim-cloak-v2"),
+        ),
+        (
+            "qemu-system-x86_64",
+            pids_of(vm_processes, "qemu-system-x86_64"),
+        ),
+        (
+            "vhost-device-vsock",
+            pids_of(vm_processes, "vhost-device-vsock"),
+        ),
+        ("virtiofsd", pids_of(vm_processes, "virtiofsd")),
+    ] {
+        let (rss, shmem) = pids
+            .iter()
+            .map(|pid| rss_kib(*pid))
+            .fold((0, 0), |acc, x| (acc.0 + x.0, acc.1 + x.1));
+        total += rss;
+        println!(
+            "  {name:<26} {:>8.1} MiB  ({} process{}, guest RAM in it {:.1} MiB)",
+            rss as f64 / 1024.0,
+            pids.len(),
+            if pids.len() == 1 { "" } else { "es" },
+            shmem as f64 / 1024.0
+        );
+    }
+    let total_mib = total as f64 / 1024.0;
+    println!("  {:<26} {total_mib:>8.1} MiB", "cloak pod total");
+    let runc: u64 = pids_of(shims, "containerd-shim-runc-v2")
+        .iter()
+        .map(|pid| rss_kib(*pid).0)
+        .sum();
+    println!(
+        "  {:<26} {:>8.1} MiB  (baseline: runc's shim; runc itself exits)",
+        "containerd-shim-runc-v2",
+        runc as f64 / 1024.0
+    );
+    total_mib
 }
 
 #[cfg(test)]

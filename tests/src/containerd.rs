@@ -41,6 +41,18 @@ pub fn shim_binary() -> Option<PathBuf> {
     crate::workspace_binary(SHIM_BINARY, "CLOAK_SHIM_BIN")
 }
 
+/// The shim binary, or `None` after saying why `test` cannot run.
+pub fn shim_or_skip(test: &str) -> Option<PathBuf> {
+    let found = shim_binary();
+    if found.is_none() {
+        crate::skip(
+            test,
+            "containerd-shim-cloak-v2 is not built (cargo build --release)",
+        );
+    }
+    found
+}
+
 pub struct PrivateContainerd {
     dir: tempfile::TempDir,
     child: Child,

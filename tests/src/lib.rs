@@ -145,6 +145,21 @@ pub fn workspace_binary(name: &str, variable: &str) -> Option<PathBuf> {
     candidate.is_file().then_some(candidate)
 }
 
+/// True when every tool is on PATH; otherwise says which is missing and that
+/// scripts/setup-host.sh installs it.
+pub fn tools_on_path(test: &str, tools: &[&str]) -> bool {
+    match tools.iter().find(|tool| !on_path(tool)) {
+        Some(tool) => {
+            skip(
+                test,
+                &format!("{tool} is not on PATH (scripts/setup-host.sh installs it)"),
+            );
+            false
+        }
+        None => true,
+    }
+}
+
 /// The built `cloak` command, or `None` after saying why `test` cannot run.
 pub fn cloak_binary(test: &str) -> Option<PathBuf> {
     let found = workspace_binary("cloak", "CLOAK_BIN");

@@ -5,8 +5,8 @@
 use std::process::Output;
 use std::time::{Duration, Instant};
 
-use cloak_tests::containerd::{image, shim_binary, user_image, PrivateContainerd, RUNTIME};
-use cloak_tests::{skip, vm_slot, VmTestEnv};
+use cloak_tests::containerd::{image, user_image, PrivateContainerd, RUNTIME};
+use cloak_tests::{vm_slot, VmTestEnv};
 
 /// Runs `body` against a private containerd of its own (one VM test at a time), then checks
 /// that the shim left no process, mount, socket or pod directory (console logs of dead VMs
@@ -29,22 +29,10 @@ fn with_containerd(
 
 fn containerd(test: &str) -> Option<(VmTestEnv, PrivateContainerd)> {
     let env = VmTestEnv::get(test)?;
-    for tool in ["containerd", "ctr", "virtiofsd"] {
-        if !cloak_tests::on_path(tool) {
-            skip(
-                test,
-                &format!("{tool} is not on PATH (scripts/setup-host.sh installs it)"),
-            );
-            return None;
-        }
-    }
-    let Some(shim) = shim_binary() else {
-        skip(
-            test,
-            "containerd-shim-cloak-v2 is not built (cargo build --release)",
-        );
+    if !cloak_tests::tools_on_path(test, &["containerd", "ctr", "virtiofsd"]) {
         return None;
-    };
+    }
+    let shim = cloak_tests::containerd::shim_or_skip(test)?;
     let containerd = PrivateContainerd::start(&env, &shim).expect("private containerd starts");
     Some((env, containerd))
 }

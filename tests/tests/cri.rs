@@ -7,32 +7,20 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use cloak_tests::containerd::{image, shim_binary, PrivateContainerd};
+use cloak_tests::containerd::{image, PrivateContainerd};
 use cloak_tests::cri::{cni_netns, cri_unavailable, CriClient, PodSpec, RUNTIME_HANDLER};
 use cloak_tests::{skip, vm_slot, VmTestEnv};
 
 fn cri_containerd(test: &str) -> Option<(VmTestEnv, PrivateContainerd)> {
     let env = VmTestEnv::get(test)?;
-    for tool in ["containerd", "ctr", "virtiofsd", "ip"] {
-        if !cloak_tests::on_path(tool) {
-            skip(
-                test,
-                &format!("{tool} is not on PATH (scripts/setup-host.sh installs it)"),
-            );
-            return None;
-        }
+    if !cloak_tests::tools_on_path(test, &["containerd", "ctr", "virtiofsd", "ip"]) {
+        return None;
     }
     if let Some(reason) = cri_unavailable() {
         skip(test, &reason);
         return None;
     }
-    let Some(shim) = shim_binary() else {
-        skip(
-            test,
-            "containerd-shim-cloak-v2 is not built (cargo build --release)",
-        );
-        return None;
-    };
+    let shim = cloak_tests::containerd::shim_or_skip(test)?;
     let containerd =
         PrivateContainerd::start_with_cri(&env, &shim).expect("private containerd starts");
     Some((env, containerd))
@@ -61,9 +49,13 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-#[test]
-fn a_pod_with_two_containers_runs_in_one_vm_and_leaves_nothing() {
-    let test = "a_pod_with_two_containers_runs_in_one_vm_and_leaves_nothing";
+/// Runs `body` against a fresh cloak pod `name` of a CRI-enabled private containerd, then
+/// removes the pod and checks that nothing of it is left (VM, mounts, sockets, netns, tap).
+fn with_cri_pod(
+    test: &str,
+    name: &str,
+    body: impl AsyncFnOnce(&mut CriClient, &PodSpec, &str, &PrivateContainerd),
+) {
     let _slot = vm_slot();
     let Some((_env, containerd)) = cri_containerd(test) else {
         return;
@@ -72,19 +64,41 @@ fn a_pod_with_two_containers_runs_in_one_vm_and_leaves_nothing() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         let mut cri = CriClient::connect(&containerd.address).await.unwrap();
-        let pod = pod_spec(&containerd, "two");
+        let pod = pod_spec(&containerd, name);
         let pod_id = cri
             .run_pod(&pod)
             .await
             .unwrap_or_else(|err| panic!("{err:#}\n{}", containerd.log_tail(40)));
+        body(&mut cri, &pod, &pod_id, &containerd).await;
+        cri.remove_pod(&pod_id).await.unwrap();
+    });
+    assert_eq!(
+        containerd.wait_for_no_leftovers(false),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        cni_netns(),
+        netns_before,
+        "the pod's network namespace is gone"
+    );
+    assert_eq!(
+        cloak_tests::cri::links_named(cloak_shim::network::TAP_NAME),
+        Vec::<String>::new()
+    );
+}
+
+#[test]
+fn a_pod_with_two_containers_runs_in_one_vm_and_leaves_nothing() {
+    let test = "a_pod_with_two_containers_runs_in_one_vm_and_leaves_nothing";
+    with_cri_pod(test, "two", async |cri, pod, pod_id, containerd| {
         let sleeper = cri
-            .create_container(&pod_id, &pod, "sleeper", &image(), &["sleep", "3600"])
+            .create_container(pod_id, pod, "sleeper", &image(), &["sleep", "3600"])
             .await
             .unwrap();
         let trapper = cri
             .create_container(
-                &pod_id,
-                &pod,
+                pod_id,
+                pod,
                 "trapper",
                 &image(),
                 &["sh", "-c", "trap 'exit 7' TERM; sleep 3600 & wait"],
@@ -93,7 +107,7 @@ fn a_pod_with_two_containers_runs_in_one_vm_and_leaves_nothing() {
             .unwrap();
         cri.start_container(&sleeper).await.unwrap();
         cri.start_container(&trapper).await.unwrap();
-        assert_eq!(pod_vms(&containerd).len(), 1, "one VM for the pod");
+        assert_eq!(pod_vms(containerd).len(), 1, "one VM for the pod");
 
         for (id, name) in [(&sleeper, "sleeper"), (&trapper, "trapper")] {
             let out = cri
@@ -131,17 +145,7 @@ fn a_pod_with_two_containers_runs_in_one_vm_and_leaves_nothing() {
                 .unwrap(),
             137
         );
-        cri.remove_pod(&pod_id).await.unwrap();
     });
-    assert_eq!(
-        containerd.wait_for_no_leftovers(false),
-        Vec::<String>::new()
-    );
-    assert_eq!(
-        cni_netns(),
-        netns_before,
-        "the pod's network namespace is gone"
-    );
 }
 
 /// Answers every connection with an HTTP response carrying `body`, until the test ends.
@@ -183,25 +187,13 @@ fn http_get(address: &str, path: &str) -> std::io::Result<String> {
 #[test]
 fn a_pod_serves_http_at_its_cni_address_and_reaches_the_host() {
     let test = "a_pod_serves_http_at_its_cni_address_and_reaches_the_host";
-    let _slot = vm_slot();
-    let Some((_env, containerd)) = cri_containerd(test) else {
-        return;
-    };
-    let netns_before = cni_netns();
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async {
-        let mut cri = CriClient::connect(&containerd.address).await.unwrap();
-        let pod = pod_spec(&containerd, "web");
-        let pod_id = cri
-            .run_pod(&pod)
-            .await
-            .unwrap_or_else(|err| panic!("{err:#}\n{}", containerd.log_tail(40)));
-        let pod_ip = cri.pod_ip(&pod_id).await.unwrap();
+    with_cri_pod(test, "web", async |cri, pod, pod_id, _containerd| {
+        let pod_ip = cri.pod_ip(pod_id).await.unwrap();
         assert!(pod_ip.starts_with("10.213.0."), "CNI's address: {pod_ip:?}");
         let web = cri
             .create_container(
-                &pod_id,
-                &pod,
+                pod_id,
+                pod,
                 "web",
                 &image(),
                 &[
@@ -249,20 +241,5 @@ fn a_pod_serves_http_at_its_cni_address_and_reaches_the_host() {
             .unwrap();
         assert_eq!(fetched.exit_code, 0, "{}", text(&fetched.stderr));
         assert_eq!(text(&fetched.stdout), "hello-from-host");
-
-        cri.remove_pod(&pod_id).await.unwrap();
     });
-    assert_eq!(
-        containerd.wait_for_no_leftovers(false),
-        Vec::<String>::new()
-    );
-    assert_eq!(
-        cni_netns(),
-        netns_before,
-        "the pod's network namespace is gone"
-    );
-    assert_eq!(
-        cloak_tests::cri::links_named("tap0_cloak"),
-        Vec::<String>::new()
-    );
 }

@@ -205,6 +205,14 @@ fn build_buses(
     Ok((pio, mmio))
 }
 
+fn vcpu_error(index: usize, step: &'static str) -> impl Fn(kvm_ioctls::Error) -> StartVmError {
+    move |source| StartVmError::Vcpu {
+        index,
+        step,
+        source,
+    }
+}
+
 fn create_vcpus(vm: &VmFd, entries: &[u16]) -> Result<Vec<VcpuFd>, StartVmError> {
     if entries.is_empty() {
         return Err(StartVmError::NoVcpus);
@@ -213,13 +221,7 @@ fn create_vcpus(vm: &VmFd, entries: &[u16]) -> Result<Vec<VcpuFd>, StartVmError>
         .iter()
         .enumerate()
         .map(|(index, entry)| {
-            let vcpu_error = |step| {
-                move |source| StartVmError::Vcpu {
-                    index,
-                    step,
-                    source,
-                }
-            };
+            let vcpu_error = |step| vcpu_error(index, step);
             let vcpu = vm
                 .create_vcpu(index as u64)
                 .map_err(vcpu_error("creating"))?;
@@ -263,13 +265,7 @@ fn create_planned_vcpus(
         .map_err(StartVmError::SupportedCpuid)?;
     (0..launch.vcpus as usize)
         .map(|index| {
-            let vcpu_error = |step| {
-                move |source| StartVmError::Vcpu {
-                    index,
-                    step,
-                    source,
-                }
-            };
+            let vcpu_error = |step| vcpu_error(index, step);
             let vcpu = vm
                 .create_vcpu(index as u64)
                 .map_err(vcpu_error("creating"))?;

@@ -57,16 +57,28 @@ impl Bus {
             .map(|e| (e, address - e.base))
     }
 
-    /// Reads from the device at `address`; false (and `data` all ones, as from an empty
-    /// slot) when none is there.
-    pub fn read(&self, address: u64, data: &mut [u8]) -> bool {
-        match self.find(address) {
-            Some((entry, offset)) => {
+    /// The device at `address`, locked, and the offset into its range.
+    fn device_at(
+        &self,
+        address: u64,
+    ) -> Option<(std::sync::MutexGuard<'_, dyn BusDevice + 'static>, u64)> {
+        self.find(address).map(|(entry, offset)| {
+            (
                 entry
                     .device
                     .lock()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner())
-                    .read(offset, data);
+                    .unwrap_or_else(|poisoned| poisoned.into_inner()),
+                offset,
+            )
+        })
+    }
+
+    /// Reads from the device at `address`; false (and `data` all ones, as from an empty
+    /// slot) when none is there.
+    pub fn read(&self, address: u64, data: &mut [u8]) -> bool {
+        match self.device_at(address) {
+            Some((mut device, offset)) => {
+                device.read(offset, data);
                 true
             }
             None => {
@@ -78,13 +90,9 @@ impl Bus {
 
     /// Writes to the device at `address`; false when none is there (the write is dropped).
     pub fn write(&self, address: u64, data: &[u8]) -> bool {
-        match self.find(address) {
-            Some((entry, offset)) => {
-                entry
-                    .device
-                    .lock()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner())
-                    .write(offset, data);
+        match self.device_at(address) {
+            Some((mut device, offset)) => {
+                device.write(offset, data);
                 true
             }
             None => false,

@@ -107,17 +107,7 @@ mod tests {
 
     #[test]
     fn the_plan_lands_in_ram_where_it_says() {
-        let mut kernel = vec![0u8; 1024];
-        kernel[0x1F1] = 1;
-        kernel[0x201] = 0x6A;
-        kernel[0x202..0x206].copy_from_slice(b"HdrS");
-        kernel[0x206..0x208].copy_from_slice(&0x020Fu16.to_le_bytes());
-        kernel[0x22C..0x230].copy_from_slice(&0x7fff_ffffu32.to_le_bytes());
-        kernel[0x236] = 1;
-        kernel[0x238..0x23C].copy_from_slice(&2048u32.to_le_bytes());
-        kernel[0x258..0x260].copy_from_slice(&0x100_0000u64.to_le_bytes());
-        kernel[0x260..0x264].copy_from_slice(&0x10_0000u32.to_le_bytes());
-        kernel.extend(b"KERNEL-CODE");
+        let kernel = cloak_attestation::direct_launch::minimal_bzimage(b"KERNEL-CODE", 0x10_0000);
         let launch = DirectLaunch {
             kernel,
             initrd: b"INITRD".to_vec(),

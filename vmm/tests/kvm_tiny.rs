@@ -287,16 +287,6 @@ fn a_tiny_guest_reads_a_sector_through_virtio_blk() {
 
 /// A bzImage whose 64-bit entry prints "L" on the serial port and resets the machine.
 fn long_mode_bzimage() -> Vec<u8> {
-    let mut image = vec![0u8; 1024];
-    image[0x1F1] = 1;
-    image[0x201] = 0x6A;
-    image[0x202..0x206].copy_from_slice(b"HdrS");
-    image[0x206..0x208].copy_from_slice(&0x020Fu16.to_le_bytes());
-    image[0x22C..0x230].copy_from_slice(&0x7fff_ffffu32.to_le_bytes());
-    image[0x236] = 1; // XLF_KERNEL_64
-    image[0x238..0x23C].copy_from_slice(&2048u32.to_le_bytes());
-    image[0x258..0x260].copy_from_slice(&0x100_0000u64.to_le_bytes());
-    image[0x260..0x264].copy_from_slice(&0x10_0000u32.to_le_bytes());
     let mut protected_mode = vec![0xF4u8; 0x200]; // the 32-bit entry is never used
     protected_mode.extend([
         0xBA, 0xF8, 0x03, 0x00, 0x00, // mov edx, 0x3f8
@@ -307,8 +297,7 @@ fn long_mode_bzimage() -> Vec<u8> {
         0xB0, 0xFE, 0xE6, 0x64, // reset
         0xF4,
     ]);
-    image.extend(protected_mode);
-    image
+    cloak_attestation::direct_launch::minimal_bzimage(&protected_mode, 0x10_0000)
 }
 
 #[test]

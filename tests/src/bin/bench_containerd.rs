@@ -9,21 +9,11 @@
 use std::time::Instant;
 
 use anyhow::{ensure, Context as _};
-use cloak_tests::bench::{join, median, pids_of, rss_kib};
+use cloak_tests::bench::{join, median};
 use cloak_tests::containerd::{image, shim_binary, PrivateContainerd, RUNTIME};
 use cloak_tests::VmTestEnv;
 
 const RUNC_RUNTIME: &str = "io.containerd.runc.v2";
-
-fn runs() -> anyhow::Result<usize> {
-    std::env::args()
-        .skip_while(|arg| arg != "--runs")
-        .nth(1)
-        .map(|n| n.parse())
-        .transpose()
-        .context("--runs takes a number")
-        .map(|value| value.unwrap_or(5))
-}
 
 fn timed_run(containerd: &PrivateContainerd, runtime: &str, id: &str) -> anyhow::Result<f64> {
     let image = image();
@@ -65,46 +55,7 @@ fn memory_per_pod(containerd: &PrivateContainerd) -> anyhow::Result<()> {
     std::thread::sleep(std::time::Duration::from_secs(3));
     let vm_processes = cloak_tests::processes_mentioning(&containerd.run_dir.join("mem-cloak"));
     let shims = cloak_tests::processes_mentioning(&containerd.address);
-    let cloak_shim: Vec<u32> = pids_of(&shims, "containerd-shim-cloak-v2");
-    let runc_shim: Vec<u32> = pids_of(&shims, "containerd-shim-runc-v2");
-    println!("\nhost memory of one running pod (VmRSS; guest RAM is the VMM's shared memory):");
-    let mut total = 0;
-    for (name, pids) in [
-        ("containerd-shim-cloak-v2", cloak_shim),
-        (
-            "qemu-system-x86_64",
-            pids_of(&vm_processes, "qemu-system-x86_64"),
-        ),
-        (
-            "vhost-device-vsock",
-            pids_of(&vm_processes, "vhost-device-vsock"),
-        ),
-        ("virtiofsd", pids_of(&vm_processes, "virtiofsd")),
-    ] {
-        let (rss, shmem): (u64, u64) = pids
-            .iter()
-            .map(|pid| rss_kib(*pid))
-            .fold((0, 0), |acc, x| (acc.0 + x.0, acc.1 + x.1));
-        total += rss;
-        println!(
-            "  {name:<26} {:>8.1} MiB  ({} process{}, of which shared guest RAM {:.1} MiB)",
-            rss as f64 / 1024.0,
-            pids.len(),
-            if pids.len() == 1 { "" } else { "es" },
-            shmem as f64 / 1024.0
-        );
-    }
-    println!(
-        "  {:<26} {:>8.1} MiB",
-        "cloak pod total",
-        total as f64 / 1024.0
-    );
-    let runc: u64 = runc_shim.iter().map(|pid| rss_kib(*pid).0).sum();
-    println!(
-        "  {:<26} {:>8.1} MiB  (baseline: runc's shim; runc itself exits)",
-        "containerd-shim-runc-v2",
-        runc as f64 / 1024.0
-    );
+    cloak_tests::bench::print_pod_memory(&vm_processes, &shims);
     for id in ["mem-cloak", "mem-runc"] {
         let _ = containerd
             .ctr(&["task", "kill", "-s", "SIGKILL", id])
@@ -119,7 +70,7 @@ fn memory_per_pod(containerd: &PrivateContainerd) -> anyhow::Result<()> {
 }
 
 fn main() -> anyhow::Result<()> {
-    let runs = runs()?;
+    let runs = cloak_tests::bench::runs_from_args(5)?;
     let env = VmTestEnv::get("cloak-bench-containerd").context("the guest image is needed")?;
     let shim =
         shim_binary().context("build containerd-shim-cloak-v2 first (cargo build --release)")?;

@@ -10,20 +10,10 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use cloak_tests::bench::{join, median, pids_of, rss_kib};
+use cloak_tests::bench::{join, median};
 use cloak_tests::containerd::{image, shim_binary, PrivateContainerd};
 use cloak_tests::cri::{CriClient, PodSpec, RUNTIME_HANDLER};
 use cloak_tests::VmTestEnv;
-
-fn runs() -> anyhow::Result<usize> {
-    std::env::args()
-        .skip_while(|arg| arg != "--runs")
-        .nth(1)
-        .map(|n| n.parse())
-        .transpose()
-        .context("--runs takes a number")
-        .map(|value| value.unwrap_or(5))
-}
 
 fn pod(containerd: &PrivateContainerd, name: &str, handler: &str) -> anyhow::Result<PodSpec> {
     let log_directory = containerd.dir().join("pod-logs").join(name);
@@ -47,53 +37,13 @@ async fn start_pod(cri: &mut CriClient, spec: &PodSpec) -> anyhow::Result<(f64, 
     Ok((started.elapsed().as_secs_f64() * 1000.0, pod_id))
 }
 
-fn print_pod_memory(containerd: &PrivateContainerd, cloak_pod: &str, runc_pod: &str) {
+fn print_pod_overhead(containerd: &PrivateContainerd, cloak_pod: &str) {
     let pod_dir = containerd
         .run_dir
         .join(cloak_shim::pod_vm::pod_dir_name(cloak_pod));
     let vm_processes = cloak_tests::processes_mentioning(&pod_dir);
     let shims = cloak_tests::processes_mentioning(&containerd.address);
-    println!(
-        "\nhost memory of one running cloak pod (VmRSS; guest RAM is the VMM's shared memory):"
-    );
-    let mut total = 0;
-    for (name, pids) in [
-        (
-            "containerd-shim-cloak-v2",
-            pids_of(&shims, "containerd-shim-cloak-v2"),
-        ),
-        (
-            "qemu-system-x86_64",
-            pids_of(&vm_processes, "qemu-system-x86_64"),
-        ),
-        (
-            "vhost-device-vsock",
-            pids_of(&vm_processes, "vhost-device-vsock"),
-        ),
-        ("virtiofsd", pids_of(&vm_processes, "virtiofsd")),
-    ] {
-        let (rss, shmem) = pids
-            .iter()
-            .map(|pid| rss_kib(*pid))
-            .fold((0, 0), |acc, x| (acc.0 + x.0, acc.1 + x.1));
-        total += rss;
-        println!(
-            "  {name:<26} {:>8.1} MiB  (guest RAM in it {:.1} MiB)",
-            rss as f64 / 1024.0,
-            shmem as f64 / 1024.0
-        );
-    }
-    let total_mib = total as f64 / 1024.0;
-    println!("  {:<26} {total_mib:>8.1} MiB", "cloak pod total");
-    let runc_shims: u64 = pids_of(&shims, "containerd-shim-runc-v2")
-        .iter()
-        .map(|pid| rss_kib(*pid).0)
-        .sum();
-    println!(
-        "  {:<26} {:>8.1} MiB  (baseline for pod {runc_pod}: runc's shim)",
-        "containerd-shim-runc-v2",
-        runc_shims as f64 / 1024.0
-    );
+    let total_mib = cloak_tests::bench::print_pod_memory(&vm_processes, &shims);
     // Rounded up to 32 MiB with a quarter for growth: what RuntimeClass overhead.podFixed
     // should say.
     let declared = ((total_mib * 1.25) / 32.0).ceil() * 32.0;
@@ -131,14 +81,14 @@ async fn run(containerd: &PrivateContainerd, runs: usize) -> anyhow::Result<()> 
     let (_, runc_pod) = start_pod(&mut cri, &runc_spec).await?;
     // Let the guest settle (module loading, page cache) before reading the figures.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    print_pod_memory(containerd, &cloak_pod, &runc_pod);
+    print_pod_overhead(containerd, &cloak_pod);
     cri.remove_pod(&cloak_pod).await?;
     cri.remove_pod(&runc_pod).await?;
     Ok(())
 }
 
 fn main() -> anyhow::Result<()> {
-    let runs = runs()?;
+    let runs = cloak_tests::bench::runs_from_args(5)?;
     let env = VmTestEnv::get("cloak-bench-cri").context("the guest image is needed")?;
     if let Some(reason) = cloak_tests::cri::cri_unavailable() {
         anyhow::bail!("{reason}");

@@ -22,16 +22,6 @@ const TINY_GUEST: [u8; 11] = [
 ];
 const MEMORY_MIB: &str = "4";
 
-fn runs() -> anyhow::Result<usize> {
-    std::env::args()
-        .skip_while(|arg| arg != "--runs")
-        .nth(1)
-        .map(|n| n.parse())
-        .transpose()
-        .context("--runs takes a number")
-        .map(|value| value.unwrap_or(10))
-}
-
 /// The tiny guest as a BIOS image: code at 0xF0000, a far jump to it at the reset vector.
 fn bios_image() -> Vec<u8> {
     let mut rom = vec![0u8; 0x1_0000];
@@ -92,7 +82,7 @@ fn qemu(rom: &Path) -> Command {
 }
 
 fn main() -> anyhow::Result<()> {
-    let runs = runs()?;
+    let runs = cloak_tests::bench::runs_from_args(10)?;
     cloak_vmm::kvm_available().map_err(|reason| anyhow::anyhow!("KVM: {reason}"))?;
     let binary = cloak_tests::workspace_binary("cloak-vmm", "CLOAK_VMM_BIN")
         .context("build cloak-vmm first (cargo build --release -p cloak-vmm)")?;
