@@ -192,9 +192,18 @@ impl Pod {
     /// Powers the VM off and removes the pod's host directories. After a VM death the
     /// console log is kept for the post-mortem.
     pub async fn shut_down(&self) {
-        let Some(sandbox) = self.sandbox.lock().await.take() else {
+        let Some(mut sandbox) = self.sandbox.lock().await.take() else {
             return;
         };
+        // A VM that is gone before we asked it to stop died on its own, even if the watcher
+        // (which polls) has not noticed yet: the failed agent wait of its processes can bring
+        // the last Delete here first.
+        if self.died().is_none() {
+            if let Some(exit) = sandbox.try_exit() {
+                tracing::error!(pod = %self.record.pod_id, exit = %exit, "the pod VM exited unexpectedly");
+                *self.died.lock().expect("died lock is never poisoned") = Some(exit);
+            }
+        }
         let console_log = sandbox.console_log().to_owned();
         if let Err(err) = sandbox.shutdown().await {
             tracing::warn!(pod = %self.record.pod_id, error = %err, "shutting the VM down");
