@@ -174,6 +174,13 @@ impl SimulatedPsp {
         Ok(pem)
     }
 
+    /// VCEK, ASK, ARK, PEM: the certificates a guest receives with its reports.
+    pub fn certificates_pem(&self) -> Result<Vec<u8>, SimulatedPspError> {
+        let mut pem = self.vcek.to_pem()?;
+        pem.extend(self.chain_pem()?);
+        Ok(pem)
+    }
+
     /// A signed report.
     pub fn report(&self, inputs: &ReportInputs) -> Result<Vec<u8>, SimulatedPspError> {
         let mut report = vec![0u8; REPORT_BYTES];

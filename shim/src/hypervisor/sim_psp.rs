@@ -149,11 +149,9 @@ fn respond(
         report_data,
         policy: launch.policy,
     };
-    let signed = psp.report(&inputs).and_then(|report| {
-        let mut certificates = pem_of_der(&psp.vcek_der()?);
-        certificates.extend(psp.chain_pem()?);
-        Ok((report, certificates))
-    });
+    let signed = psp
+        .report(&inputs)
+        .and_then(|report| Ok((report, psp.certificates_pem()?)));
     match signed {
         Ok((report, certificates)) => {
             tracing::info!(measurement = %launch.measurement, "simulated AMD-SP signed a report");
@@ -164,18 +162,6 @@ fn respond(
         }
         Err(err) => SimPspResponse::Error(err.to_string()),
     }
-}
-
-fn pem_of_der(der: &[u8]) -> Vec<u8> {
-    use base64::Engine as _;
-    let body = base64::engine::general_purpose::STANDARD.encode(der);
-    let mut pem = b"-----BEGIN CERTIFICATE-----\n".to_vec();
-    for line in body.as_bytes().chunks(64) {
-        pem.extend_from_slice(line);
-        pem.push(b'\n');
-    }
-    pem.extend_from_slice(b"-----END CERTIFICATE-----\n");
-    pem
 }
 
 #[cfg(test)]
