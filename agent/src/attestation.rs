@@ -41,6 +41,20 @@ pub async fn fetch_report(report_data: Vec<u8>) -> Result<TsmReport, ReportError
         .map_err(|err| ReportError::Thread(err.to_string()))?
 }
 
+/// This VM's report from its TEE: the AMD-SP through configfs-tsm on SNP, the host's simulated
+/// AMD-SP on a simulated TEE; `None` without a TEE.
+pub async fn fetch_from(
+    tee: cloak_protocol::agent::TeeKind,
+    report_data: Vec<u8>,
+) -> Option<Result<TsmReport, ReportError>> {
+    use cloak_protocol::agent::TeeKind;
+    match tee {
+        TeeKind::TEE_SNP => Some(fetch_report(report_data).await),
+        TeeKind::TEE_SIM => Some(fetch_simulated_report(&report_data).await),
+        TeeKind::TEE_NONE => None,
+    }
+}
+
 /// How long the host's simulated AMD-SP may take to answer.
 const SIMULATED_PSP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 

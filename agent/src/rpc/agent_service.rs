@@ -64,9 +64,7 @@ impl AgentRpc {
         &self,
         req: AttestationReportRequest,
     ) -> anyhow::Result<AttestationReportResponse> {
-        use crate::attestation::{
-            fetch_report, fetch_simulated_report, ReportError, REPORT_DATA_BYTES,
-        };
+        use crate::attestation::{fetch_from, ReportError, REPORT_DATA_BYTES};
         if req.report_data.len() > REPORT_DATA_BYTES {
             return Err(RpcFailure::InvalidArgument(format!(
                 "report_data is {} bytes; at most {REPORT_DATA_BYTES}",
@@ -75,40 +73,26 @@ impl AgentRpc {
             .into());
         }
         let tee = self.tee().await;
-        match tee {
-            TeeKind::TEE_SNP => {
-                let report = fetch_report(req.report_data)
-                    .await
-                    .map_err(|err| match err {
-                        ReportError::Unavailable(reason) => {
-                            anyhow::Error::new(RpcFailure::FailedPrecondition(reason))
-                        }
-                        other => anyhow::Error::new(other),
-                    })?;
-                tracing::info!(provider = %report.provider, bytes = report.report.len(), "attestation report");
-                Ok(AttestationReportResponse {
-                    tee: tee.into(),
-                    report: report.report,
-                    certificates: report.certificates,
-                    ..Default::default()
-                })
+        let report = match fetch_from(tee, req.report_data).await {
+            None => {
+                return Err(RpcFailure::FailedPrecondition(
+                    "this pod VM has no TEE: no SEV-SNP guest driver or configfs-tsm provider"
+                        .to_owned(),
+                )
+                .into())
             }
-            TeeKind::TEE_SIM => {
-                let report = fetch_simulated_report(&req.report_data).await?;
-                tracing::info!(provider = %report.provider, bytes = report.report.len(), "simulated attestation report");
-                Ok(AttestationReportResponse {
-                    tee: tee.into(),
-                    report: report.report,
-                    certificates: report.certificates,
-                    ..Default::default()
-                })
+            Some(Err(ReportError::Unavailable(reason))) => {
+                return Err(RpcFailure::FailedPrecondition(reason).into())
             }
-            TeeKind::TEE_NONE => Err(RpcFailure::FailedPrecondition(
-                "this pod VM has no TEE: no SEV-SNP guest driver or configfs-tsm provider"
-                    .to_owned(),
-            )
-            .into()),
-        }
+            Some(report) => report?,
+        };
+        tracing::info!(provider = %report.provider, bytes = report.report.len(), "attestation report");
+        Ok(AttestationReportResponse {
+            tee: tee.into(),
+            report: report.report,
+            certificates: report.certificates,
+            ..Default::default()
+        })
     }
 
     async fn do_update_interface(&self, req: UpdateInterfaceRequest) -> anyhow::Result<Interface> {
@@ -146,13 +130,8 @@ impl AgentRpc {
     /// report's HOST_DATA); otherwise the reason containers will be refused. Without a TEE
     /// there is no launch-bound value to check against.
     async fn init_data_refusal(&self, init_data: &[u8]) -> Option<String> {
-        use crate::attestation::{check_init_data, fetch_report, fetch_simulated_report};
-        let report = match self.tee().await {
-            TeeKind::TEE_SNP => fetch_report(Vec::new()).await,
-            TeeKind::TEE_SIM => fetch_simulated_report(&[]).await,
-            TeeKind::TEE_NONE => return None,
-        };
-        match report {
+        use crate::attestation::{check_init_data, fetch_from};
+        match fetch_from(self.tee().await, Vec::new()).await? {
             Ok(report) => check_init_data(init_data, &report.report).err(),
             Err(err) => Some(format!("cannot read this VM's HOST_DATA: {err}")),
         }
