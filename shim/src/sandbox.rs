@@ -67,15 +67,8 @@ impl PodSandbox {
         if let Some(network) = &network {
             network.attach().await?;
         }
-        let booted = Self::boot_attached(config, manifest, id, setup, network.as_ref()).await;
-        match booted {
-            Ok(vm) => Ok(Self {
-                vsock_socket: vm.0,
-                console_log: vm.1,
-                vm: vm.2,
-                shared_dir: setup.shared_dir.clone(),
-                network,
-            }),
+        match Self::boot_attached(config, manifest, id, setup, network.as_ref()).await {
+            Ok(sandbox) => Ok(Self { network, ..sandbox }),
             Err(err) => {
                 if let Some(network) = &network {
                     network.detach().await;
@@ -85,13 +78,14 @@ impl PodSandbox {
         }
     }
 
+    /// The sandbox on an already attached `network` (which the caller owns and detaches).
     async fn boot_attached(
         config: &Configuration,
         manifest: &cloak_image::Manifest,
         id: &str,
         setup: &SandboxSetup,
         network: Option<&PodNetwork>,
-    ) -> Result<(PathBuf, PathBuf, PodVm), SandboxError> {
+    ) -> Result<Self, SandboxError> {
         let mut vm_config = vm_config_for(config, manifest, id);
         vm_config.shared_dir = Some(setup.shared_dir.clone());
         vm_config.init_data = setup.init_data.clone();
@@ -114,7 +108,13 @@ impl PodSandbox {
             let _ = vm.shutdown().await;
             return Err(err);
         }
-        Ok((vsock_socket, console_log, vm))
+        Ok(Self {
+            vm,
+            vsock_socket,
+            console_log,
+            shared_dir: setup.shared_dir.clone(),
+            network: None,
+        })
     }
 
     async fn create_in_guest(
