@@ -23,6 +23,18 @@ pub fn join(values: &[f64]) -> String {
         .join(" ")
 }
 
+/// Prints both run lists and their medians with the ratio cloak/baseline, in milliseconds.
+#[allow(clippy::print_stdout)] // benchmarks print their figures
+pub fn print_against_baseline(cloak: &mut [f64], baseline_name: &str, baseline: &mut [f64]) {
+    println!("  cloak: {} ms", join(cloak));
+    println!("  {:<6} {} ms", format!("{baseline_name}:"), join(baseline));
+    let (cloak_median, baseline_median) = (median(cloak), median(baseline));
+    println!(
+        "  median: cloak {cloak_median:.1} ms, {baseline_name} {baseline_median:.1} ms, ratio {:.1}",
+        cloak_median / baseline_median
+    );
+}
+
 /// `--runs N` from the command line, else `default`.
 pub fn runs_from_args(default: usize) -> anyhow::Result<usize> {
     use anyhow::Context as _;

@@ -153,11 +153,7 @@ fn matrix(kernel: &Path, initrd: &Path, padded: &Path) -> Vec<Case> {
 #[test]
 fn launch_digests_equal_sev_snp_measure() {
     let test = "launch_digests_equal_sev_snp_measure";
-    if !on_path(ORACLE) {
-        skip(
-            test,
-            "sev-snp-measure is not on PATH (scripts/setup-host.sh installs it)",
-        );
+    if !cloak_tests::tools_on_path(test, &[ORACLE]) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -247,11 +243,7 @@ fn cloak_image_build_writes_reference_digests_equal_to_the_oracles() {
     let Some(agent) = cloak_tests::init_binary(test, cloak_tests::ENV_AGENT_BIN) else {
         return;
     };
-    if !on_path(ORACLE) {
-        skip(
-            test,
-            "sev-snp-measure is not on PATH (scripts/setup-host.sh installs it)",
-        );
+    if !cloak_tests::tools_on_path(test, &[ORACLE]) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

@@ -9,7 +9,6 @@
 use std::time::Instant;
 
 use anyhow::{ensure, Context as _};
-use cloak_tests::bench::{join, median};
 use cloak_tests::containerd::{image, shim_binary, PrivateContainerd, RUNTIME};
 use cloak_tests::VmTestEnv;
 
@@ -93,13 +92,7 @@ fn main() -> anyhow::Result<()> {
         "ctr run --rm {} ID true, {runs} runs each (alternating):",
         image()
     );
-    println!("  cloak: {} ms", join(&cloak));
-    println!("  runc:  {} ms", join(&runc));
-    let (cloak_median, runc_median) = (median(&mut cloak), median(&mut runc));
-    println!(
-        "  median: cloak {cloak_median:.1} ms, runc {runc_median:.1} ms, ratio {:.1}",
-        cloak_median / runc_median
-    );
+    cloak_tests::bench::print_against_baseline(&mut cloak, "runc", &mut runc);
     memory_per_pod(&containerd)?;
     Ok(())
 }

@@ -10,7 +10,6 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use cloak_tests::bench::{join, median};
 use cloak_tests::containerd::{image, shim_binary, PrivateContainerd};
 use cloak_tests::cri::{CriClient, PodSpec, RUNTIME_HANDLER};
 use cloak_tests::VmTestEnv;
@@ -67,13 +66,7 @@ async fn run(containerd: &PrivateContainerd, runs: usize) -> anyhow::Result<()> 
         }
     }
     println!("RunPodSandbox + CreateContainer + StartContainer (first container running), {runs} runs each (alternating):");
-    println!("  cloak: {} ms", join(&cloak));
-    println!("  runc:  {} ms", join(&runc));
-    let (cloak_median, runc_median) = (median(&mut cloak), median(&mut runc));
-    println!(
-        "  median: cloak {cloak_median:.1} ms, runc {runc_median:.1} ms, ratio {:.1}",
-        cloak_median / runc_median
-    );
+    cloak_tests::bench::print_against_baseline(&mut cloak, "runc", &mut runc);
 
     let cloak_spec = pod(containerd, "mem-cloak", RUNTIME_HANDLER)?;
     let runc_spec = pod(containerd, "mem-runc", "")?;
