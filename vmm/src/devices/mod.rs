@@ -3,6 +3,8 @@
 
 pub mod i8042;
 pub mod serial;
+#[cfg(test)]
+mod test_queues;
 pub mod virtio_block;
 pub mod virtio_mmio;
 pub mod virtio_rng;

@@ -293,16 +293,11 @@ impl super::virtio_mmio::VirtioDevice for VirtioBlock {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use virtio_queue::desc::{split::Descriptor as SplitDescriptor, RawDescriptor};
+    use crate::devices::test_queues::{desc, memory, WRITE};
+    use virtio_queue::desc::RawDescriptor;
     use virtio_queue::mock::MockSplitQueue;
     use virtio_queue::Queue;
     use vm_memory::GuestMemoryMmap;
-
-    const WRITE: u16 = 2; // VRING_DESC_F_WRITE
-
-    fn memory() -> GuestMemoryMmap {
-        GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x10_0000)]).expect("memory")
-    }
 
     fn backend(sectors: u64, read_only: bool) -> (tempfile::NamedTempFile, BlockBackend) {
         let file = tempfile::NamedTempFile::new().expect("temp file");
@@ -321,10 +316,6 @@ mod tests {
         memory
             .write_slice(&bytes, GuestAddress(at))
             .expect("header");
-    }
-
-    fn desc(addr: u64, len: u32, flags: u16) -> RawDescriptor {
-        RawDescriptor::from(SplitDescriptor::new(addr, len, flags, 0))
     }
 
     /// Runs one chain through a real split queue in guest memory; (used length, status).

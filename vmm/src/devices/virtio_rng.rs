@@ -90,20 +90,15 @@ impl VirtioDevice for VirtioRng {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use virtio_queue::desc::{split::Descriptor as SplitDescriptor, RawDescriptor};
+    use crate::devices::test_queues::{desc, memory, WRITE};
     use virtio_queue::mock::MockSplitQueue;
     use vm_memory::GuestAddress;
 
-    fn desc(addr: u64, len: u32, flags: u16) -> RawDescriptor {
-        RawDescriptor::from(SplitDescriptor::new(addr, len, flags, 0))
-    }
-
     #[test]
     fn writable_buffers_are_filled_and_readable_ones_refused() {
-        let memory: GuestMemoryMmap =
-            GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x10_0000)]).expect("memory");
+        let memory = memory();
         let ring = MockSplitQueue::create(&memory, GuestAddress(0x8_0000), 16);
-        ring.build_desc_chain(&[desc(0x1000, 256, 2), desc(0x2000, 256, 2)])
+        ring.build_desc_chain(&[desc(0x1000, 256, WRITE), desc(0x2000, 256, WRITE)])
             .expect("chain");
         let mut queue: Queue = ring.create_queue().expect("queue");
         assert_eq!(fill_requests(&mut queue, &memory), 1);

@@ -99,22 +99,18 @@ impl VsockDevice {
 mod tests {
     use super::packet::{op, Header, Packet, HOST_CID, TYPE_STREAM};
     use super::*;
+    use crate::devices::test_queues::{desc, memory, WRITE};
     use std::io::{Read, Write};
     use std::os::unix::net::{UnixListener, UnixStream};
     use std::time::Duration;
-    use virtio_queue::desc::{split::Descriptor as SplitDescriptor, RawDescriptor};
+    use virtio_queue::desc::RawDescriptor;
     use virtio_queue::mock::MockSplitQueue;
     use virtio_queue::Queue;
     use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
     const GUEST_CID: u64 = 3;
-    const WRITE: u16 = 2;
     const TX_BUFFER: u64 = 0x1000;
     const RX_BUFFER: u64 = 0x4000;
-
-    fn desc(addr: u64, len: u32, flags: u16) -> RawDescriptor {
-        RawDescriptor::from(SplitDescriptor::new(addr, len, flags, 0))
-    }
 
     fn guest_header(op: u16, src_port: u32, dst_port: u32, len: u32) -> Header {
         Header {
@@ -213,10 +209,6 @@ mod tests {
             );
             host
         }
-    }
-
-    fn memory() -> GuestMemoryMmap {
-        GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x10_0000)]).expect("memory")
     }
 
     #[test]
