@@ -45,9 +45,10 @@ apt-get update -q >/dev/null
 # libssl-dev, pkg-config: the sev crate (launch digests, report checks) links OpenSSL;
 # python3-venv: the sev-snp-measure oracle's environment; containernetworking-plugins: CNI
 # bridge/host-local for the CRI tests; iproute2: the shim wires pod networks with ip and tc;
-# protobuf-compiler: the CRI client bindings (k8s-cri) are generated at build time.
+# protobuf-compiler: the CRI client bindings (k8s-cri) are generated at build time;
+# acpica-tools: iasl, the oracle that disassembles the ACPI tables cloak-vmm gives its guests.
 packages=(cpio libseccomp-dev libcap-ng-dev busybox-static runc containerd libssl-dev pkg-config
-    python3-venv containernetworking-plugins iproute2 protobuf-compiler)
+    python3-venv containernetworking-plugins iproute2 protobuf-compiler acpica-tools)
 missing=()
 for package in "${packages[@]}"; do
     dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")

@@ -1,8 +1,8 @@
 //! The direct launch: a guest started at the kernel's 64-bit entry point with no firmware,
 //! the way cloak-vmm launches SNP guests. Everything the kernel finds at entry is in the plan:
 //! a GDT, the boot parameters (Linux boot protocol, "zero page") with the command line, initrd
-//! and e820 map, the SEV confidential-computing blob naming the secrets and CPUID pages,
-//! identity-mapped page tables carrying the C-bit, a parking loop for application processors,
+//! and e820 map, the SEV confidential-computing blob naming the secrets and CPUID pages, the
+//! ACPI tables describing the machine (guest_acpi.rs: APICs, COM1, virtio-mmio slots), identity-mapped page tables carrying the C-bit, a parking loop for application processors,
 //! the kernel and the initrd; every other RAM page is pre-validated but unmeasured (a kernel
 //! booted without firmware expects all of its e820 RAM validated). One VMSA per vCPU follows:
 //! the boot processor enters the kernel in long mode, the others park until the kernel starts
@@ -31,6 +31,8 @@ const PD_PAGES: u64 = 4;
 pub const AP_PARK_GPA: u64 = 0xF000;
 pub const SECRETS_GPA: u64 = 0x10000;
 pub const CPUID_GPA: u64 = 0x11000;
+/// The guest's ACPI tables (guest_acpi.rs), RSDP first.
+pub const ACPI_GPA: u64 = 0x12000;
 pub const CMDLINE_GPA: u64 = 0x20000;
 const CMDLINE_MAX: usize = 0x10000;
 /// End of conventional memory; 0xA0000..1 MiB is the legacy hole.
@@ -50,6 +52,7 @@ pub const DEFAULT_GUEST_FEATURES: u64 = 0x1;
 
 /// `boot_params` offsets (bootparam.h).
 mod boot_params {
+    pub const ACPI_RSDP_ADDR: usize = 0x070;
     pub const CC_BLOB_ADDRESS: usize = 0x13C;
     pub const E820_ENTRIES: usize = 0x1E8;
     pub const SETUP_SECTS: usize = 0x1F1;
@@ -72,6 +75,7 @@ mod boot_params {
 
 const E820_RAM: u32 = 1;
 const E820_RESERVED: u32 = 2;
+const E820_ACPI: u32 = 3;
 const LOADED_HIGH: u8 = 0x01;
 const XLF_KERNEL_64: u16 = 0x01;
 const UNDEFINED_LOADER: u8 = 0xFF;
@@ -290,6 +294,7 @@ impl DirectLaunch {
             (AP_PARK_GPA, PageKind::Normal(ap_park_page())),
             (SECRETS_GPA, PageKind::Secrets),
             (CPUID_GPA, PageKind::Cpuid),
+            (ACPI_GPA, PageKind::Normal(self.acpi_tables())),
             (CMDLINE_GPA, PageKind::Normal(padded(cmdline))),
             (
                 KERNEL_GPA,
@@ -358,10 +363,13 @@ impl DirectLaunch {
             bp::CC_BLOB_ADDRESS,
             &(CC_BLOB_GPA as u32).to_le_bytes(),
         );
+        put(&mut page, bp::ACPI_RSDP_ADDR, &ACPI_GPA.to_le_bytes());
+        let acpi_end = ACPI_GPA + self.acpi_tables().len() as u64;
         let e820 = [
             (0, SECRETS_GPA, E820_RAM),
             (SECRETS_GPA, CPUID_GPA + PAGE_SIZE as u64, E820_RESERVED),
-            (CPUID_GPA + PAGE_SIZE as u64, LOW_RAM_END, E820_RAM),
+            (ACPI_GPA, acpi_end, E820_ACPI),
+            (acpi_end, LOW_RAM_END, E820_RAM),
             (KERNEL_GPA, layout.memory_end, E820_RAM),
         ];
         page[bp::E820_ENTRIES] = e820.len() as u8;
@@ -372,6 +380,11 @@ impl DirectLaunch {
             put(&mut page, at + 16, &kind.to_le_bytes());
         }
         page
+    }
+
+    /// The guest's ACPI tables, whole pages.
+    pub fn acpi_tables(&self) -> Vec<u8> {
+        padded(crate::guest_acpi::tables(ACPI_GPA, self.vcpus))
     }
 
     fn c_bit_mask(&self) -> u64 {
@@ -565,7 +578,8 @@ pub(crate) mod tests {
             (0xF000, 1, 0x1000),      // AP parking loop
             (0x10000, 5, 0x1000),     // secrets
             (0x11000, 6, 0x1000),     // CPUID
-            (0x12000, 4, 0xE000),     // RAM
+            (0x12000, 1, 0x1000),     // ACPI tables
+            (0x13000, 4, 0xD000),     // RAM
             (0x20000, 1, 0x1000),     // command line
             (0x21000, 4, 0x7F000),    // RAM to the legacy hole
             (0x100000, 1, 0x2000),    // kernel (5000 bytes)
@@ -579,7 +593,7 @@ pub(crate) mod tests {
         assert_eq!(summary, expected);
         assert_eq!(
             plan.digest().expect("digest").hex(),
-            "7936f0a9b0c45541909fb33f1f4b1902edcd83e34d43eb9d2a0c159ba652461fcb2adcc51bce25366ddffb3eac48194c",
+            "2cde087959fdffc038eb6cce9a4d682d03eb5a27d94cdf18c593a4388322fbab51f9edfff88c80b38e32bae80e4ce258",
             "the launch digest of the tiny kernel changed: if intended, update the pin"
         );
     }
@@ -606,11 +620,17 @@ pub(crate) mod tests {
         assert_eq!(u32_at(&boot_params, 0x228), 0x20000);
         assert_eq!(u32_at(&boot_params, 0x218), 0x140_0000);
         assert_eq!(u32_at(&boot_params, 0x21C), 6);
-        assert_eq!(boot_params[0x1E8], 4);
+        assert_eq!(u64_at(&boot_params, 0x070), ACPI_GPA, "acpi_rsdp_addr");
+        assert_eq!(boot_params[0x1E8], 5);
+        // The ACPI tables: one page, typed ACPI so the kernel keeps them.
+        let acpi_entry = 0x2D0 + 2 * 20;
+        assert_eq!(u64_at(&boot_params, acpi_entry), ACPI_GPA);
+        assert_eq!(u64_at(&boot_params, acpi_entry + 8), 0x1000);
+        assert_eq!(u32_at(&boot_params, acpi_entry + 16), 3);
         // The last e820 entry: RAM from 1 MiB to 64 MiB.
-        assert_eq!(u64_at(&boot_params, 0x2D0 + 3 * 20), 0x10_0000);
+        assert_eq!(u64_at(&boot_params, 0x2D0 + 4 * 20), 0x10_0000);
         assert_eq!(
-            u64_at(&boot_params, 0x2D0 + 3 * 20 + 8),
+            u64_at(&boot_params, 0x2D0 + 4 * 20 + 8),
             (64 << 20) - 0x10_0000
         );
     }

@@ -5,6 +5,7 @@
 
 pub mod cpu_types;
 pub mod direct_launch;
+pub mod guest_acpi;
 pub mod launch_digest;
 pub mod launch_plan;
 pub mod ovmf_launch;
