@@ -2,8 +2,11 @@
 //! create the VM, guest RAM (memfd), register it, load the image, build the buses and
 //! devices, create and set up the vCPUs, start their threads.
 //!
-//! This is the tiny-guest boot: 16-bit real-mode code loaded below 64 KiB, each vCPU entering
-//! at its own offset. It is what runs on hosts whose KVM cannot boot Linux (see
+//! Two boots share the steps. `boot_direct` starts a Linux guest from the direct-launch plan
+//! on the machine its ACPI tables describe (interrupt controllers, PIT, COM1 on IRQ 4, virtio
+//! devices in the fixed virtio-mmio slots with irqfd interrupts, an event loop for their host
+//! sides). `boot_tiny` runs 16-bit real-mode code loaded below 64 KiB, each vCPU entering at
+//! its own offset, with polled devices: what runs on hosts whose KVM cannot boot Linux (see
 //! ../shared/DESIGN.md), and what the KVM tests and the start-up benchmark use.
 
 use std::io::Write;
@@ -18,9 +21,12 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
 use crate::bus::{Bus, BusError};
 use crate::control::{VmControl, VmExitReason};
 use crate::devices::virtio_block::{BlockBackend, VirtioBlock};
-use crate::devices::virtio_mmio::{MmioTransport, PlaceholderDevice, VirtioDevice, WINDOW};
+use crate::devices::virtio_mmio::{
+    MmioTransport, PlaceholderDevice, TransportSignals, VirtioDevice, WINDOW,
+};
 use crate::devices::{i8042::I8042, serial::SerialConsole};
 use crate::devices::{COM1_PORT, COM1_PORTS, I8042_PORT, I8042_PORTS};
+use crate::event_loop::EventLoop;
 use crate::memory::{GuestRam, MemoryError};
 
 /// Where KVM on Intel puts the real-mode TSS (three pages below 4 GiB, out of RAM's way).
@@ -64,6 +70,17 @@ pub enum StartVmError {
         index: usize,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Machine(#[from] crate::machine::MachineError),
+    #[error("the guest has {slots} virtio-mmio slots; {devices} devices asked for")]
+    TooManyDevices { slots: u32, devices: usize },
+    #[error("the vsock device on {path}: {source}")]
+    Vsock {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("starting the event loop: {0}")]
+    EventLoop(std::io::Error),
 }
 
 pub struct TinyVmConfig {
@@ -91,17 +108,25 @@ pub enum VirtioSpec {
         path: std::path::PathBuf,
         read_only: bool,
     },
+    /// virtio-vsock whose host side listens on `socket` (hybrid vsock: `CONNECT <port>`;
+    /// guest connections to host port P reach `<socket>_P`).
+    Vsock {
+        guest_cid: u64,
+        socket: std::path::PathBuf,
+    },
 }
 
 /// A guest booted from the direct-launch plan (kernel, initrd, command line).
 pub struct DirectVmConfig {
     pub launch: cloak_attestation::direct_launch::DirectLaunch,
     pub console: Box<dyn Write + Send>,
-    pub virtio_mmio: Vec<(u64, VirtioSpec)>,
+    /// Devices, one per virtio-mmio slot of the guest's ACPI tables, in slot order.
+    pub devices: Vec<VirtioSpec>,
 }
 
 pub struct RunningVm {
     control: Arc<VmControl>,
+    event_loop: Option<EventLoop>,
     stopping: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
     started: Instant,
@@ -177,32 +202,88 @@ fn virtio_device(spec: &VirtioSpec) -> Result<Box<dyn VirtioDevice>, StartVmErro
             let backend = BlockBackend::new(file, *read_only, &id).map_err(disk_error)?;
             Box::new(VirtioBlock::new(backend))
         }
+        VirtioSpec::Vsock { guest_cid, socket } => Box::new(
+            crate::devices::vsock::VsockDevice::new(*guest_cid, socket).map_err(|source| {
+                StartVmError::Vsock {
+                    path: socket.display().to_string(),
+                    source,
+                }
+            })?,
+        ),
     })
+}
+
+/// A device at `base` and how its transport signals the rest of the VM.
+struct PlacedDevice<'a> {
+    base: u64,
+    spec: &'a VirtioSpec,
+    signals: TransportSignals,
+}
+
+struct Buses {
+    pio: Bus,
+    mmio: Bus,
+    transports: Vec<Arc<Mutex<MmioTransport>>>,
 }
 
 fn build_buses(
     control: &Arc<VmControl>,
-    console: Box<dyn Write + Send>,
-    virtio_mmio: &[(u64, VirtioSpec)],
+    console: SerialConsole<Box<dyn Write + Send>>,
+    devices: Vec<PlacedDevice<'_>>,
     memory: &vm_memory::GuestMemoryMmap,
-) -> Result<(Bus, Bus), StartVmError> {
+) -> Result<Buses, StartVmError> {
     let mut pio = Bus::default();
-    pio.insert(
-        COM1_PORT,
-        COM1_PORTS,
-        Arc::new(Mutex::new(SerialConsole::new(console))),
-    )?;
+    pio.insert(COM1_PORT, COM1_PORTS, Arc::new(Mutex::new(console)))?;
     pio.insert(
         I8042_PORT,
         I8042_PORTS,
         Arc::new(Mutex::new(I8042::new(control.clone()))),
     )?;
     let mut mmio = Bus::default();
-    for (base, spec) in virtio_mmio {
-        let transport = MmioTransport::with_memory(virtio_device(spec)?, Some(memory.clone()));
-        mmio.insert(*base, WINDOW, Arc::new(Mutex::new(transport)))?;
+    let mut transports = Vec::new();
+    for device in devices {
+        let transport = Arc::new(Mutex::new(
+            MmioTransport::with_memory(virtio_device(device.spec)?, Some(memory.clone()))
+                .with_signals(device.signals),
+        ));
+        mmio.insert(device.base, WINDOW, transport.clone())?;
+        transports.push(transport);
     }
-    Ok((pio, mmio))
+    Ok(Buses {
+        pio,
+        mmio,
+        transports,
+    })
+}
+
+/// The devices of a Linux guest in the ACPI tables' virtio-mmio slots, each with its
+/// interrupt line, all waking one event loop.
+fn place_in_slots<'a>(
+    vm: &VmFd,
+    devices: &'a [VirtioSpec],
+    wake: &Arc<vmm_sys_util::eventfd::EventFd>,
+) -> Result<Vec<PlacedDevice<'a>>, StartVmError> {
+    use cloak_attestation::guest_acpi::{virtio_mmio_slot, VIRTIO_MMIO_SLOTS};
+    devices
+        .iter()
+        .enumerate()
+        .map(|(slot, spec)| {
+            let (base, gsi) =
+                virtio_mmio_slot(slot as u32).ok_or(StartVmError::TooManyDevices {
+                    slots: VIRTIO_MMIO_SLOTS,
+                    devices: devices.len(),
+                })?;
+            let interrupt = crate::machine::interrupt_line(vm, gsi)?;
+            Ok(PlacedDevice {
+                base,
+                spec,
+                signals: TransportSignals {
+                    interrupt: Some(Arc::new(interrupt)),
+                    wake: Some(wake.clone()),
+                },
+            })
+        })
+        .collect()
 }
 
 fn vcpu_error(index: usize, step: &'static str) -> impl Fn(kvm_ioctls::Error) -> StartVmError {
@@ -251,7 +332,8 @@ fn create_vcpus(vm: &VmFd, entries: &[u16]) -> Result<Vec<VcpuFd>, StartVmError>
 }
 
 /// vCPUs in the state the plan's VMSAs hold: the boot processor at the kernel entry, the
-/// others parked; CPUID as KVM supports it (long mode needs the guest's CPUID to say LM).
+/// others parked; around them the processor state of machine.rs (CPUID from what KVM
+/// supports — long mode needs it to say LM — with each vCPU's APIC id, MSRs, FPU, LAPIC).
 fn create_planned_vcpus(
     kvm: &Kvm,
     vm: &VmFd,
@@ -260,17 +342,18 @@ fn create_planned_vcpus(
     if launch.vcpus == 0 {
         return Err(StartVmError::NoVcpus);
     }
-    let cpuid = kvm
+    let supported = kvm
         .get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
         .map_err(StartVmError::SupportedCpuid)?;
+    let msrs = crate::machine::boot_msrs()?;
     (0..launch.vcpus as usize)
         .map(|index| {
             let vcpu_error = |step| vcpu_error(index, step);
             let vcpu = vm
                 .create_vcpu(index as u64)
                 .map_err(vcpu_error("creating"))?;
-            vcpu.set_cpuid2(&cpuid)
-                .map_err(vcpu_error("setting CPUID"))?;
+            let cpuid = crate::machine::vcpu_cpuid(&supported, index as u32, launch.vcpus);
+            crate::machine::set_up_vcpu(&vcpu, &cpuid, &msrs)?;
             let mut sregs = vcpu.get_sregs().map_err(vcpu_error("reading sregs"))?;
             let mut regs = vcpu.get_regs().map_err(vcpu_error("reading regs"))?;
             let area = launch.save_area(index == 0);
@@ -287,17 +370,32 @@ impl RunningVm {
     /// Boots a guest from the direct-launch plan: the plan's pages in RAM, the vCPUs in its
     /// VMSA state.
     pub fn boot_direct(config: DirectVmConfig) -> Result<Self, StartVmError> {
+        use cloak_attestation::guest_acpi::COM1_IRQ;
         let started = Instant::now();
         let kvm = open_kvm()?;
         let vm = create_vm(&kvm)?;
+        crate::machine::create_interrupt_controllers(&vm)?;
         let ram = GuestRam::new(config.launch.memory_mib)?;
         register_memory(&vm, &ram)?;
         let plan = crate::direct_boot::plan_of(&config.launch)?;
         crate::direct_boot::load_plan(&ram, &plan)?;
         let control = Arc::new(VmControl::default());
-        let (pio, mmio) = build_buses(&control, config.console, &config.virtio_mmio, &ram.memory)?;
+        let console = SerialConsole::with_interrupt(
+            config.console,
+            Some(crate::machine::interrupt_line(&vm, COM1_IRQ)?),
+        );
+        let wake = Arc::new(
+            vmm_sys_util::eventfd::EventFd::new(libc::EFD_NONBLOCK)
+                .map_err(StartVmError::EventLoop)?,
+        );
+        let devices = place_in_slots(&vm, &config.devices, &wake)?;
+        let buses = build_buses(&control, console, devices, &ram.memory)?;
+        let event_loop =
+            EventLoop::spawn(buses.transports.clone(), wake).map_err(StartVmError::EventLoop)?;
         let vcpus = create_planned_vcpus(&kvm, &vm, &config.launch)?;
-        Self::start(started, vm, ram, control, pio, mmio, vcpus)
+        let mut running = Self::start(started, vm, ram, control, buses, vcpus)?;
+        running.event_loop = Some(event_loop);
+        Ok(running)
     }
 
     /// Boots a tiny guest.
@@ -309,9 +407,23 @@ impl RunningVm {
         register_memory(&vm, &ram)?;
         load_image(&ram, &config.image, config.load_address)?;
         let control = Arc::new(VmControl::default());
-        let (pio, mmio) = build_buses(&control, config.console, &config.virtio_mmio, &ram.memory)?;
+        let devices = config
+            .virtio_mmio
+            .iter()
+            .map(|(base, spec)| PlacedDevice {
+                base: *base,
+                spec,
+                signals: TransportSignals::default(),
+            })
+            .collect();
+        let buses = build_buses(
+            &control,
+            SerialConsole::new(config.console),
+            devices,
+            &ram.memory,
+        )?;
         let vcpus = create_vcpus(&vm, &config.entries)?;
-        Self::start(started, vm, ram, control, pio, mmio, vcpus)
+        Self::start(started, vm, ram, control, buses, vcpus)
     }
 
     /// Starts one thread per vCPU.
@@ -320,16 +432,16 @@ impl RunningVm {
         vm: VmFd,
         ram: GuestRam,
         control: Arc<VmControl>,
-        pio: Bus,
-        mmio: Bus,
+        buses: Buses,
         vcpus: Vec<VcpuFd>,
     ) -> Result<Self, StartVmError> {
         crate::vcpu::install_kick_handler().map_err(StartVmError::Signal)?;
-        let (pio, mmio) = (Arc::new(pio), Arc::new(mmio));
+        let (pio, mmio) = (Arc::new(buses.pio), Arc::new(buses.mmio));
         let stopping = Arc::new(AtomicBool::new(false));
         let first_exit = Arc::new(OnceLock::new());
         let mut running = Self {
             control: control.clone(),
+            event_loop: None,
             stopping: stopping.clone(),
             threads: Vec::new(),
             started,
@@ -345,6 +457,7 @@ impl RunningVm {
                 control: control.clone(),
                 stopping: stopping.clone(),
                 first_exit: first_exit.clone(),
+                memory: running._ram.memory.clone(),
             };
             let thread = std::thread::Builder::new()
                 .name(format!("vcpu{index}"))
@@ -386,6 +499,9 @@ impl RunningVm {
                 std::thread::sleep(Duration::from_millis(5));
             }
             let _ = thread.join();
+        }
+        if let Some(mut event_loop) = self.event_loop.take() {
+            event_loop.stop();
         }
         self.control.exit_reason().unwrap_or(VmExitReason::Stopped)
     }

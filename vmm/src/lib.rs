@@ -13,6 +13,8 @@ pub mod bus;
 pub mod control;
 pub mod devices;
 pub mod direct_boot;
+pub mod event_loop;
+pub mod machine;
 pub mod memory;
 pub mod vcpu;
 

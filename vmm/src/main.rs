@@ -1,6 +1,8 @@
-//! `cloak-vmm`: runs a VM on KVM. `cloak-vmm tiny` boots a raw real-mode image (what hosts
-//! whose KVM cannot boot Linux run, and what the start-up benchmark measures); it exits 0 when
-//! the guest resets the machine, 1 on a failure, and stops the VM on SIGTERM or SIGINT.
+//! `cloak-vmm`: runs a VM on KVM. `cloak-vmm run` boots a Linux kernel and initrd through the
+//! direct-launch plan with the given devices (what the shim starts for a pod); `cloak-vmm
+//! tiny` boots a raw real-mode image (what hosts whose KVM cannot boot Linux run, and what the
+//! start-up benchmark measures). Both exit 0 when the guest resets the machine, 1 on a
+//! failure, and stop the VM on SIGTERM or SIGINT.
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -9,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use cloak_vmm::{RunningVm, TinyVmConfig, VmExitReason};
+use cloak_vmm::{DirectVmConfig, RunningVm, TinyVmConfig, VirtioSpec, VmExitReason};
 
 #[derive(Parser)]
 #[command(name = "cloak-vmm", about = "cloak's micro-VMM on KVM")]
@@ -20,6 +22,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Boot a Linux kernel (bzImage) and initrd from the direct-launch plan.
+    Run(RunArgs),
     /// Boot a raw 16-bit real-mode image (code and data below 64 KiB).
     Tiny(TinyArgs),
     /// Print the SEV-SNP launch digest of the direct-launch plan cloak-vmm loads for this
@@ -63,6 +67,102 @@ fn plan_digest(args: PlanArgs) -> anyhow::Result<()> {
 }
 
 #[derive(clap::Args)]
+struct RunArgs {
+    #[arg(long)]
+    kernel: PathBuf,
+    #[arg(long)]
+    initrd: Option<PathBuf>,
+    #[arg(long, default_value = "")]
+    append: String,
+    #[arg(long, default_value_t = 1)]
+    vcpus: u32,
+    #[arg(long, default_value_t = 512)]
+    memory_mib: u32,
+    /// Serial console output: a file, or "-" for standard output.
+    #[arg(long, default_value = "-")]
+    console: String,
+    /// virtio-vsock host socket (hybrid vsock), with --cid.
+    #[arg(long)]
+    vsock: Option<PathBuf>,
+    #[arg(long, default_value_t = 3)]
+    cid: u64,
+    /// virtio-blk disk: PATH, or PATH,ro for read-only (repeat for more).
+    #[arg(long)]
+    disk: Vec<String>,
+    /// virtio-rng fed by the host.
+    #[arg(long)]
+    rng: bool,
+}
+
+fn console_writer(console: &str) -> anyhow::Result<Box<dyn std::io::Write + Send>> {
+    Ok(if console == "-" {
+        Box::new(std::io::stdout())
+    } else {
+        Box::new(std::fs::File::create(console).with_context(|| format!("creating {console}"))?)
+    })
+}
+
+fn install_stop_handlers() -> anyhow::Result<()> {
+    for signal in [libc::SIGTERM, libc::SIGINT] {
+        vmm_sys_util::signal::register_signal_handler(signal, request_stop)
+            .context("installing the stop signal handlers")?;
+    }
+    Ok(())
+}
+
+/// Runs until the guest ends the VM or a stop signal arrives.
+fn supervise(vm: RunningVm) -> VmExitReason {
+    loop {
+        if let Some(reason) = vm.wait(Duration::from_millis(50)) {
+            vm.stop();
+            return reason;
+        }
+        if STOP_REQUESTED.load(Ordering::SeqCst) {
+            return vm.stop();
+        }
+    }
+}
+
+fn run(args: RunArgs) -> anyhow::Result<VmExitReason> {
+    let mut launch = cloak_attestation::direct_launch::DirectLaunch::from_files(
+        &args.kernel,
+        args.initrd.as_deref(),
+        &args.append,
+        args.memory_mib,
+        args.vcpus,
+    )?;
+    // Plain KVM: no memory encryption, so no C-bit in the page tables.
+    launch.c_bit = cloak_attestation::direct_launch::NO_C_BIT;
+    let mut devices = Vec::new();
+    if let Some(socket) = args.vsock {
+        devices.push(VirtioSpec::Vsock {
+            guest_cid: args.cid,
+            socket,
+        });
+    }
+    for disk in &args.disk {
+        let (path, read_only) = match disk.strip_suffix(",ro") {
+            Some(path) => (path, true),
+            None => (disk.as_str(), false),
+        };
+        devices.push(VirtioSpec::Block {
+            path: path.into(),
+            read_only,
+        });
+    }
+    if args.rng {
+        devices.push(VirtioSpec::Rng);
+    }
+    install_stop_handlers()?;
+    let vm = RunningVm::boot_direct(DirectVmConfig {
+        launch,
+        console: console_writer(&args.console)?,
+        devices,
+    })?;
+    Ok(supervise(vm))
+}
+
+#[derive(clap::Args)]
 struct TinyArgs {
     /// The image, loaded at --load-address.
     #[arg(long)]
@@ -96,14 +196,7 @@ extern "C" fn request_stop(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc
 fn tiny(args: TinyArgs) -> anyhow::Result<VmExitReason> {
     let image =
         std::fs::read(&args.image).with_context(|| format!("reading {}", args.image.display()))?;
-    let console: Box<dyn std::io::Write + Send> = if args.console == "-" {
-        Box::new(std::io::stdout())
-    } else {
-        Box::new(
-            std::fs::File::create(&args.console)
-                .with_context(|| format!("creating {}", args.console))?,
-        )
-    };
+    let console = console_writer(&args.console)?;
     let entries = if args.entry.is_empty() {
         vec![args.load_address]
     } else {
@@ -113,10 +206,7 @@ fn tiny(args: TinyArgs) -> anyhow::Result<VmExitReason> {
         .into_iter()
         .map(|entry| u16::try_from(entry).context("entries are 16-bit offsets"))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    for signal in [libc::SIGTERM, libc::SIGINT] {
-        vmm_sys_util::signal::register_signal_handler(signal, request_stop)
-            .context("installing the stop signal handlers")?;
-    }
+    install_stop_handlers()?;
     let vm = RunningVm::boot_tiny(TinyVmConfig {
         memory_mib: args.memory_mib,
         image,
@@ -125,15 +215,7 @@ fn tiny(args: TinyArgs) -> anyhow::Result<VmExitReason> {
         console,
         virtio_mmio: Vec::new(),
     })?;
-    loop {
-        if let Some(reason) = vm.wait(Duration::from_millis(50)) {
-            vm.stop();
-            return Ok(reason);
-        }
-        if STOP_REQUESTED.load(Ordering::SeqCst) {
-            return Ok(vm.stop());
-        }
-    }
+    Ok(supervise(vm))
 }
 
 fn main() -> std::process::ExitCode {
@@ -145,6 +227,7 @@ fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let result = match Cli::parse().command {
+        Command::Run(args) => run(args),
         Command::Tiny(args) => tiny(args),
         Command::PlanDigest(args) => {
             return match plan_digest(args) {

@@ -33,6 +33,29 @@ pub struct VcpuContext {
     pub stopping: Arc<AtomicBool>,
     /// Set by the first exit of any vCPU (for "start to first guest instruction").
     pub first_exit: Arc<std::sync::OnceLock<std::time::Instant>>,
+    /// Guest RAM, to show the code a failed vCPU stopped at.
+    pub memory: vm_memory::GuestMemoryMmap,
+}
+
+/// "rip 0x…: <code bytes>" of a stopped vCPU. The bytes are read at the RIP as a physical
+/// address, which they are while the boot page tables map identity.
+fn where_it_stopped(vcpu: &VcpuFd, memory: &vm_memory::GuestMemoryMmap) -> String {
+    use vm_memory::Bytes as _;
+    match vcpu.get_regs() {
+        Ok(regs) => {
+            let mut code = [0u8; 16];
+            let bytes = match memory.read_slice(&mut code, vm_memory::GuestAddress(regs.rip)) {
+                Ok(()) => code
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                Err(_) => "not in RAM".into(),
+            };
+            format!("rip {:#x} (code {bytes})", regs.rip)
+        }
+        Err(err) => format!("registers unreadable: {err}"),
+    }
 }
 
 pub fn run(mut vcpu: VcpuFd, context: VcpuContext) {
@@ -66,8 +89,10 @@ pub fn run(mut vcpu: VcpuFd, context: VcpuContext) {
                 break;
             }
             Ok(other) => {
+                let other = format!("{other:?}");
+                let at = where_it_stopped(&vcpu, &context.memory);
                 context.control.request_exit(VmExitReason::Failed(format!(
-                    "vCPU {}: unexpected exit {other:?}",
+                    "vCPU {}: unexpected exit {other} at {at}",
                     context.index
                 )));
                 break;

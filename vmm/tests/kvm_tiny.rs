@@ -285,7 +285,9 @@ fn a_tiny_guest_reads_a_sector_through_virtio_blk() {
     );
 }
 
-/// A bzImage whose 64-bit entry prints "L" on the serial port and resets the machine.
+/// A bzImage whose 64-bit entry prints on the serial port "L", the "H" of the boot
+/// parameters' "HdrS", the first byte at the ACPI RSDP they name ("R" of "RSD PTR "), the
+/// first byte of virtio-mmio slot 0's magic ("v") and its device id; then resets.
 fn long_mode_bzimage() -> Vec<u8> {
     let mut protected_mode = vec![0xF4u8; 0x200]; // the 32-bit entry is never used
     protected_mode.extend([
@@ -294,6 +296,11 @@ fn long_mode_bzimage() -> Vec<u8> {
         0xB0, b'L', 0xEE, // mov al, 'L'; out dx, al
         0x8A, 0x86, 0x02, 0x02, 0x00, 0x00, // mov al, [rsi + 0x202]: "H" of "HdrS"
         0xEE, // out dx, al
+        0x48, 0x8B, 0x5E, 0x70, // mov rbx, [rsi + 0x70]: acpi_rsdp_addr
+        0x8A, 0x03, 0xEE, // mov al, [rbx]; out dx, al
+        0xBB, 0x00, 0x00, 0x00, 0xD0, // mov ebx, 0xD0000000: virtio-mmio slot 0
+        0x8A, 0x03, 0xEE, // mov al, [rbx]; out dx, al
+        0x8A, 0x43, 0x08, 0xEE, // mov al, [rbx + 8]; out dx, al
         0xB0, 0xFE, 0xE6, 0x64, // reset
         0xF4,
     ]);
@@ -301,8 +308,8 @@ fn long_mode_bzimage() -> Vec<u8> {
 }
 
 #[test]
-fn a_long_mode_guest_starts_from_the_direct_launch_plan() {
-    if !kvm_or_skip("a_long_mode_guest_starts_from_the_direct_launch_plan") {
+fn a_long_mode_guest_finds_the_machine_the_direct_launch_plan_describes() {
+    if !kvm_or_skip("a_long_mode_guest_finds_the_machine_the_direct_launch_plan_describes") {
         return;
     }
     let console = Console::default();
@@ -315,17 +322,28 @@ fn a_long_mode_guest_starts_from_the_direct_launch_plan() {
         guest_features: 0,
         c_bit: cloak_attestation::direct_launch::NO_C_BIT,
     };
+    let dir = tempfile::tempdir().unwrap();
+    let vsock = dir.path().join("vm.vsock");
     let vm = RunningVm::boot_direct(cloak_vmm::DirectVmConfig {
         launch,
         console: Box::new(console.clone()),
-        virtio_mmio: vec![],
+        devices: vec![VirtioSpec::Vsock {
+            guest_cid: 3,
+            socket: vsock.clone(),
+        }],
     })
     .unwrap();
+    assert!(
+        vsock.exists(),
+        "the vsock host side listens while the VM runs"
+    );
     let ended = vm.wait(Duration::from_secs(10));
     drop(vm);
     assert_eq!(
         (ended, console.bytes()),
-        (Some(VmExitReason::Reset), b"LH".to_vec()),
-        "long mode at the 64-bit entry, RSI at the boot parameters"
+        (Some(VmExitReason::Reset), b"LHRv\x13".to_vec()),
+        "long mode at the 64-bit entry, RSI at the boot parameters, the ACPI tables they \
+         name, the vsock device in the first slot the DSDT describes"
     );
+    assert!(!vsock.exists(), "the vsock socket goes with the VM");
 }

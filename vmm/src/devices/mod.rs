@@ -4,7 +4,7 @@
 pub mod i8042;
 pub mod serial;
 #[cfg(test)]
-mod test_queues;
+pub(crate) mod test_queues;
 pub mod virtio_block;
 pub mod virtio_mmio;
 pub mod virtio_rng;

@@ -282,11 +282,14 @@ impl super::virtio_mmio::VirtioDevice for VirtioBlock {
     }
     fn process_queue(
         &mut self,
-        _index: u32,
-        queue: &mut virtio_queue::Queue,
+        index: u32,
+        queues: &mut [Option<virtio_queue::Queue>],
         memory: &vm_memory::GuestMemoryMmap,
     ) -> bool {
-        self.backend.process_queue(queue, memory) > 0
+        match queues.get_mut(index as usize) {
+            Some(Some(queue)) => self.backend.process_queue(queue, memory) > 0,
+            _ => false,
+        }
     }
 }
 

@@ -2,8 +2,12 @@
 //! Layout", version 2 "modern" registers): identification, feature negotiation, queue setup and
 //! device status for one device. Queue processing belongs to the device behind it.
 
+use std::os::fd::RawFd;
+use std::sync::Arc;
+
 use virtio_queue::{Queue, QueueT};
 use vm_memory::GuestMemoryMmap;
+use vmm_sys_util::eventfd::EventFd;
 
 use crate::bus::BusDevice;
 
@@ -62,16 +66,35 @@ pub trait VirtioDevice: Send {
     fn queue_max_sizes(&self) -> &[u16];
     /// Device-specific configuration space.
     fn read_config(&self, offset: u64, data: &mut [u8]);
-    /// The driver kicked queue `index`, set up as `queue` in `memory`; true when buffers were
-    /// used (the transport then raises the used-buffer interrupt status).
+    /// The driver kicked queue `index`; `queues` are all of the device's queues the driver
+    /// made ready, in `memory`. True when buffers were used (the transport then raises the
+    /// used-buffer interrupt).
     fn process_queue(
         &mut self,
         _index: u32,
-        _queue: &mut Queue,
+        _queues: &mut [Option<Queue>],
         _memory: &GuestMemoryMmap,
     ) -> bool {
         false
     }
+    /// Host-side file descriptors whose readiness means work for the guest (the event loop
+    /// polls them); none for devices that only answer the driver.
+    fn host_fds(&self) -> Vec<RawFd> {
+        Vec::new()
+    }
+    /// Work from the host side (one of `host_fds` was ready); true when buffers were used.
+    fn poll_host(&mut self, _queues: &mut [Option<Queue>], _memory: &GuestMemoryMmap) -> bool {
+        false
+    }
+}
+
+/// How a transport tells the rest of the VM something happened.
+#[derive(Clone, Default)]
+pub struct TransportSignals {
+    /// The device's interrupt line (an irqfd KVM injects from).
+    pub interrupt: Option<Arc<EventFd>>,
+    /// Wakes the event loop after the driver ran a queue (a device may have new host fds).
+    pub wake: Option<Arc<EventFd>>,
 }
 
 /// Where the driver put one queue.
@@ -97,6 +120,7 @@ pub struct MmioTransport {
     queues: Vec<QueueConfig>,
     status: u32,
     interrupt_status: u32,
+    signals: TransportSignals,
 }
 
 fn set_half(value: &mut u64, high: bool, half: u32) {
@@ -126,6 +150,61 @@ impl MmioTransport {
             queues,
             status: 0,
             interrupt_status: 0,
+            signals: TransportSignals::default(),
+        }
+    }
+
+    /// Wires the transport's interrupt and event-loop wake-up.
+    pub fn with_signals(mut self, signals: TransportSignals) -> Self {
+        self.signals = signals;
+        self
+    }
+
+    /// The device's host-side descriptors (see `VirtioDevice::host_fds`).
+    pub fn host_fds(&self) -> Vec<RawFd> {
+        if self.memory.is_none() {
+            return Vec::new();
+        }
+        self.device.host_fds()
+    }
+
+    /// Lets the device do host-side work; interrupts the guest when it used buffers.
+    pub fn poll_host(&mut self) {
+        let Some(memory) = self.memory.as_ref() else {
+            return;
+        };
+        if self.device.poll_host(&mut self.live, memory) {
+            self.signal_used_buffers();
+        }
+    }
+
+    /// What a driver does to make queue `index` ready (tests drive transports with it).
+    #[cfg(test)]
+    pub fn set_up_queue(&mut self, index: u32, size: u16, desc: u64, driver: u64, device: u64) {
+        self.write_register(reg::QUEUE_SEL, index);
+        self.write_register(reg::QUEUE_NUM, u32::from(size));
+        for (low, value) in [
+            (reg::QUEUE_DESC_LOW, desc),
+            (reg::QUEUE_DRIVER_LOW, driver),
+            (reg::QUEUE_DEVICE_LOW, device),
+        ] {
+            self.write_register(low, value as u32);
+            self.write_register(low + 4, (value >> 32) as u32);
+        }
+        self.write_register(reg::QUEUE_READY, 1);
+    }
+
+    /// The InterruptStatus register.
+    pub fn interrupt_status(&self) -> u32 {
+        self.interrupt_status
+    }
+
+    fn signal_used_buffers(&mut self) {
+        self.interrupt_status |= INTERRUPT_USED_BUFFER;
+        if let Some(interrupt) = &self.signals.interrupt {
+            if let Err(err) = interrupt.write(1) {
+                tracing::warn!(error = %err, "virtio-mmio interrupt");
+            }
         }
     }
 
@@ -217,6 +296,7 @@ impl MmioTransport {
                     self.queues
                         .iter_mut()
                         .for_each(|q| *q = QueueConfig::default());
+                    self.live.iter_mut().for_each(|q| *q = None);
                     self.interrupt_status = 0;
                 }
             }
@@ -289,14 +369,19 @@ impl MmioTransport {
     }
 
     fn notify(&mut self, index: u32) {
-        let (Some(memory), Some(Some(queue))) =
-            (self.memory.as_ref(), self.live.get_mut(index as usize))
-        else {
-            tracing::debug!(index, "notify for a queue that is not ready");
+        let Some(memory) = self.memory.as_ref() else {
             return;
         };
-        if self.device.process_queue(index, queue, memory) {
-            self.interrupt_status |= INTERRUPT_USED_BUFFER;
+        if !matches!(self.live.get(index as usize), Some(Some(_))) {
+            tracing::debug!(index, "notify for a queue that is not ready");
+            return;
+        }
+        let used = self.device.process_queue(index, &mut self.live, memory);
+        if let Some(wake) = &self.signals.wake {
+            let _ = wake.write(1);
+        }
+        if used {
+            self.signal_used_buffers();
         }
     }
 }

@@ -82,8 +82,16 @@ impl VirtioDevice for VirtioRng {
     fn read_config(&self, _offset: u64, data: &mut [u8]) {
         data.fill(0);
     }
-    fn process_queue(&mut self, _index: u32, queue: &mut Queue, memory: &GuestMemoryMmap) -> bool {
-        fill_requests(queue, memory) > 0
+    fn process_queue(
+        &mut self,
+        index: u32,
+        queues: &mut [Option<Queue>],
+        memory: &GuestMemoryMmap,
+    ) -> bool {
+        match queues.get_mut(index as usize) {
+            Some(Some(queue)) => fill_requests(queue, memory) > 0,
+            _ => false,
+        }
     }
 }
 

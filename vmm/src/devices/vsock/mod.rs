@@ -12,9 +12,17 @@ use vm_memory::GuestMemory;
 use muxer::Muxer;
 use packet::{read_packet, write_packet, HEADER_BYTES};
 
+/// Queue indexes (virtio spec 5.10.2).
+const RX_QUEUE: usize = 0;
+const TX_QUEUE: usize = 1;
+const QUEUE_SIZES: [u16; 3] = [256, 256, 64];
+
 pub struct VsockDevice {
     pub guest_cid: u64,
     pub muxer: Muxer,
+    /// The guest had no receive buffer left while the host side had packets for it: host
+    /// streams are not worth polling again until the driver adds buffers.
+    rx_starved: bool,
 }
 
 impl VsockDevice {
@@ -22,6 +30,7 @@ impl VsockDevice {
         Ok(Self {
             guest_cid,
             muxer: Muxer::new(guest_cid, socket)?,
+            rx_starved: false,
         })
     }
 
@@ -77,7 +86,8 @@ impl VsockDevice {
             let Some(packet) = self.muxer.next_for_guest(room.saturating_sub(HEADER_BYTES)) else {
                 // Nothing to send: give the buffer back for later.
                 queue.go_to_previous_position();
-                break;
+                self.rx_starved = false;
+                return delivered;
             };
             let used = match write_packet(chain, &packet) {
                 Ok(len) => len,
@@ -91,7 +101,66 @@ impl VsockDevice {
             }
             delivered += 1;
         }
+        // Out of buffers: whatever is left waits for the driver's next notification.
+        self.rx_starved = true;
         delivered
+    }
+}
+
+impl crate::devices::virtio_mmio::VirtioDevice for VsockDevice {
+    fn device_type(&self) -> u32 {
+        crate::devices::virtio_mmio::device_type::VSOCK
+    }
+
+    fn features(&self) -> u64 {
+        0
+    }
+
+    fn queue_max_sizes(&self) -> &[u16] {
+        &QUEUE_SIZES
+    }
+
+    fn read_config(&self, offset: u64, data: &mut [u8]) {
+        VsockDevice::read_config(self, offset, data);
+    }
+
+    /// A transmit kick hands the guest's packets to the host side, whose answers (and any
+    /// data waiting for receive buffers) then go out on the receive queue.
+    fn process_queue(
+        &mut self,
+        index: u32,
+        queues: &mut [Option<virtio_queue::Queue>],
+        memory: &vm_memory::GuestMemoryMmap,
+    ) -> bool {
+        let mut used = false;
+        if index as usize == TX_QUEUE {
+            if let Some(Some(tx)) = queues.get_mut(TX_QUEUE) {
+                used |= self.process_tx(tx, memory) > 0;
+            }
+        }
+        if let Some(Some(rx)) = queues.get_mut(RX_QUEUE) {
+            used |= self.fill_rx(rx, memory) > 0;
+        }
+        used
+    }
+
+    fn host_fds(&self) -> Vec<std::os::fd::RawFd> {
+        self.muxer.readable_fds(!self.rx_starved)
+    }
+
+    fn poll_host(
+        &mut self,
+        queues: &mut [Option<virtio_queue::Queue>],
+        memory: &vm_memory::GuestMemoryMmap,
+    ) -> bool {
+        match queues.get_mut(RX_QUEUE) {
+            Some(Some(rx)) => self.fill_rx(rx, memory) > 0,
+            _ => {
+                // No receive queue yet: still accept host connections so they wait in order.
+                self.muxer.poll_host();
+                false
+            }
+        }
     }
 }
 

@@ -319,6 +319,23 @@ impl Muxer {
         None
     }
 
+    /// Descriptors with work when readable: the listener and pending handshakes always,
+    /// established host streams when `with_streams` (the guest can take data).
+    pub fn readable_fds(&self, with_streams: bool) -> Vec<std::os::fd::RawFd> {
+        use std::os::fd::AsRawFd as _;
+        let mut fds = vec![self.listener.as_raw_fd()];
+        fds.extend(self.handshakes.iter().map(|(stream, _)| stream.as_raw_fd()));
+        if with_streams {
+            fds.extend(
+                self.connections
+                    .values()
+                    .filter(|c| c.state == State::Established && c.peer_credit() > 0)
+                    .map(|c| c.stream.as_raw_fd()),
+            );
+        }
+        fds
+    }
+
     /// Connections open (for tests and metrics).
     pub fn connection_count(&self) -> usize {
         self.connections.len()
