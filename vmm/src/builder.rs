@@ -79,6 +79,8 @@ pub enum StartVmError {
         path: String,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    VirtioFs(#[from] crate::devices::vhost_user_fs::VhostUserFsError),
     #[error("starting the event loop: {0}")]
     EventLoop(std::io::Error),
 }
@@ -107,6 +109,11 @@ pub enum VirtioSpec {
     Block {
         path: std::path::PathBuf,
         read_only: bool,
+    },
+    /// virtio-fs served by a vhost-user backend (virtiofsd) listening on `socket`.
+    Fs {
+        socket: std::path::PathBuf,
+        tag: String,
     },
     /// virtio-vsock whose host side listens on `socket` (hybrid vsock: `CONNECT <port>`;
     /// guest connections to host port P reach `<socket>_P`).
@@ -202,6 +209,9 @@ fn virtio_device(spec: &VirtioSpec) -> Result<Box<dyn VirtioDevice>, StartVmErro
             let backend = BlockBackend::new(file, *read_only, &id).map_err(disk_error)?;
             Box::new(VirtioBlock::new(backend))
         }
+        VirtioSpec::Fs { socket, tag } => Box::new(
+            crate::devices::vhost_user_fs::VhostUserFs::connect(socket, tag)?,
+        ),
         VirtioSpec::Vsock { guest_cid, socket } => Box::new(
             crate::devices::vsock::VsockDevice::new(*guest_cid, socket).map_err(|source| {
                 StartVmError::Vsock {

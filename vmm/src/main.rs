@@ -92,6 +92,11 @@ struct RunArgs {
     /// virtio-rng fed by the host.
     #[arg(long)]
     rng: bool,
+    /// virtio-fs: the vhost-user socket of a virtiofsd, with --fs-tag.
+    #[arg(long)]
+    fs_socket: Option<PathBuf>,
+    #[arg(long, default_value = "cloak")]
+    fs_tag: String,
 }
 
 fn console_writer(console: &str) -> anyhow::Result<Box<dyn std::io::Write + Send>> {
@@ -148,6 +153,12 @@ fn run(args: RunArgs) -> anyhow::Result<VmExitReason> {
         devices.push(VirtioSpec::Block {
             path: path.into(),
             read_only,
+        });
+    }
+    if let Some(socket) = args.fs_socket {
+        devices.push(VirtioSpec::Fs {
+            socket,
+            tag: args.fs_tag,
         });
     }
     if args.rng {

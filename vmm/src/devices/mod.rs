@@ -1,10 +1,12 @@
 //! Devices of a cloak-vmm guest, each in its own file: the 8250 serial console, the i8042
-//! controller (only for its reset line), the virtio-mmio transport, and virtio devices.
+//! controller (only for its reset line), the virtio-mmio transport, and virtio devices (block,
+//! rng, vsock; virtio-fs as a vhost-user frontend).
 
 pub mod i8042;
 pub mod serial;
 #[cfg(test)]
 pub(crate) mod test_queues;
+pub mod vhost_user_fs;
 pub mod virtio_block;
 pub mod virtio_mmio;
 pub mod virtio_rng;

@@ -77,6 +77,16 @@ pub trait VirtioDevice: Send {
     ) -> bool {
         false
     }
+    /// The driver set DRIVER_OK: `queues` and `driver_features` are final. Devices served
+    /// elsewhere (vhost-user) hand them over now; an error marks the device as needing reset.
+    fn activate(
+        &mut self,
+        _queues: &[QueueConfig],
+        _driver_features: u64,
+        _memory: &GuestMemoryMmap,
+    ) -> Result<(), String> {
+        Ok(())
+    }
     /// Host-side file descriptors whose readiness means work for the guest (the event loop
     /// polls them); none for devices that only answer the driver.
     fn host_fds(&self) -> Vec<RawFd> {
@@ -175,6 +185,23 @@ impl MmioTransport {
         };
         if self.device.poll_host(&mut self.live, memory) {
             self.signal_used_buffers();
+        }
+    }
+
+    fn activate(&mut self) {
+        let Some(memory) = self.memory.as_ref() else {
+            return;
+        };
+        if let Err(err) = self
+            .device
+            .activate(&self.queues, self.driver_features, memory)
+        {
+            tracing::error!(error = %err, device = self.device.device_type(), "device activation failed");
+            self.status |= STATUS_DEVICE_NEEDS_RESET;
+        }
+        // The device may watch new host descriptors now.
+        if let Some(wake) = &self.signals.wake {
+            let _ = wake.write(1);
         }
     }
 
@@ -289,7 +316,11 @@ impl MmioTransport {
             reg::QUEUE_NOTIFY => self.notify(value),
             reg::INTERRUPT_ACK => self.interrupt_status &= !value,
             reg::STATUS => {
+                let newly_ok = value & STATUS_DRIVER_OK != 0 && self.status & STATUS_DRIVER_OK == 0;
                 self.status = value;
+                if newly_ok {
+                    self.activate();
+                }
                 if value == 0 {
                     // Writing 0 resets the device.
                     self.driver_features = 0;
@@ -323,6 +354,10 @@ impl MmioTransport {
         }
     }
 }
+
+/// Device status bits (virtio spec 2.1).
+const STATUS_DRIVER_OK: u32 = 4;
+const STATUS_DEVICE_NEEDS_RESET: u32 = 0x40;
 
 /// Used-buffer notification bit of InterruptStatus.
 const INTERRUPT_USED_BUFFER: u32 = 1;
