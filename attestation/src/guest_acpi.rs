@@ -33,6 +33,16 @@ pub const IO_APIC_ADDRESS: u32 = 0xFEC0_0000;
 pub const COM1_PORT: u16 = 0x3F8;
 pub const COM1_IRQ: u32 = 4;
 
+/// The hardware-reduced sleep control register (ACPI 6.5 §4.8.3.7): the guest powers off by
+/// writing SLP_TYP = `S5_SLEEP_TYPE` with SLP_EN to this port, which ends the VM.
+pub const SLEEP_CONTROL_PORT: u16 = 0x3C0;
+pub const S5_SLEEP_TYPE: u8 = 5;
+/// SLP_EN and the SLP_TYP field of a sleep control register write.
+pub const SLEEP_ENABLE: u8 = 1 << 5;
+pub const fn sleep_type_of(value: u8) -> u8 {
+    (value >> 2) & 0x7
+}
+
 /// The virtio-mmio slots: `VIRTIO_MMIO_SLOTS` windows of `VIRTIO_MMIO_WINDOW` bytes from
 /// `VIRTIO_MMIO_BASE` (above the largest RAM a direct launch has, below the APICs), slot `n`
 /// interrupting on GSI `VIRTIO_MMIO_FIRST_GSI + n` — the I/O APIC pins past the ISA ones.
@@ -95,15 +105,26 @@ fn bytes_of(table: &dyn Aml) -> Vec<u8> {
     bytes
 }
 
-/// Hardware-reduced: no PM timer, SCI or fixed-feature registers for the guest to look for;
-/// shutdown goes through the i8042 reset line the VMM watches.
+/// Hardware-reduced: no PM timer, SCI or fixed-feature registers for the guest to look for.
+/// Power-off goes through the sleep registers (with `\_S5_` in the DSDT); a reset through the
+/// i8042 line (Linux's fallback when there is no ACPI reset register). Both end the VM.
 fn fadt(dsdt: u64) -> acpi_tables::fadt::FADT {
-    FADTBuilder::new(OEM_ID, OEM_TABLE_ID, OEM_REVISION)
+    use acpi_tables::gas::{AccessSize, AddressSpace, GAS};
+    let mut fadt = FADTBuilder::new(OEM_ID, OEM_TABLE_ID, OEM_REVISION)
         .dsdt_64(dsdt)
         .flag(Flags::HwReducedAcpi)
         .flag(Flags::PwrButton)
-        .flag(Flags::SlpButton)
-        .finalize()
+        .flag(Flags::SlpButton);
+    let sleep_register = GAS::new(
+        AddressSpace::SystemIo,
+        8,
+        0,
+        AccessSize::ByteAccess,
+        u64::from(SLEEP_CONTROL_PORT),
+    );
+    fadt.sleep_control_reg = sleep_register;
+    fadt.sleep_status_reg = sleep_register;
+    fadt.finalize()
 }
 
 fn madt(vcpus: u32) -> MADT {
@@ -124,8 +145,8 @@ fn madt(vcpus: u32) -> MADT {
 
 fn dsdt() -> Vec<u8> {
     let mut body = Vec::new();
-    let com1 = Com1;
-    com1.to_aml_bytes(&mut body);
+    aml::Name::new("_S5_".into(), &aml::Package::new(vec![&S5_SLEEP_TYPE])).to_aml_bytes(&mut body);
+    Com1.to_aml_bytes(&mut body);
     for slot in 0..VIRTIO_MMIO_SLOTS {
         VirtioMmioSlot(slot).to_aml_bytes(&mut body);
     }

@@ -51,15 +51,26 @@ fn node(out: &mut impl Write, args: &CheckArgs, config: &Configuration) -> anyho
             }
         },
     )?;
-    let vmm = cloak_vmm::kvm_available();
+    let vmm = cloak_vmm::kvm_available().map(|()| {
+        cloak_shim::hypervisor::cloak_vmm::unavailable_reason(
+            &config.hypervisor,
+            cloak_shim::hypervisor::host::kvm_usable(),
+        )
+    });
+    let vmm_runs_pods = matches!(vmm, Ok(None));
+    if config.hypervisor.kind == cloak_shim::config::HypervisorKind::CloakVmm {
+        // The configured VMM: pods depend on it.
+        all &= vmm_runs_pods;
+    }
     line(
         out,
         "cloak-vmm",
-        false,
+        vmm_runs_pods,
         &match vmm {
-            Ok(()) => "KVM creates VMs here and cloak-vmm runs its test guests; pod VMs on it \
-                       wait for its Linux boot (use hypervisor.kind = \"qemu\")"
-                .to_owned(),
+            Ok(None) => "pod VMs can run on it (hypervisor.kind = \"cloak-vmm\")".to_owned(),
+            Ok(Some(reason)) => format!(
+                "KVM creates VMs here (cloak-vmm runs its test guests), but not pod VMs: {reason}"
+            ),
             Err(reason) => format!("cannot create a KVM VM ({reason})"),
         },
     )?;

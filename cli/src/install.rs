@@ -13,6 +13,8 @@ use toml_edit::{value, Array, DocumentMut, Item, Table};
 
 const SHIPPED_CONFIGURATION: &str = include_str!("../../configs/configuration.toml");
 const SHIM: &str = "containerd-shim-cloak-v2";
+/// The built-in VMM, run by the shim for hypervisor.kind = "cloak-vmm".
+const VMM: &str = "cloak-vmm";
 const GUEST_FILES: [&str; 5] = [
     "vmlinuz",
     "initrd.img",
@@ -192,7 +194,7 @@ pub fn install(args: InstallArgs) -> anyhow::Result<()> {
             }
             Ok(())
         };
-    for binary in ["cloak", SHIM] {
+    for binary in ["cloak", SHIM, VMM] {
         let source = binaries.join(binary);
         let bytes =
             std::fs::read(&source).with_context(|| format!("reading {}", source.display()))?;

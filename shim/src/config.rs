@@ -67,6 +67,8 @@ pub enum TeeKind {
 pub struct HypervisorConfig {
     pub kind: HypervisorKind,
     pub qemu_path: PathBuf,
+    /// cloak's own VMM, for kind = "cloak-vmm".
+    pub cloak_vmm_path: PathBuf,
     /// vhost-user vsock backend used by the qemu backend.
     pub vsock_backend_path: PathBuf,
     /// virtio-fs daemon sharing the pod directory (container root filesystems) with the VM.
@@ -94,6 +96,7 @@ impl Default for HypervisorConfig {
         Self {
             kind: HypervisorKind::Qemu,
             qemu_path: PathBuf::from("qemu-system-x86_64"),
+            cloak_vmm_path: PathBuf::from("cloak-vmm"),
             vsock_backend_path: PathBuf::from("vhost-device-vsock"),
             virtiofsd_path: PathBuf::from("virtiofsd"),
             machine: "microvm".to_owned(),

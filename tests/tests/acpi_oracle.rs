@@ -66,6 +66,18 @@ fn iasl_reads_the_guest_tables_as_the_machine_cloak_vmm_builds() {
                     dsl.contains("Hardware Reduced (V5) : 1"),
                     "HW_REDUCED_ACPI: {dsl}"
                 );
+                let sleep_control = dsl
+                    .split("Sleep Control Register")
+                    .nth(1)
+                    .expect("a sleep control register");
+                assert!(
+                    sleep_control.contains("Space ID : 01 [SystemIO]")
+                        && sleep_control.contains(&format!(
+                            "Address : {:016X}",
+                            guest_acpi::SLEEP_CONTROL_PORT
+                        )),
+                    "sleep control register at the VMM's port: {dsl}"
+                );
             }
             "DSDT" => {
                 let compact = without_comments(&dsl);

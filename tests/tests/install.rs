@@ -51,10 +51,13 @@ fn install_merges_idempotently_and_uninstall_restores_the_original() {
         return;
     };
     let binaries = cloak.parent().unwrap().to_owned();
-    if !binaries.join("containerd-shim-cloak-v2").is_file() {
+    if let Some(missing) = ["containerd-shim-cloak-v2", "cloak-vmm"]
+        .into_iter()
+        .find(|binary| !binaries.join(binary).is_file())
+    {
         skip(
             test,
-            "containerd-shim-cloak-v2 is not built (cargo build --release)",
+            &format!("{missing} is not built (cargo build --release)"),
         );
         return;
     }
@@ -158,6 +161,7 @@ fn install_merges_idempotently_and_uninstall_restores_the_original() {
     for path in [
         "usr/local/bin/cloak",
         "usr/local/bin/containerd-shim-cloak-v2",
+        "usr/local/bin/cloak-vmm",
         "usr/share/cloak/guest/initrd.img",
         "etc/cloak/configuration.toml",
         "etc/cloak/configuration-snp.toml",

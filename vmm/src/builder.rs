@@ -249,6 +249,13 @@ fn build_buses(
         I8042_PORTS,
         Arc::new(Mutex::new(I8042::new(control.clone()))),
     )?;
+    pio.insert(
+        u64::from(cloak_attestation::guest_acpi::SLEEP_CONTROL_PORT),
+        1,
+        Arc::new(Mutex::new(crate::devices::acpi_sleep::AcpiSleep::new(
+            control.clone(),
+        ))),
+    )?;
     let mut mmio = Bus::default();
     let mut transports = Vec::new();
     for device in devices {

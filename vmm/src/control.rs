@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 pub enum VmExitReason {
     /// The guest reset the machine (i8042 reset line, triple fault): a VM that reboots stops.
     Reset,
+    /// The guest powered the machine off (ACPI S5).
+    PoweredOff,
     /// The VMM was asked to stop.
     Stopped,
     /// A vCPU failed; the reason.

@@ -287,7 +287,8 @@ fn a_tiny_guest_reads_a_sector_through_virtio_blk() {
 
 /// A bzImage whose 64-bit entry prints on the serial port "L", the "H" of the boot
 /// parameters' "HdrS", the first byte at the ACPI RSDP they name ("R" of "RSD PTR "), the
-/// first byte of virtio-mmio slot 0's magic ("v") and its device id; then resets.
+/// first byte of virtio-mmio slot 0's magic ("v") and its device id; then powers off the way
+/// Linux does, through the ACPI sleep control register its FADT names.
 fn long_mode_bzimage() -> Vec<u8> {
     let mut protected_mode = vec![0xF4u8; 0x200]; // the 32-bit entry is never used
     protected_mode.extend([
@@ -301,7 +302,8 @@ fn long_mode_bzimage() -> Vec<u8> {
         0xBB, 0x00, 0x00, 0x00, 0xD0, // mov ebx, 0xD0000000: virtio-mmio slot 0
         0x8A, 0x03, 0xEE, // mov al, [rbx]; out dx, al
         0x8A, 0x43, 0x08, 0xEE, // mov al, [rbx + 8]; out dx, al
-        0xB0, 0xFE, 0xE6, 0x64, // reset
+        0x66, 0xBA, 0xC0, 0x03, // mov dx, 0x3c0: the sleep control register
+        0xB0, 0x34, 0xEE, // mov al, SLP_TYP 5 << 2 | SLP_EN; out dx, al
         0xF4,
     ]);
     cloak_attestation::direct_launch::minimal_bzimage(&protected_mode, 0x10_0000)
@@ -341,9 +343,9 @@ fn a_long_mode_guest_finds_the_machine_the_direct_launch_plan_describes() {
     drop(vm);
     assert_eq!(
         (ended, console.bytes()),
-        (Some(VmExitReason::Reset), b"LHRv\x13".to_vec()),
+        (Some(VmExitReason::PoweredOff), b"LHRv\x13".to_vec()),
         "long mode at the 64-bit entry, RSI at the boot parameters, the ACPI tables they \
-         name, the vsock device in the first slot the DSDT describes"
+         name, the vsock device in the first slot the DSDT describes, S5 power-off"
     );
     assert!(!vsock.exists(), "the vsock socket goes with the VM");
 }

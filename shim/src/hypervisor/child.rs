@@ -152,3 +152,24 @@ fn exit_of(status: std::process::ExitStatus) -> VmExit {
         signal: status.signal(),
     }
 }
+
+/// Makes `command` start inside the network namespace at `netns` (setns before exec).
+pub fn enter_netns_on_exec(command: &mut Command, netns: &Path) -> Result<(), HypervisorError> {
+    use std::os::fd::AsRawFd as _;
+    let namespace = std::fs::File::open(netns).map_err(|source| HypervisorError::RunDir {
+        path: netns.display().to_string(),
+        source,
+    })?;
+    // SAFETY: the closure runs in the forked child before exec and only calls setns(2), which
+    // is async-signal-safe; `namespace` is moved in and stays open until then.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::setns(namespace.as_raw_fd(), libc::CLONE_NEWNET) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
+    Ok(())
+}

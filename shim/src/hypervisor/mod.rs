@@ -3,6 +3,7 @@
 //! listener the agent connects to once it serves.
 
 pub mod child;
+pub mod cloak_vmm;
 pub mod host;
 pub mod qemu;
 pub mod readiness;
@@ -147,10 +148,8 @@ pub fn from_config(
 ) -> Result<Box<dyn Hypervisor>, HypervisorError> {
     match config.kind {
         crate::config::HypervisorKind::Qemu => Ok(Box::new(qemu::Qemu::new(config.clone()))),
-        crate::config::HypervisorKind::CloakVmm => Err(HypervisorError::Unsupported(
-            "hypervisor.kind = \"cloak-vmm\": the built-in VMM cannot boot Linux pod VMs yet \
-             (it runs its test guests; see vmm/README.md); use \"qemu\""
-                .to_owned(),
-        )),
+        crate::config::HypervisorKind::CloakVmm => {
+            Ok(Box::new(cloak_vmm::CloakVmm::new(config.clone())))
+        }
     }
 }

@@ -166,26 +166,6 @@ impl QemuLaunch {
 }
 
 /// Makes `command` start in the network namespace at `netns`, where the pod's tap device is.
-fn enter_netns_on_exec(command: &mut Command, netns: &Path) -> Result<(), HypervisorError> {
-    use std::os::fd::AsRawFd as _;
-    let namespace = std::fs::File::open(netns).map_err(|source| HypervisorError::RunDir {
-        path: netns.display().to_string(),
-        source,
-    })?;
-    // SAFETY: the closure runs in the forked child before exec and only calls setns(2), which
-    // is async-signal-safe; `namespace` is moved in and stays open until then.
-    unsafe {
-        command.pre_exec(move || {
-            if libc::setns(namespace.as_raw_fd(), libc::CLONE_NEWNET) == 0 {
-                Ok(())
-            } else {
-                Err(std::io::Error::last_os_error())
-            }
-        });
-    }
-    Ok(())
-}
-
 fn path_arg(path: &Path) -> String {
     // QEMU option values split on commas; a comma in a path is doubled to escape it.
     path.display().to_string().replace(',', ",,")
@@ -347,7 +327,7 @@ impl Hypervisor for Qemu {
         let mut command = Command::new(&self.settings.qemu_path);
         command.args(launch.args());
         if let Some(network) = &config.network {
-            if let Err(err) = enter_netns_on_exec(&mut command, &network.netns) {
+            if let Err(err) = super::child::enter_netns_on_exec(&mut command, &network.netns) {
                 vsock.stop().await;
                 if let Some(backend) = virtiofs.as_mut() {
                     backend.stop().await;
@@ -388,23 +368,7 @@ impl Hypervisor for Qemu {
     async fn wait_for_agent(&mut self, deadline: Instant) -> Result<(), HypervisorError> {
         let running = self.running.as_mut().ok_or(HypervisorError::NotRunning)?;
         let RunningVm { qemu, ready, .. } = running;
-        match ready.wait(deadline, || qemu.try_exit()).await {
-            Err(HypervisorError::VmExited(exit)) => {
-                // QEMU's own complaint (a bad argument, a missing device) explains more than
-                // the exit code.
-                let details = qemu.log_tail(5);
-                if details.trim().is_empty() {
-                    Err(HypervisorError::VmExited(exit))
-                } else {
-                    Err(HypervisorError::EarlyExit {
-                        what: "qemu".to_owned(),
-                        exit,
-                        details: format!("\n{details}"),
-                    })
-                }
-            }
-            other => other,
-        }
+        ready.wait_for_vmm("qemu", qemu, deadline).await
     }
 
     fn try_exit(&mut self) -> Option<VmExit> {

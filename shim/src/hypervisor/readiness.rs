@@ -33,6 +33,31 @@ impl ReadyListener {
 
     /// Waits for the agent's ready message. `vm_exit` is polled so a dead VM ends the wait at
     /// once instead of at the deadline.
+    /// Waits for the agent of the VM `vmm` runs; a VMM that exits first is reported with its
+    /// own last words (a bad argument, a missing device), which explain more than its exit code.
+    pub async fn wait_for_vmm(
+        &self,
+        name: &str,
+        vmm: &mut super::child::ChildProcess,
+        deadline: Instant,
+    ) -> Result<(), HypervisorError> {
+        match self.wait(deadline, || vmm.try_exit()).await {
+            Err(HypervisorError::VmExited(exit)) => {
+                let details = vmm.log_tail(5);
+                if details.trim().is_empty() {
+                    Err(HypervisorError::VmExited(exit))
+                } else {
+                    Err(HypervisorError::EarlyExit {
+                        what: name.to_owned(),
+                        exit,
+                        details: format!("\n{details}"),
+                    })
+                }
+            }
+            other => other,
+        }
+    }
+
     pub async fn wait(
         &self,
         deadline: Instant,

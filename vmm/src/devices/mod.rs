@@ -2,6 +2,7 @@
 //! controller (only for its reset line), the virtio-mmio transport, and virtio devices (block,
 //! rng, vsock; virtio-fs as a vhost-user frontend).
 
+pub mod acpi_sleep;
 pub mod i8042;
 pub mod serial;
 #[cfg(test)]

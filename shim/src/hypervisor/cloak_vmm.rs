@@ -1,0 +1,349 @@
+//! The `cloak-vmm` backend: cloak's own VMM (vmm/), started as `cloak-vmm run` with the
+//! kernel and initrd booted through the direct-launch plan, vsock served by the VMM itself
+//! (the same hybrid-vsock socket layout as the qemu backend, so the rest of the shim cannot
+//! tell them apart), virtio-fs through `virtiofsd`, and the serial console in a log file.
+//!
+//! It needs a KVM that boots Linux: VMX or SVM in /proc/cpuinfo. Hosts whose /dev/kvm is
+//! something else (DESIGN.md) run only cloak-vmm's test guests, and this backend says so.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use tokio::process::Command;
+
+use super::child::{enter_netns_on_exec, ChildProcess};
+use super::readiness::ReadyListener;
+use super::sim_psp::{SimPspServer, SimulatedLaunch};
+use super::virtiofs_backend::VirtiofsBackend;
+use super::{host, Hypervisor, HypervisorError, VmConfig, VmExit};
+use crate::config::{HypervisorConfig, TeeKind};
+
+/// Everything the `cloak-vmm run` command line depends on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloakVmmLaunch {
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
+    pub cmdline: String,
+    pub vcpus: u32,
+    pub memory_mib: u32,
+    pub console_log: PathBuf,
+    pub vsock_socket: PathBuf,
+    pub virtiofs_socket: Option<PathBuf>,
+    /// The pod network's tap (the VMM runs in its namespace) and the guest NIC's MAC.
+    pub network: Option<super::VmNetwork>,
+}
+
+impl CloakVmmLaunch {
+    pub fn args(&self) -> Vec<String> {
+        let path = |p: &Path| p.display().to_string();
+        let mut args = vec![
+            "run".to_owned(),
+            "--kernel".into(),
+            path(&self.kernel),
+            "--initrd".into(),
+            path(&self.initrd),
+            "--append".into(),
+            self.cmdline.clone(),
+            "--vcpus".into(),
+            self.vcpus.to_string(),
+            "--memory-mib".into(),
+            self.memory_mib.to_string(),
+            "--console".into(),
+            path(&self.console_log),
+            "--vsock".into(),
+            path(&self.vsock_socket),
+        ];
+        if let Some(socket) = &self.virtiofs_socket {
+            args.extend([
+                "--fs-socket".into(),
+                path(socket),
+                "--fs-tag".into(),
+                cloak_protocol::SHARED_FS_TAG.to_owned(),
+            ]);
+        }
+        if let Some(network) = &self.network {
+            args.extend([
+                "--tap".into(),
+                network.tap.clone(),
+                "--mac".into(),
+                network.mac.clone(),
+            ]);
+        }
+        args
+    }
+}
+
+/// Why cloak-vmm cannot run these pod VMs on a host whose KVM boots Linux (`kvm_usable`,
+/// host::kvm_usable) or not, if it cannot.
+pub fn unavailable_reason(settings: &HypervisorConfig, kvm_usable: bool) -> Option<String> {
+    if !kvm_usable {
+        return Some(
+            "hypervisor.kind = \"cloak-vmm\" boots Linux on KVM with hardware virtualization; \
+             this host's /proc/cpuinfo shows neither vmx nor svm (or /dev/kvm cannot be opened), \
+             so its KVM runs only cloak-vmm's test guests: use kind = \"qemu\""
+                .to_owned(),
+        );
+    }
+    if settings.tee == TeeKind::Snp {
+        return Some(
+            "tee = \"snp\" with cloak-vmm: the SNP launch ioctls are not wired into the VMM yet \
+             (its launch plan and digest are; see vmm/README.md): use kind = \"qemu\" with OVMF"
+                .to_owned(),
+        );
+    }
+    None
+}
+
+struct RunningVm {
+    vmm: ChildProcess,
+    virtiofs: Option<VirtiofsBackend>,
+    ready: ReadyListener,
+    /// Dropped with the VM: stops serving and removes its socket.
+    sim_psp: SimPspServer,
+    config: VmConfig,
+}
+
+pub struct CloakVmm {
+    settings: HypervisorConfig,
+    running: Option<RunningVm>,
+    last_config: Option<VmConfig>,
+}
+
+impl CloakVmm {
+    pub fn new(settings: HypervisorConfig) -> Self {
+        Self {
+            settings,
+            running: None,
+            last_config: None,
+        }
+    }
+
+    fn launch_for(&self, config: &VmConfig, virtiofs_socket: Option<&Path>) -> CloakVmmLaunch {
+        CloakVmmLaunch {
+            kernel: config.kernel.clone(),
+            initrd: config.initrd.clone(),
+            // As given: nothing host-specific is added, so a simulated TEE's digest of
+            // config.cmdline is the digest of what boots. (A guest reset — the kernel's
+            // fallback after its ACPI attempt is the i8042 line — ends the VMM.)
+            cmdline: config.cmdline.clone(),
+            vcpus: config.vcpus,
+            memory_mib: config.memory_mib,
+            console_log: config.console_log(),
+            vsock_socket: config.vsock_socket(),
+            virtiofs_socket: virtiofs_socket.map(Path::to_owned),
+            network: config.network.clone(),
+        }
+    }
+
+    async fn simulated_psp(&self, config: &VmConfig) -> Result<SimPspServer, HypervisorError> {
+        let launch = match self.settings.tee {
+            TeeKind::Sim => Some(SimulatedLaunch::of(config, self.settings.snp_policy).await?),
+            TeeKind::None | TeeKind::Snp => None,
+        };
+        let socket = config.host_port_socket(cloak_protocol::sim_psp::SIM_PSP_VSOCK_PORT);
+        SimPspServer::start(&socket, launch)
+    }
+}
+
+#[async_trait::async_trait]
+impl Hypervisor for CloakVmm {
+    fn name(&self) -> &'static str {
+        "cloak-vmm"
+    }
+
+    async fn start(&mut self, config: &VmConfig) -> Result<(), HypervisorError> {
+        if self.running.is_some() {
+            return Err(HypervisorError::Unsupported(
+                "this cloak-vmm instance already runs a VM".to_owned(),
+            ));
+        }
+        if let Some(reason) = unavailable_reason(&self.settings, host::kvm_usable()) {
+            return Err(HypervisorError::Unsupported(reason));
+        }
+        std::fs::create_dir_all(&config.run_dir).map_err(|source| HypervisorError::RunDir {
+            path: config.run_dir.display().to_string(),
+            source,
+        })?;
+        let sim_psp = self.simulated_psp(config).await?;
+        self.last_config = Some(config.clone());
+        let ready =
+            ReadyListener::bind(&config.host_port_socket(cloak_protocol::READY_VSOCK_PORT))?;
+        let mut virtiofs = match &config.shared_dir {
+            Some(dir) => Some(
+                VirtiofsBackend::start(&self.settings.virtiofsd_path, &config.run_dir, dir).await?,
+            ),
+            None => None,
+        };
+        let launch = self.launch_for(config, virtiofs.as_ref().map(VirtiofsBackend::socket));
+        let _ = std::fs::remove_file(&launch.console_log);
+        let mut command = Command::new(&self.settings.cloak_vmm_path);
+        command.args(launch.args());
+        let spawned = match &config.network {
+            Some(network) => enter_netns_on_exec(&mut command, &network.netns),
+            None => Ok(()),
+        }
+        .and_then(|()| ChildProcess::spawn("cloak-vmm", command, &config.run_dir));
+        let vmm = match spawned {
+            Ok(vmm) => vmm,
+            Err(err) => {
+                if let Some(backend) = virtiofs.as_mut() {
+                    backend.stop().await;
+                }
+                return Err(err);
+            }
+        };
+        tracing::info!(
+            sandbox = %config.id,
+            pid = vmm.pid(),
+            vcpus = launch.vcpus,
+            memory_mib = launch.memory_mib,
+            "cloak-vmm started"
+        );
+        self.running = Some(RunningVm {
+            vmm,
+            virtiofs,
+            ready,
+            sim_psp,
+            config: config.clone(),
+        });
+        Ok(())
+    }
+
+    async fn wait_for_agent(&mut self, deadline: Instant) -> Result<(), HypervisorError> {
+        let running = self.running.as_mut().ok_or(HypervisorError::NotRunning)?;
+        let RunningVm { vmm, ready, .. } = running;
+        ready.wait_for_vmm("cloak-vmm", vmm, deadline).await
+    }
+
+    fn try_exit(&mut self) -> Option<VmExit> {
+        self.running
+            .as_mut()
+            .and_then(|running| running.vmm.try_exit())
+    }
+
+    async fn stop(&mut self) -> Result<(), HypervisorError> {
+        let Some(mut running) = self.running.take() else {
+            return Ok(());
+        };
+        // SIGTERM: cloak-vmm stops its vCPUs and removes its vsock socket.
+        let exit = running.vmm.terminate(Duration::from_secs(3)).await;
+        if let Some(backend) = running.virtiofs.as_mut() {
+            backend.stop().await;
+        }
+        let _ = std::fs::remove_file(running.config.vsock_socket());
+        drop(running.ready);
+        drop(running.sim_psp);
+        tracing::info!(sandbox = %running.config.id, %exit, "cloak-vmm stopped");
+        Ok(())
+    }
+
+    fn console_log(&self) -> Option<PathBuf> {
+        self.last_config.as_ref().map(VmConfig::console_log)
+    }
+
+    fn vsock_socket(&self) -> Option<PathBuf> {
+        self.last_config.as_ref().map(VmConfig::vsock_socket)
+    }
+
+    fn process_ids(&self) -> Vec<u32> {
+        self.running
+            .as_ref()
+            .map(|running| {
+                let mut pids = vec![running.vmm.pid()];
+                pids.extend(running.virtiofs.as_ref().map(VirtiofsBackend::pid));
+                pids
+            })
+            .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn launch() -> CloakVmmLaunch {
+        CloakVmmLaunch {
+            kernel: PathBuf::from("/img/vmlinuz"),
+            initrd: PathBuf::from("/img/initrd.img"),
+            cmdline: "console=ttyS0 quiet".to_owned(),
+            vcpus: 2,
+            memory_mib: 512,
+            console_log: PathBuf::from("/run/cloak/p,1/console.log"),
+            vsock_socket: PathBuf::from("/run/cloak/p,1/vsock.sock"),
+            virtiofs_socket: None,
+            network: None,
+        }
+    }
+
+    fn value_after(args: &[String], flag: &str) -> Vec<String> {
+        args.windows(2)
+            .filter(|pair| pair[0] == flag)
+            .map(|pair| pair[1].clone())
+            .collect()
+    }
+
+    #[test]
+    fn the_vmm_is_told_what_to_boot_and_where_its_sockets_go() {
+        let args = launch().args();
+        assert_eq!(args[0], "run");
+        assert_eq!(value_after(&args, "--kernel"), ["/img/vmlinuz"]);
+        assert_eq!(value_after(&args, "--initrd"), ["/img/initrd.img"]);
+        assert_eq!(value_after(&args, "--append"), ["console=ttyS0 quiet"]);
+        assert_eq!(value_after(&args, "--vcpus"), ["2"]);
+        assert_eq!(value_after(&args, "--memory-mib"), ["512"]);
+        // No QEMU-style comma escaping: each value is its own argument.
+        assert_eq!(
+            value_after(&args, "--console"),
+            ["/run/cloak/p,1/console.log"]
+        );
+        assert_eq!(value_after(&args, "--vsock"), ["/run/cloak/p,1/vsock.sock"]);
+        assert!(value_after(&args, "--fs-socket").is_empty());
+        assert!(value_after(&args, "--tap").is_empty());
+    }
+
+    #[test]
+    fn shared_directory_and_network_add_their_devices() {
+        let mut launch = launch();
+        launch.virtiofs_socket = Some(PathBuf::from("/run/cloak/p/virtiofs.sock"));
+        launch.network = Some(super::super::VmNetwork {
+            netns: PathBuf::from("/var/run/netns/cni-1"),
+            tap: "tap0_cloak".to_owned(),
+            mac: "02:00:00:00:00:01".to_owned(),
+        });
+        let args = launch.args();
+        assert_eq!(
+            value_after(&args, "--fs-socket"),
+            ["/run/cloak/p/virtiofs.sock"]
+        );
+        assert_eq!(
+            value_after(&args, "--fs-tag"),
+            [cloak_protocol::SHARED_FS_TAG]
+        );
+        assert_eq!(value_after(&args, "--tap"), ["tap0_cloak"]);
+        assert_eq!(value_after(&args, "--mac"), ["02:00:00:00:00:01"]);
+    }
+
+    #[test]
+    fn what_cannot_run_is_refused_with_the_reason() {
+        let plain = HypervisorConfig::default();
+        assert_eq!(unavailable_reason(&plain, true), None);
+        let reason = unavailable_reason(&plain, false).expect("no hardware virtualization");
+        assert!(reason.contains("vmx nor svm"), "{reason}");
+        assert!(reason.contains("kind = \"qemu\""), "{reason}");
+        let snp = HypervisorConfig {
+            tee: TeeKind::Snp,
+            ..HypervisorConfig::default()
+        };
+        let reason = unavailable_reason(&snp, true).expect("no SNP launch yet");
+        assert!(reason.contains("SNP launch"), "{reason}");
+        let sim = HypervisorConfig {
+            tee: TeeKind::Sim,
+            ..HypervisorConfig::default()
+        };
+        assert_eq!(
+            unavailable_reason(&sim, true),
+            None,
+            "the simulated TEE works"
+        );
+    }
+}
