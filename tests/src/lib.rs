@@ -45,6 +45,13 @@ fn required() -> bool {
     std::env::var(ENV_REQUIRE).is_ok_and(|value| value == "1")
 }
 
+/// Prints why a test that needs hardware this host lacks (VMX/SVM, SEV-SNP) does not run.
+/// Never a failure, not even where the suite must run everything: no setup step can add a
+/// CPU feature. Such a test has a second path that proves its logic here.
+pub fn skip_without_hardware(test: &str, reason: &str) {
+    eprintln!("SKIPPED {test}: needs hardware this host lacks: {reason}");
+}
+
 /// Prints why a test does not run; fails instead where the suite must run everything.
 pub fn skip(test: &str, reason: &str) {
     assert!(

@@ -1,5 +1,7 @@
 //! Pod VMs under the real qemu backend with the real guest kernel: a good boot answers and
 //! leaves nothing behind; a guest whose init cannot start fails in time with its console tail.
+//! The same boot under the cloak-vmm backend where KVM has VMX/SVM; elsewhere that backend
+//! must refuse with the reason.
 
 #![allow(clippy::unwrap_used)] // a test fails loudly by design
 
@@ -162,4 +164,112 @@ fn agent_fatal_error_is_printed_and_powers_off() {
     );
     // It powered off deliberately rather than panicking the kernel.
     assert!(err.contains("reboot: Power down"), "{err}");
+}
+
+/// The built cloak-vmm, or None after saying why.
+fn cloak_vmm_binary(test: &str) -> Option<std::path::PathBuf> {
+    let found = cloak_tests::workspace_binary("cloak-vmm", "CLOAK_VMM_BIN");
+    if found.as_ref().is_none_or(|path| !path.is_file()) {
+        cloak_tests::skip(test, "cloak-vmm is not built (make vmm)");
+        return None;
+    }
+    found
+}
+
+/// The guest image's kernel and initrd booted by cloak-vmm (direct launch, ACPI-described
+/// virtio-mmio devices, vsock served by the VMM): the agent answers Check and reports the
+/// guest, and stopping leaves nothing behind.
+#[test]
+fn cloak_vmm_boots_the_guest_image_and_the_agent_answers() {
+    let test = "cloak_vmm_boots_the_guest_image_and_the_agent_answers";
+    if !hypervisor::host::kvm_usable() {
+        cloak_tests::skip_without_hardware(
+            test,
+            "cloak-vmm boots Linux on KVM with VMX or SVM; /proc/cpuinfo has neither (the \
+             tiny-guest tests in vmm/tests/kvm_tiny.rs run the VMM here, and \
+             cloak_vmm_backend_refuses_this_host_with_the_reason checks the refusal)",
+        );
+        return;
+    }
+    let Some(env) = VmTestEnv::get(test) else {
+        return;
+    };
+    let Some(binary) = cloak_vmm_binary(test) else {
+        return;
+    };
+    let _slot = vm_slot();
+    let run_root = tempfile::tempdir().unwrap();
+    let mut config = env.configuration(run_root.path());
+    config.hypervisor.kind = cloak_shim::config::HypervisorKind::CloakVmm;
+    config.hypervisor.cloak_vmm_path = binary;
+    let vm_config = vm_config_for(&config, &env.manifest, "vmm-boot-test");
+    runtime().block_on(async {
+        let backend = hypervisor::from_config(&config.hypervisor).unwrap();
+        let mut vm = PodVm::boot(
+            backend,
+            vm_config.clone(),
+            config.boot_timeout(),
+            config.request_timeout(),
+        )
+        .await
+        .unwrap_or_else(|err| panic!("boot failed: {err}"));
+        assert_eq!(vm.hypervisor().name(), "cloak-vmm");
+        vm.agent().check().await.unwrap();
+        let details = vm.agent().guest_details().await.unwrap();
+        assert_eq!(details.kernel_release, env.manifest.kernel.release);
+        assert_eq!(details.online_vcpus, config.hypervisor.vcpus);
+        vm.shutdown().await.unwrap();
+    });
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !processes_mentioning(run_root.path()).is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(processes_mentioning(run_root.path()), Vec::<String>::new());
+    assert_eq!(
+        sockets_below(run_root.path()),
+        Vec::<std::path::PathBuf>::new()
+    );
+}
+
+/// Where KVM cannot boot Linux, choosing cloak-vmm fails the pod at once with the reason and
+/// the way out, and starts nothing.
+#[test]
+fn cloak_vmm_backend_refuses_this_host_with_the_reason() {
+    let test = "cloak_vmm_backend_refuses_this_host_with_the_reason";
+    if hypervisor::host::kvm_usable() {
+        eprintln!("SKIPPED {test}: this host's KVM boots Linux (the boot test above runs)");
+        return;
+    }
+    let run_root = tempfile::tempdir().unwrap();
+    let mut config = cloak_shim::config::Configuration::default();
+    config.runtime.run_dir = run_root.path().to_owned();
+    config.hypervisor.kind = cloak_shim::config::HypervisorKind::CloakVmm;
+    let vm_config = hypervisor::VmConfig {
+        id: "refused".into(),
+        kernel: run_root.path().join("vmlinuz"),
+        initrd: run_root.path().join("initrd.img"),
+        cmdline: "console=ttyS0".into(),
+        vcpus: 1,
+        memory_mib: 256,
+        run_dir: run_root.path().join("vm"),
+        shared_dir: None,
+        init_data: Vec::new(),
+        network: None,
+    };
+    runtime().block_on(async {
+        let backend = hypervisor::from_config(&config.hypervisor).unwrap();
+        let err = PodVm::boot(
+            backend,
+            vm_config,
+            Duration::from_secs(5),
+            Duration::from_secs(5),
+        )
+        .await
+        .err()
+        .expect("refused");
+        let message = format!("{err:#}");
+        assert!(message.contains("neither vmx nor svm"), "{message}");
+        assert!(message.contains("kind = \"qemu\""), "{message}");
+    });
+    assert_eq!(processes_mentioning(run_root.path()), Vec::<String>::new());
 }
