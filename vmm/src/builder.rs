@@ -80,6 +80,8 @@ pub enum StartVmError {
         source: std::io::Error,
     },
     #[error(transparent)]
+    Tap(#[from] crate::devices::virtio_net::TapError),
+    #[error(transparent)]
     VirtioFs(#[from] crate::devices::vhost_user_fs::VhostUserFsError),
     #[error("starting the event loop: {0}")]
     EventLoop(std::io::Error),
@@ -110,6 +112,8 @@ pub enum VirtioSpec {
         path: std::path::PathBuf,
         read_only: bool,
     },
+    /// virtio-net on the tap device `tap` (opened in the VMM's network namespace).
+    Net { tap: String, mac: [u8; 6] },
     /// virtio-fs served by a vhost-user backend (virtiofsd) listening on `socket`.
     Fs {
         socket: std::path::PathBuf,
@@ -209,6 +213,10 @@ fn virtio_device(spec: &VirtioSpec) -> Result<Box<dyn VirtioDevice>, StartVmErro
             let backend = BlockBackend::new(file, *read_only, &id).map_err(disk_error)?;
             Box::new(VirtioBlock::new(backend))
         }
+        VirtioSpec::Net { tap, mac } => Box::new(crate::devices::virtio_net::VirtioNet::new(
+            Box::new(crate::devices::virtio_net::Tap::open(tap)?),
+            *mac,
+        )),
         VirtioSpec::Fs { socket, tag } => Box::new(
             crate::devices::vhost_user_fs::VhostUserFs::connect(socket, tag)?,
         ),

@@ -97,6 +97,16 @@ struct RunArgs {
     fs_socket: Option<PathBuf>,
     #[arg(long, default_value = "cloak")]
     fs_tag: String,
+    /// virtio-net on this tap device, with --mac.
+    #[arg(long)]
+    tap: Option<String>,
+    #[arg(long, value_parser = parse_mac, default_value = "02:00:00:00:00:01")]
+    mac: [u8; 6],
+}
+
+fn parse_mac(text: &str) -> Result<[u8; 6], String> {
+    cloak_vmm::devices::virtio_net::parse_mac(text)
+        .ok_or_else(|| format!("{text:?} is not a MAC address (xx:xx:xx:xx:xx:xx)"))
 }
 
 fn console_writer(console: &str) -> anyhow::Result<Box<dyn std::io::Write + Send>> {
@@ -154,6 +164,9 @@ fn run(args: RunArgs) -> anyhow::Result<VmExitReason> {
             path: path.into(),
             read_only,
         });
+    }
+    if let Some(tap) = args.tap {
+        devices.push(VirtioSpec::Net { tap, mac: args.mac });
     }
     if let Some(socket) = args.fs_socket {
         devices.push(VirtioSpec::Fs {

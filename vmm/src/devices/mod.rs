@@ -1,8 +1,10 @@
 //! Devices of a cloak-vmm guest, each in its own file: the 8250 serial console, the i8042
-//! controller (only for its reset line), the virtio-mmio transport, and virtio devices (block,
-//! rng, vsock; virtio-fs as a vhost-user frontend).
+//! controller (only for its reset line), the ACPI sleep register (power-off), the virtio-mmio
+//! transport, and virtio devices (block, net on a tap, rng, vsock; virtio-fs as a vhost-user
+//! frontend).
 
 pub mod acpi_sleep;
+pub mod chain_io;
 pub mod i8042;
 pub mod serial;
 #[cfg(test)]
@@ -10,6 +12,7 @@ pub(crate) mod test_queues;
 pub mod vhost_user_fs;
 pub mod virtio_block;
 pub mod virtio_mmio;
+pub mod virtio_net;
 pub mod virtio_rng;
 pub mod vsock;
 

@@ -78,11 +78,7 @@ impl VsockDevice {
         let mut delivered = 0;
         while let Some(chain) = queue.pop_descriptor_chain(memory) {
             let head = chain.head_index();
-            let room: usize = chain
-                .clone()
-                .filter(|d| d.is_write_only())
-                .map(|d| d.len() as usize)
-                .sum();
+            let room = crate::devices::chain_io::writable_room(&chain);
             let Some(packet) = self.muxer.next_for_guest(room.saturating_sub(HEADER_BYTES)) else {
                 // Nothing to send: give the buffer back for later.
                 queue.go_to_previous_position();

@@ -5,7 +5,9 @@
 use std::ops::Deref;
 
 use virtio_queue::DescriptorChain;
-use vm_memory::{Bytes, GuestMemory};
+use vm_memory::GuestMemory;
+
+use crate::devices::chain_io::{read_chain, write_chain, ChainError};
 
 pub const HEADER_BYTES: usize = 44;
 /// The largest payload the device accepts or produces in one packet.
@@ -49,18 +51,14 @@ pub struct Packet {
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PacketError {
-    #[error("a transmit chain holds a device-writable descriptor")]
-    WritableInTx,
+    #[error(transparent)]
+    Chain(#[from] ChainError),
     #[error("the chain holds {0} bytes, less than a packet header")]
     ShortHeader(usize),
     #[error("the header says {said} payload bytes, the chain has {has}")]
     ShortPayload { said: u32, has: usize },
     #[error("a payload of {0} bytes is larger than the device accepts")]
     TooLarge(u32),
-    #[error("a receive buffer of {has} bytes cannot hold a {needs}-byte packet")]
-    NoRoom { needs: usize, has: usize },
-    #[error("a descriptor points outside guest memory")]
-    BadBuffer,
 }
 
 impl Header {
@@ -104,20 +102,7 @@ where
     M: Deref + Clone,
     M::Target: GuestMemory,
 {
-    let memory = chain.memory();
-    let mut bytes = Vec::new();
-    for descriptor in chain.clone() {
-        if descriptor.is_write_only() {
-            return Err(PacketError::WritableInTx);
-        }
-        let room = (HEADER_BYTES + MAX_PAYLOAD).saturating_sub(bytes.len());
-        let take = (descriptor.len() as usize).min(room);
-        let mut part = vec![0u8; take];
-        memory
-            .read_slice(&mut part, descriptor.addr())
-            .map_err(|_| PacketError::BadBuffer)?;
-        bytes.extend(part);
-    }
+    let bytes = read_chain(chain, HEADER_BYTES + MAX_PAYLOAD)?;
     let header: &[u8; HEADER_BYTES] = bytes
         .get(..HEADER_BYTES)
         .and_then(|h| h.try_into().ok())
@@ -145,29 +130,9 @@ where
     M: Deref + Clone,
     M::Target: GuestMemory,
 {
-    let memory = chain.memory();
     let mut bytes = packet.header.to_bytes().to_vec();
     bytes.extend_from_slice(&packet.payload);
-    let writable: Vec<_> = chain.clone().filter(|d| d.is_write_only()).collect();
-    let room: usize = writable.iter().map(|d| d.len() as usize).sum();
-    if room < bytes.len() {
-        return Err(PacketError::NoRoom {
-            needs: bytes.len(),
-            has: room,
-        });
-    }
-    let mut left: &[u8] = &bytes;
-    for descriptor in writable {
-        if left.is_empty() {
-            break;
-        }
-        let take = left.len().min(descriptor.len() as usize);
-        memory
-            .write_slice(&left[..take], descriptor.addr())
-            .map_err(|_| PacketError::BadBuffer)?;
-        left = &left[take..];
-    }
-    Ok(bytes.len() as u32)
+    Ok(write_chain(chain, &bytes)?)
 }
 
 #[cfg(test)]
