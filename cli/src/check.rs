@@ -55,6 +55,7 @@ fn node(out: &mut impl Write, args: &CheckArgs, config: &Configuration) -> anyho
         cloak_shim::hypervisor::cloak_vmm::unavailable_reason(
             &config.hypervisor,
             cloak_shim::hypervisor::host::kvm_usable(),
+            cloak_shim::hypervisor::host::memory_encryption(),
         )
     });
     let vmm_runs_pods = matches!(vmm, Ok(None));

@@ -83,6 +83,8 @@ pub enum StartVmError {
     Tap(#[from] crate::devices::virtio_net::TapError),
     #[error(transparent)]
     VirtioFs(#[from] crate::devices::vhost_user_fs::VhostUserFsError),
+    #[error("SEV-SNP launch: {0}")]
+    Snp(#[from] crate::snp_launch::SnpError),
     #[error("starting the event loop: {0}")]
     EventLoop(std::io::Error),
 }
@@ -127,6 +129,15 @@ pub enum VirtioSpec {
     },
 }
 
+/// What an SEV-SNP launch adds to a direct boot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SnpSettings {
+    /// The guest policy (SNP ABI "Guest Policy").
+    pub policy: u64,
+    /// Bound into every attestation report (the SHA-256 of the pod's init-data).
+    pub host_data: [u8; 32],
+}
+
 /// A guest booted from the direct-launch plan (kernel, initrd, command line).
 pub struct DirectVmConfig {
     pub launch: cloak_attestation::direct_launch::DirectLaunch,
@@ -142,9 +153,11 @@ pub struct RunningVm {
     threads: Vec<JoinHandle<()>>,
     started: Instant,
     first_exit: Arc<OnceLock<Instant>>,
-    // Kept alive while vCPUs run: the VM fd and the memory they use.
-    _vm: VmFd,
+    // Kept alive while vCPUs run: the VM fd and the memory they use (and, for SNP guests,
+    // the private memory and the /dev/sev handle).
+    _vm: Arc<VmFd>,
     _ram: GuestRam,
+    _private: Vec<std::fs::File>,
 }
 
 fn open_kvm() -> Result<Kvm, StartVmError> {
@@ -281,6 +294,28 @@ fn build_buses(
     })
 }
 
+/// What a Linux guest has beside its vCPUs: COM1 on its interrupt, the devices in the ACPI
+/// slots, and the event loop serving their host sides.
+fn linux_devices(
+    vm: &VmFd,
+    control: &Arc<VmControl>,
+    console: Box<dyn Write + Send>,
+    devices: &[VirtioSpec],
+    ram: &GuestRam,
+) -> Result<(Buses, EventLoop), StartVmError> {
+    use cloak_attestation::guest_acpi::COM1_IRQ;
+    let console =
+        SerialConsole::with_interrupt(console, Some(crate::machine::interrupt_line(vm, COM1_IRQ)?));
+    let wake = Arc::new(
+        vmm_sys_util::eventfd::EventFd::new(libc::EFD_NONBLOCK).map_err(StartVmError::EventLoop)?,
+    );
+    let devices = place_in_slots(vm, devices, &wake)?;
+    let buses = build_buses(control, console, devices, &ram.memory)?;
+    let event_loop =
+        EventLoop::spawn(buses.transports.clone(), wake).map_err(StartVmError::EventLoop)?;
+    Ok((buses, event_loop))
+}
+
 /// The devices of a Linux guest in the ACPI tables' virtio-mmio slots, each with its
 /// interrupt line, all waking one event loop.
 fn place_in_slots<'a>(
@@ -395,7 +430,6 @@ impl RunningVm {
     /// Boots a guest from the direct-launch plan: the plan's pages in RAM, the vCPUs in its
     /// VMSA state.
     pub fn boot_direct(config: DirectVmConfig) -> Result<Self, StartVmError> {
-        use cloak_attestation::guest_acpi::COM1_IRQ;
         let started = Instant::now();
         let kvm = open_kvm()?;
         let vm = create_vm(&kvm)?;
@@ -405,20 +439,54 @@ impl RunningVm {
         let plan = crate::direct_boot::plan_of(&config.launch)?;
         crate::direct_boot::load_plan(&ram, &plan)?;
         let control = Arc::new(VmControl::default());
-        let console = SerialConsole::with_interrupt(
-            config.console,
-            Some(crate::machine::interrupt_line(&vm, COM1_IRQ)?),
-        );
-        let wake = Arc::new(
-            vmm_sys_util::eventfd::EventFd::new(libc::EFD_NONBLOCK)
-                .map_err(StartVmError::EventLoop)?,
-        );
-        let devices = place_in_slots(&vm, &config.devices, &wake)?;
-        let buses = build_buses(&control, console, devices, &ram.memory)?;
-        let event_loop =
-            EventLoop::spawn(buses.transports.clone(), wake).map_err(StartVmError::EventLoop)?;
+        let (buses, event_loop) =
+            linux_devices(&vm, &control, config.console, &config.devices, &ram)?;
         let vcpus = create_planned_vcpus(&kvm, &vm, &config.launch)?;
         let mut running = Self::start(started, vm, ram, control, buses, vcpus)?;
+        running.event_loop = Some(event_loop);
+        Ok(running)
+    }
+
+    /// Launches an SEV-SNP guest from the same plan (snp_launch.rs): private memory, every
+    /// record through SNP_LAUNCH_UPDATE, the vCPUs in the save areas' state, then
+    /// SNP_LAUNCH_FINISH with `snp.host_data`. The plan's C-bit must be the host's.
+    pub fn boot_snp(config: DirectVmConfig, snp: SnpSettings) -> Result<Self, StartVmError> {
+        use crate::snp_launch::{self, SnpFirmware as _};
+        let started = Instant::now();
+        let kvm = open_kvm()?;
+        let (vm, sev) = snp_launch::create_snp_vm(&kvm, config.launch.guest_features)?;
+        snp_launch::enable_conversion_exits(&vm)?;
+        crate::machine::create_interrupt_controllers(&vm)?;
+        let ram = GuestRam::new(config.launch.memory_mib)?;
+        let mut private = snp_launch::register_private_memory(&vm, &ram)?;
+        let plan = crate::direct_boot::plan_of(&config.launch)?;
+        let supported = kvm
+            .get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
+            .map_err(StartVmError::SupportedCpuid)?;
+        let cpuid_page = snp_launch::cpuid_page(&crate::machine::vcpu_cpuid(
+            &supported,
+            0,
+            config.launch.vcpus,
+        ));
+        let mut firmware = snp_launch::KvmSnpFirmware { vm: &vm, sev: &sev };
+        snp_launch::update_pages(
+            &plan,
+            &ram,
+            config.launch.vcpus,
+            snp.policy,
+            &cpuid_page,
+            &mut firmware,
+        )?;
+        let control = Arc::new(VmControl::default());
+        let (buses, event_loop) =
+            linux_devices(&vm, &control, config.console, &config.devices, &ram)?;
+        let vcpus = create_planned_vcpus(&kvm, &vm, &config.launch)?;
+        // KVM turns each vCPU's registers into its VMSA here, the plan's VMSA records.
+        firmware.launch_finish(snp.host_data)?;
+        tracing::info!(policy = snp.policy, "SNP launch finished");
+        let mut running = Self::start(started, vm, ram, control, buses, vcpus)?;
+        private.push(sev);
+        running._private = private;
         running.event_loop = Some(event_loop);
         Ok(running)
     }
@@ -471,8 +539,9 @@ impl RunningVm {
             threads: Vec::new(),
             started,
             first_exit: first_exit.clone(),
-            _vm: vm,
+            _vm: Arc::new(vm),
             _ram: ram,
+            _private: Vec::new(),
         };
         for (index, vcpu) in vcpus.into_iter().enumerate() {
             let context = crate::vcpu::VcpuContext {
@@ -483,6 +552,7 @@ impl RunningVm {
                 stopping: stopping.clone(),
                 first_exit: first_exit.clone(),
                 memory: running._ram.memory.clone(),
+                vm: running._vm.clone(),
             };
             let thread = std::thread::Builder::new()
                 .name(format!("vcpu{index}"))

@@ -16,9 +16,10 @@ pub mod direct_boot;
 pub mod event_loop;
 pub mod machine;
 pub mod memory;
+pub mod snp_launch;
 pub mod vcpu;
 
-pub use builder::{DirectVmConfig, RunningVm, StartVmError, TinyVmConfig, VirtioSpec};
+pub use builder::{DirectVmConfig, RunningVm, SnpSettings, StartVmError, TinyVmConfig, VirtioSpec};
 pub use control::VmExitReason;
 
 /// Whether this host's KVM can run a VM at all, or why not.

@@ -102,6 +102,28 @@ struct RunArgs {
     tap: Option<String>,
     #[arg(long, value_parser = parse_mac, default_value = "02:00:00:00:00:01")]
     mac: [u8; 6],
+    /// Launch as an SEV-SNP guest (the same plan through SNP_LAUNCH_*).
+    #[arg(long)]
+    snp: bool,
+    /// SNP guest policy.
+    #[arg(long, default_value = "0x30000", value_parser = parse_number)]
+    snp_policy: u64,
+    /// HOST_DATA bound into the guest's reports: 64 hex digits (the init-data's SHA-256).
+    #[arg(long, value_parser = parse_host_data)]
+    host_data: Option<[u8; 32]>,
+    /// Encryption bit of guest page tables (this CPU's CPUID Fn8000_001F EBX[5:0]).
+    #[arg(long, default_value_t = cloak_attestation::direct_launch::DEFAULT_C_BIT)]
+    c_bit: u8,
+    /// SEV_FEATURES of the VMSAs.
+    #[arg(long, default_value = "0x1", value_parser = parse_number)]
+    guest_features: u64,
+}
+
+fn parse_host_data(text: &str) -> Result<[u8; 32], String> {
+    let bytes = hex::decode(text).map_err(|err| format!("{text:?}: {err}"))?;
+    bytes
+        .try_into()
+        .map_err(|bytes: Vec<u8>| format!("HOST_DATA is 32 bytes, not {}", bytes.len()))
 }
 
 fn parse_mac(text: &str) -> Result<[u8; 6], String> {
@@ -146,8 +168,13 @@ fn run(args: RunArgs) -> anyhow::Result<VmExitReason> {
         args.memory_mib,
         args.vcpus,
     )?;
+    launch.guest_features = args.guest_features;
     // Plain KVM: no memory encryption, so no C-bit in the page tables.
-    launch.c_bit = cloak_attestation::direct_launch::NO_C_BIT;
+    launch.c_bit = if args.snp {
+        args.c_bit
+    } else {
+        cloak_attestation::direct_launch::NO_C_BIT
+    };
     let mut devices = Vec::new();
     if let Some(socket) = args.vsock {
         devices.push(VirtioSpec::Vsock {
@@ -178,11 +205,22 @@ fn run(args: RunArgs) -> anyhow::Result<VmExitReason> {
         devices.push(VirtioSpec::Rng);
     }
     install_stop_handlers()?;
-    let vm = RunningVm::boot_direct(DirectVmConfig {
+    let config = DirectVmConfig {
         launch,
         console: console_writer(&args.console)?,
         devices,
-    })?;
+    };
+    let vm = if args.snp {
+        RunningVm::boot_snp(
+            config,
+            cloak_vmm::SnpSettings {
+                policy: args.snp_policy,
+                host_data: args.host_data.unwrap_or_default(),
+            },
+        )?
+    } else {
+        RunningVm::boot_direct(config)?
+    };
     Ok(supervise(vm))
 }
 
@@ -242,6 +280,22 @@ fn tiny(args: TinyArgs) -> anyhow::Result<VmExitReason> {
     Ok(supervise(vm))
 }
 
+/// The error and its causes, each cause once: library errors already name their source in
+/// their own message, which `{:#}` would repeat.
+fn describe(err: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in err.chain() {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(&cause);
+        }
+    }
+    text
+}
+
 fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -257,7 +311,7 @@ fn main() -> std::process::ExitCode {
             return match plan_digest(args) {
                 Ok(()) => std::process::ExitCode::SUCCESS,
                 Err(err) => {
-                    let _ = writeln!(std::io::stderr(), "cloak-vmm: {err:#}");
+                    let _ = writeln!(std::io::stderr(), "cloak-vmm: {}", describe(&err));
                     std::process::ExitCode::FAILURE
                 }
             };
@@ -274,7 +328,7 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::SUCCESS
         }
         Err(err) => {
-            let _ = writeln!(stderr, "cloak-vmm: {err:#}");
+            let _ = writeln!(stderr, "cloak-vmm: {}", describe(&err));
             std::process::ExitCode::FAILURE
         }
     }

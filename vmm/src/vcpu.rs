@@ -35,6 +35,15 @@ pub struct VcpuContext {
     pub first_exit: Arc<std::sync::OnceLock<std::time::Instant>>,
     /// Guest RAM, to show the code a failed vCPU stopped at.
     pub memory: vm_memory::GuestMemoryMmap,
+    /// The VM, where the guest converts memory between private and shared (SNP).
+    pub vm: Arc<kvm_ioctls::VmFd>,
+}
+
+fn convert(
+    context: &VcpuContext,
+    conversion: crate::snp_launch::Conversion,
+) -> Result<(), crate::snp_launch::SnpError> {
+    conversion.apply(&context.vm)
 }
 
 /// "rip 0x…: <code bytes>" of a stopped vCPU. The bytes are read at the RIP as a physical
@@ -83,6 +92,26 @@ pub fn run(mut vcpu: VcpuFd, context: VcpuContext) {
                     }
                 }
                 break;
+            }
+            Ok(VcpuExit::Hypercall(exit)) if exit.nr == crate::snp_launch::KVM_HC_MAP_GPA_RANGE => {
+                let conversion = crate::snp_launch::Conversion::from_hypercall(&exit.args);
+                *exit.ret = match convert(&context, conversion) {
+                    Ok(()) => 0,
+                    Err(err) => {
+                        tracing::warn!(error = %err, ?conversion, "memory conversion refused");
+                        libc::EINVAL as u64
+                    }
+                };
+            }
+            Ok(VcpuExit::MemoryFault { flags, gpa, size }) => {
+                let conversion = crate::snp_launch::Conversion::from_memory_fault(flags, gpa, size);
+                if let Err(err) = convert(&context, conversion) {
+                    context.control.request_exit(VmExitReason::Failed(format!(
+                        "vCPU {}: {err}",
+                        context.index
+                    )));
+                    break;
+                }
             }
             Ok(VcpuExit::Shutdown) => {
                 context.control.request_exit(VmExitReason::Reset);

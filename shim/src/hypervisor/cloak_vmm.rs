@@ -5,6 +5,8 @@
 //!
 //! It needs a KVM that boots Linux: VMX or SVM in /proc/cpuinfo. Hosts whose /dev/kvm is
 //! something else (DESIGN.md) run only cloak-vmm's test guests, and this backend says so.
+//! With tee = "snp" on an SNP host it asks for the SEV-SNP launch of the same plan (`--snp`,
+//! the init-data's SHA-256 as HOST_DATA, this CPU's C-bit); no firmware is involved.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -31,6 +33,17 @@ pub struct CloakVmmLaunch {
     pub virtiofs_socket: Option<PathBuf>,
     /// The pod network's tap (the VMM runs in its namespace) and the guest NIC's MAC.
     pub network: Option<super::VmNetwork>,
+    /// An SEV-SNP launch of the same plan.
+    pub snp: Option<CloakVmmSnp>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloakVmmSnp {
+    pub policy: u64,
+    /// SHA-256 of the pod's init-data.
+    pub host_data: [u8; 32],
+    /// This CPU's encryption bit (page tables of the plan carry it).
+    pub c_bit: u32,
 }
 
 impl CloakVmmLaunch {
@@ -69,13 +82,28 @@ impl CloakVmmLaunch {
                 network.mac.clone(),
             ]);
         }
+        if let Some(snp) = &self.snp {
+            args.extend([
+                "--snp".into(),
+                "--snp-policy".into(),
+                format!("{:#x}", snp.policy),
+                "--host-data".into(),
+                hex::encode(snp.host_data),
+                "--c-bit".into(),
+                snp.c_bit.to_string(),
+            ]);
+        }
         args
     }
 }
 
 /// Why cloak-vmm cannot run these pod VMs on a host whose KVM boots Linux (`kvm_usable`,
-/// host::kvm_usable) or not, if it cannot.
-pub fn unavailable_reason(settings: &HypervisorConfig, kvm_usable: bool) -> Option<String> {
+/// host::kvm_usable) or not, with this CPU's memory encryption, if it cannot.
+pub fn unavailable_reason(
+    settings: &HypervisorConfig,
+    kvm_usable: bool,
+    encryption: Option<host::MemoryEncryption>,
+) -> Option<String> {
     if !kvm_usable {
         return Some(
             "hypervisor.kind = \"cloak-vmm\" boots Linux on KVM with hardware virtualization; \
@@ -84,14 +112,27 @@ pub fn unavailable_reason(settings: &HypervisorConfig, kvm_usable: bool) -> Opti
                 .to_owned(),
         );
     }
-    if settings.tee == TeeKind::Snp {
+    if settings.tee == TeeKind::Snp && !encryption.is_some_and(|e| e.sev_snp) {
         return Some(
-            "tee = \"snp\" with cloak-vmm: the SNP launch ioctls are not wired into the VMM yet \
-             (its launch plan and digest are; see vmm/README.md): use kind = \"qemu\" with OVMF"
+            "tee = \"snp\": this CPU does not report SEV-SNP (CPUID Fn8000_001F EAX bit 4)"
                 .to_owned(),
         );
     }
     None
+}
+
+/// The SNP part of the launch for tee = "snp" on this host.
+fn snp_launch(
+    settings: &HypervisorConfig,
+    config: &VmConfig,
+    encryption: Option<host::MemoryEncryption>,
+) -> Option<CloakVmmSnp> {
+    let encryption = encryption.filter(|e| e.sev_snp)?;
+    (settings.tee == TeeKind::Snp).then(|| CloakVmmSnp {
+        policy: settings.snp_policy,
+        host_data: super::snp::host_data_of(&config.init_data),
+        c_bit: encryption.cbitpos,
+    })
 }
 
 struct RunningVm {
@@ -119,6 +160,7 @@ impl CloakVmm {
     }
 
     fn launch_for(&self, config: &VmConfig, virtiofs_socket: Option<&Path>) -> CloakVmmLaunch {
+        let snp = snp_launch(&self.settings, config, host::memory_encryption());
         CloakVmmLaunch {
             kernel: config.kernel.clone(),
             initrd: config.initrd.clone(),
@@ -132,6 +174,7 @@ impl CloakVmm {
             vsock_socket: config.vsock_socket(),
             virtiofs_socket: virtiofs_socket.map(Path::to_owned),
             network: config.network.clone(),
+            snp,
         }
     }
 
@@ -157,7 +200,11 @@ impl Hypervisor for CloakVmm {
                 "this cloak-vmm instance already runs a VM".to_owned(),
             ));
         }
-        if let Some(reason) = unavailable_reason(&self.settings, host::kvm_usable()) {
+        if let Some(reason) = unavailable_reason(
+            &self.settings,
+            host::kvm_usable(),
+            host::memory_encryption(),
+        ) {
             return Err(HypervisorError::Unsupported(reason));
         }
         std::fs::create_dir_all(&config.run_dir).map_err(|source| HypervisorError::RunDir {
@@ -272,6 +319,7 @@ mod tests {
             vsock_socket: PathBuf::from("/run/cloak/p,1/vsock.sock"),
             virtiofs_socket: None,
             network: None,
+            snp: None,
         }
     }
 
@@ -299,6 +347,51 @@ mod tests {
         assert_eq!(value_after(&args, "--vsock"), ["/run/cloak/p,1/vsock.sock"]);
         assert!(value_after(&args, "--fs-socket").is_empty());
         assert!(value_after(&args, "--tap").is_empty());
+        assert!(!args.contains(&"--snp".to_owned()));
+    }
+
+    #[test]
+    fn an_snp_launch_binds_the_init_data_and_uses_this_cpus_c_bit() {
+        let settings = HypervisorConfig {
+            tee: TeeKind::Snp,
+            ..HypervisorConfig::default()
+        };
+        let config = VmConfig {
+            id: "p".into(),
+            kernel: "/k".into(),
+            initrd: "/i".into(),
+            cmdline: String::new(),
+            vcpus: 1,
+            memory_mib: 256,
+            run_dir: "/run/p".into(),
+            shared_dir: None,
+            init_data: b"policy".to_vec(),
+            network: None,
+        };
+        let snp_cpu = host::MemoryEncryption {
+            sev: true,
+            sev_snp: true,
+            cbitpos: 47,
+            reduced_phys_bits: 1,
+        };
+        assert_eq!(snp_launch(&settings, &config, None), None);
+        let snp = snp_launch(&settings, &config, Some(snp_cpu)).expect("snp");
+        let mut launch = launch();
+        launch.snp = Some(snp);
+        let args = launch.args();
+        assert!(args.contains(&"--snp".to_owned()));
+        assert_eq!(value_after(&args, "--snp-policy"), ["0x30000"]);
+        assert_eq!(value_after(&args, "--c-bit"), ["47"]);
+        assert_eq!(
+            value_after(&args, "--host-data"),
+            [hex::encode(super::super::snp::host_data_of(b"policy"))]
+        );
+        let plain = HypervisorConfig::default();
+        assert_eq!(
+            snp_launch(&plain, &config, Some(snp_cpu)),
+            None,
+            "tee = none"
+        );
     }
 
     #[test]
@@ -326,22 +419,29 @@ mod tests {
     #[test]
     fn what_cannot_run_is_refused_with_the_reason() {
         let plain = HypervisorConfig::default();
-        assert_eq!(unavailable_reason(&plain, true), None);
-        let reason = unavailable_reason(&plain, false).expect("no hardware virtualization");
+        assert_eq!(unavailable_reason(&plain, true, None), None);
+        let reason = unavailable_reason(&plain, false, None).expect("no hardware virtualization");
         assert!(reason.contains("vmx nor svm"), "{reason}");
         assert!(reason.contains("kind = \"qemu\""), "{reason}");
         let snp = HypervisorConfig {
             tee: TeeKind::Snp,
             ..HypervisorConfig::default()
         };
-        let reason = unavailable_reason(&snp, true).expect("no SNP launch yet");
-        assert!(reason.contains("SNP launch"), "{reason}");
+        let reason = unavailable_reason(&snp, true, None).expect("no SNP on this CPU");
+        assert!(reason.contains("SEV-SNP"), "{reason}");
+        let snp_cpu = host::MemoryEncryption {
+            sev: true,
+            sev_snp: true,
+            cbitpos: 51,
+            reduced_phys_bits: 1,
+        };
+        assert_eq!(unavailable_reason(&snp, true, Some(snp_cpu)), None);
         let sim = HypervisorConfig {
             tee: TeeKind::Sim,
             ..HypervisorConfig::default()
         };
         assert_eq!(
-            unavailable_reason(&sim, true),
+            unavailable_reason(&sim, true, None),
             None,
             "the simulated TEE works"
         );
