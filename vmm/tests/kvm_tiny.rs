@@ -349,3 +349,89 @@ fn a_long_mode_guest_finds_the_machine_the_direct_launch_plan_describes() {
     );
     assert!(!vsock.exists(), "the vsock socket goes with the VM");
 }
+
+/// A bzImage whose 64-bit entry takes an interrupt the way Linux's 8250 driver does: an IDT
+/// gate for vector 0x24, the local APIC enabled, I/O APIC pin 4 (COM1, as the MADT and DSDT
+/// say) routed to that vector, the UART's transmitter-empty interrupt enabled, the legacy PIC
+/// masked as Linux does (an unprogrammed 8259 would deliver through LINT0), `sti; hlt`. The
+/// handler prints "I" and powers off through the ACPI sleep register. Assembled with GNU as
+/// from this source (`.code64`, Intel syntax):
+///
+/// ```text
+/// .org 0x200                       # the 64-bit entry
+///     mov rsp, 0x1F0000
+///     mov rdi, 0x200240            # IDT at 0x200000, gate 0x24
+///     mov eax, 0x100300            # the handler
+///     mov word ptr [rdi], ax
+///     mov word ptr [rdi+2], 0x10   # the plan's 64-bit code selector
+///     mov word ptr [rdi+4], 0x8E00 # present, interrupt gate
+///     shr eax, 16
+///     mov word ptr [rdi+6], ax
+///     mov dword ptr [rdi+8], 0
+///     mov dword ptr [rdi+12], 0
+///     mov edi, 0x200FF0            # IDTR
+///     mov word ptr [rdi], 0x0FFF
+///     mov dword ptr [rdi+2], 0x200000
+///     mov dword ptr [rdi+6], 0
+///     lidt [rdi]
+///     mov edi, 0xFEE000F0          # LAPIC SVR: software enable
+///     mov dword ptr [rdi], 0x1FF
+///     mov edi, 0xFEC00000          # IOAPIC redirection entry 4
+///     mov dword ptr [rdi], 0x19
+///     mov dword ptr [rdi+0x10], 0  #   destination APIC 0
+///     mov dword ptr [rdi], 0x18
+///     mov dword ptr [rdi+0x10], 0x24 # vector 0x24, fixed, edge, unmasked
+///     mov dx, 0x3FC; mov al, 0x08; out dx, al   # MCR OUT2
+///     mov dx, 0x3F9; mov al, 0x02; out dx, al   # IER: THR empty
+///     mov al, 0xFF; out 0x21, al; out 0xA1, al  # mask the 8259s (LINT0 is ExtINT)
+///     sti
+/// wait: hlt; jmp wait
+/// .org 0x300                       # the handler
+///     mov dx, 0x3F8; mov al, 'I'; out dx, al
+///     mov dx, 0x3C0; mov al, 0x34; out dx, al   # S5
+///     hlt
+/// ```
+fn interrupt_bzimage() -> Vec<u8> {
+    const ENTRY: &str = "48c7c400001f0048c7c740022000b80003100066890766c74702100066c74704008e\
+        c1e81066894706c7470800000000c7470c00000000bff00f200066c707ff0fc7470200002000c747060000\
+        00000f011fbff000e0fec707ff010000bf0000c0fec70719000000c7471000000000c70718000000c74710\
+        2400000066bafc03b008ee66baf903b002eeb0ffe621e6a1fbf4ebfd";
+    const HANDLER: &str = "66baf803b049ee66bac003b034eef4";
+    let mut protected_mode = vec![0xF4u8; 0x300];
+    let entry = hex::decode(ENTRY).unwrap();
+    protected_mode[0x200..0x200 + entry.len()].copy_from_slice(&entry);
+    protected_mode.extend(hex::decode(HANDLER).unwrap());
+    cloak_attestation::direct_launch::minimal_bzimage(&protected_mode, 0x10_0000)
+}
+
+/// The interrupt path a Linux guest depends on: KVM's in-kernel I/O APIC and local APIC, the
+/// serial port's irqfd on GSI 4, delivery into a long-mode guest's IDT.
+#[test]
+fn a_device_interrupt_reaches_the_guest_through_the_io_apic() {
+    if !kvm_or_skip("a_device_interrupt_reaches_the_guest_through_the_io_apic") {
+        return;
+    }
+    let console = Console::default();
+    let launch = cloak_attestation::direct_launch::DirectLaunch {
+        kernel: interrupt_bzimage(),
+        initrd: Vec::new(),
+        cmdline: String::new(),
+        memory_mib: 64,
+        vcpus: 1,
+        guest_features: 0,
+        c_bit: cloak_attestation::direct_launch::NO_C_BIT,
+    };
+    let vm = RunningVm::boot_direct(cloak_vmm::DirectVmConfig {
+        launch,
+        console: Box::new(console.clone()),
+        devices: vec![],
+    })
+    .unwrap();
+    let ended = vm.wait(Duration::from_secs(10));
+    drop(vm);
+    assert_eq!(
+        (ended, console.bytes()),
+        (Some(VmExitReason::PoweredOff), b"I".to_vec()),
+        "the COM1 interrupt ran the guest's handler"
+    );
+}
