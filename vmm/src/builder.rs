@@ -294,6 +294,13 @@ fn build_buses(
     })
 }
 
+/// The eventfd that wakes the event loop.
+fn new_wake() -> Result<Arc<vmm_sys_util::eventfd::EventFd>, StartVmError> {
+    vmm_sys_util::eventfd::EventFd::new(libc::EFD_NONBLOCK)
+        .map(Arc::new)
+        .map_err(StartVmError::EventLoop)
+}
+
 /// What a Linux guest has beside its vCPUs: COM1 on its interrupt, the devices in the ACPI
 /// slots, and the event loop serving their host sides.
 fn linux_devices(
@@ -306,9 +313,7 @@ fn linux_devices(
     use cloak_attestation::guest_acpi::COM1_IRQ;
     let console =
         SerialConsole::with_interrupt(console, Some(crate::machine::interrupt_line(vm, COM1_IRQ)?));
-    let wake = Arc::new(
-        vmm_sys_util::eventfd::EventFd::new(libc::EFD_NONBLOCK).map_err(StartVmError::EventLoop)?,
-    );
+    let wake = new_wake()?;
     let devices = place_in_slots(vm, devices, &wake)?;
     let buses = build_buses(control, console, devices, &ram.memory)?;
     let event_loop =
@@ -500,13 +505,19 @@ impl RunningVm {
         register_memory(&vm, &ram)?;
         load_image(&ram, &config.image, config.load_address)?;
         let control = Arc::new(VmControl::default());
+        // Polled devices (a tiny guest takes no interrupts), whose host sides still need the
+        // event loop.
+        let wake = new_wake()?;
         let devices = config
             .virtio_mmio
             .iter()
             .map(|(base, spec)| PlacedDevice {
                 base: *base,
                 spec,
-                signals: TransportSignals::default(),
+                signals: TransportSignals {
+                    interrupt: None,
+                    wake: Some(wake.clone()),
+                },
             })
             .collect();
         let buses = build_buses(
@@ -515,8 +526,12 @@ impl RunningVm {
             devices,
             &ram.memory,
         )?;
+        let event_loop =
+            EventLoop::spawn(buses.transports.clone(), wake).map_err(StartVmError::EventLoop)?;
         let vcpus = create_vcpus(&vm, &config.entries)?;
-        Self::start(started, vm, ram, control, buses, vcpus)
+        let mut running = Self::start(started, vm, ram, control, buses, vcpus)?;
+        running.event_loop = Some(event_loop);
+        Ok(running)
     }
 
     /// Starts one thread per vCPU.

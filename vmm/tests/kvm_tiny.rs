@@ -103,6 +103,27 @@ impl Code {
         self.0.extend([0xB0, 0xFE, 0xE6, 0x64]); // mov al, 0xfe; out 0x64, al
         self
     }
+    /// Spins until the byte at `offset` equals `value`: cmp byte [offset], value; jne back.
+    fn wait_for_byte(mut self, offset: u16, value: u8) -> Self {
+        let [low, high] = offset.to_le_bytes();
+        self.0.extend([0x80, 0x3E, low, high, value, 0x75, 0xF9]);
+        self
+    }
+    /// mov eax, [from]; mov [to], eax
+    fn copy_dword(mut self, from: u16, to: u16) -> Self {
+        let [from_low, from_high] = from.to_le_bytes();
+        let [to_low, to_high] = to.to_le_bytes();
+        self.0
+            .extend([0x66, 0xA1, from_low, from_high, 0x66, 0xA3, to_low, to_high]);
+        self
+    }
+    /// mov word [offset], value
+    fn store_word(mut self, offset: u16, value: u16) -> Self {
+        self.0.extend([0xC7, 0x06]);
+        self.0.extend(offset.to_le_bytes());
+        self.0.extend(value.to_le_bytes());
+        self
+    }
     fn halt(mut self) -> Self {
         self.0.extend([0xFA, 0xF4]); // cli; hlt
         self
@@ -434,4 +455,132 @@ fn a_device_interrupt_reaches_the_guest_through_the_io_apic() {
         (Some(VmExitReason::PoweredOff), b"I".to_vec()),
         "the COM1 interrupt ran the guest's handler"
     );
+}
+
+/// Guest memory of the virtio-vsock test: one receive and one transmit queue of 8 entries.
+mod vsock_layout {
+    pub const RX_DESC: u64 = 0x2000;
+    pub const RX_AVAIL: u64 = 0x2100;
+    pub const RX_USED: u64 = 0x2200;
+    pub const TX_DESC: u64 = 0x2400;
+    pub const TX_AVAIL: u64 = 0x2500;
+    pub const TX_USED: u64 = 0x2600;
+    pub const RX_BUFFER: u64 = 0x3000;
+    pub const TX_BUFFER: u64 = 0x3200;
+    pub const HEADER: u64 = 44;
+}
+
+/// The guest's half of the hybrid-vsock handshake, driven through the transport, the event
+/// loop and the device: a host `CONNECT 1024` reaches the guest as a REQUEST in its receive
+/// queue; the guest answers RESPONSE on the transmit queue (the host reads `OK <port>`);
+/// host bytes then arrive as a RW packet in the next receive buffer.
+#[test]
+fn a_host_connects_to_a_tiny_guest_over_virtio_vsock() {
+    use vsock_layout::*;
+    if !kvm_or_skip("a_host_connects_to_a_tiny_guest_over_virtio_vsock") {
+        return;
+    }
+    let queue = |code: Code, index: u32, desc: u64, avail: u64, used: u64| {
+        code.mmio_write(0x030, index) // QueueSel
+            .mmio_write(0x038, 8) // QueueNum
+            .mmio_write(0x080, desc as u32)
+            .mmio_write(0x084, 0)
+            .mmio_write(0x090, avail as u32)
+            .mmio_write(0x094, 0)
+            .mmio_write(0x0a0, used as u32)
+            .mmio_write(0x0a4, 0)
+            .mmio_write(0x044, 1) // QueueReady
+    };
+    let code = Code::default()
+        .set_es(0xD000)
+        .serial_port()
+        .mmio_write(0x070, 0x1 | 0x2); // ACKNOWLEDGE | DRIVER
+    let code = queue(code, 0, RX_DESC, RX_AVAIL, RX_USED);
+    let code = queue(code, 1, TX_DESC, TX_AVAIL, TX_USED)
+        .mmio_write(0x070, 0x1 | 0x2 | 0x8 | 0x4) // FEATURES_OK | DRIVER_OK
+        .print(b'R') // ready: the host may connect
+        .wait_for_byte(RX_USED as u16 + 2, 1) // the REQUEST arrived
+        .print_byte_at(RX_BUFFER as u16 + 30) // its op
+        // RESPONSE to the host's port (the REQUEST's source port).
+        .copy_dword(RX_BUFFER as u16 + 16, TX_BUFFER as u16 + 20)
+        .store_word(TX_AVAIL as u16 + 2, 1)
+        .mmio_write(0x050, 1) // QueueNotify(tx)
+        // The receive buffer again, for the host's data.
+        .store_word(RX_AVAIL as u16 + 2, 2)
+        .mmio_write(0x050, 0) // QueueNotify(rx)
+        .wait_for_byte(RX_USED as u16 + 2, 2)
+        .print_byte_at(RX_BUFFER as u16 + 30) // op RW
+        .print_byte_at((RX_BUFFER + HEADER) as u16)
+        .print_byte_at((RX_BUFFER + HEADER) as u16 + 1)
+        .reset()
+        .halt();
+    let mut image = code.0;
+    let rx_buffer_len = (HEADER + 64) as u32;
+    put(
+        &mut image,
+        RX_DESC,
+        &descriptor(RX_BUFFER, rx_buffer_len, 2, 0),
+    ); // WRITE
+       // Two available entries, both the one buffer; idx 1: the first offered now.
+    put(&mut image, RX_AVAIL, &[0, 0, 1, 0, 0, 0, 0, 0]);
+    put(&mut image, RX_USED, &[0; 80]);
+    put(
+        &mut image,
+        TX_DESC,
+        &descriptor(TX_BUFFER, HEADER as u32, 0, 0),
+    );
+    put(&mut image, TX_AVAIL, &[0, 0, 0, 0, 0, 0]); // ring[0] = head 0, idx set by the guest
+    put(&mut image, TX_USED, &[0; 80]);
+    let mut response = Vec::new();
+    response.extend(3u64.to_le_bytes()); // src_cid: the guest
+    response.extend(2u64.to_le_bytes()); // dst_cid: the host
+    response.extend(1024u32.to_le_bytes()); // src_port
+    response.extend(0u32.to_le_bytes()); // dst_port: copied from the REQUEST
+    response.extend(0u32.to_le_bytes()); // len
+    response.extend(1u16.to_le_bytes()); // type: stream
+    response.extend(2u16.to_le_bytes()); // op: RESPONSE
+    response.extend(0u32.to_le_bytes()); // flags
+    response.extend(65536u32.to_le_bytes()); // buf_alloc
+    response.extend(0u32.to_le_bytes()); // fwd_cnt
+    put(&mut image, TX_BUFFER, &response);
+    put(&mut image, RX_BUFFER, &[0; 108]);
+
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("vm.vsock");
+    let (vm, console) = boot(
+        image,
+        vec![LOAD as u16],
+        vec![(
+            0xD_0000,
+            VirtioSpec::Vsock {
+                guest_cid: 3,
+                socket: socket.clone(),
+            },
+        )],
+    );
+    assert_eq!(console.wait_for(1, Duration::from_secs(5)), b"R");
+    let mut host = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+    host.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    host.write_all(b"CONNECT 1024\n").unwrap();
+    let mut reply = Vec::new();
+    let mut byte = [0u8; 1];
+    while !reply.ends_with(b"\n") {
+        use std::io::Read as _;
+        assert_eq!(
+            host.read(&mut byte).unwrap(),
+            1,
+            "handshake reply: {reply:?}"
+        );
+        reply.push(byte[0]);
+    }
+    assert!(
+        reply.starts_with(b"OK "),
+        "{}",
+        String::from_utf8_lossy(&reply)
+    );
+    host.write_all(b"hi").unwrap();
+    assert_eq!(vm.wait(Duration::from_secs(10)), Some(VmExitReason::Reset));
+    drop(vm);
+    // REQUEST (1) seen, then RW (5) carrying the host's bytes.
+    assert_eq!(console.bytes(), [b'R', 1, 5, b'h', b'i']);
 }
