@@ -31,8 +31,9 @@ enum Command {
     PlanDigest(PlanArgs),
 }
 
+/// What a direct launch boots: the inputs of its plan.
 #[derive(clap::Args)]
-struct PlanArgs {
+struct LaunchArgs {
     #[arg(long)]
     kernel: PathBuf,
     #[arg(long)]
@@ -46,20 +47,34 @@ struct PlanArgs {
     /// SEV_FEATURES of the VMSAs.
     #[arg(long, default_value = "0x1", value_parser = parse_number)]
     guest_features: u64,
+    /// Encryption bit of guest page tables (this CPU's CPUID Fn8000_001F EBX[5:0]).
     #[arg(long, default_value_t = cloak_attestation::direct_launch::DEFAULT_C_BIT)]
     c_bit: u8,
 }
 
+impl LaunchArgs {
+    fn launch(&self) -> anyhow::Result<cloak_attestation::direct_launch::DirectLaunch> {
+        let mut launch = cloak_attestation::direct_launch::DirectLaunch::from_files(
+            &self.kernel,
+            self.initrd.as_deref(),
+            &self.append,
+            self.memory_mib,
+            self.vcpus,
+        )?;
+        launch.guest_features = self.guest_features;
+        launch.c_bit = self.c_bit;
+        Ok(launch)
+    }
+}
+
+#[derive(clap::Args)]
+struct PlanArgs {
+    #[command(flatten)]
+    launch: LaunchArgs,
+}
+
 fn plan_digest(args: PlanArgs) -> anyhow::Result<()> {
-    let mut launch = cloak_attestation::direct_launch::DirectLaunch::from_files(
-        &args.kernel,
-        args.initrd.as_deref(),
-        &args.append,
-        args.memory_mib,
-        args.vcpus,
-    )?;
-    launch.guest_features = args.guest_features;
-    launch.c_bit = args.c_bit;
+    let launch = args.launch.launch()?;
     // The very plan boot_direct loads.
     let plan = cloak_vmm::direct_boot::plan_of(&launch)?;
     writeln!(std::io::stdout(), "{}", plan.digest()?)?;
@@ -68,16 +83,8 @@ fn plan_digest(args: PlanArgs) -> anyhow::Result<()> {
 
 #[derive(clap::Args)]
 struct RunArgs {
-    #[arg(long)]
-    kernel: PathBuf,
-    #[arg(long)]
-    initrd: Option<PathBuf>,
-    #[arg(long, default_value = "")]
-    append: String,
-    #[arg(long, default_value_t = 1)]
-    vcpus: u32,
-    #[arg(long, default_value_t = 512)]
-    memory_mib: u32,
+    #[command(flatten)]
+    launch: LaunchArgs,
     /// Serial console output: a file, or "-" for standard output.
     #[arg(long, default_value = "-")]
     console: String,
@@ -111,12 +118,6 @@ struct RunArgs {
     /// HOST_DATA bound into the guest's reports: 64 hex digits (the init-data's SHA-256).
     #[arg(long, value_parser = parse_host_data)]
     host_data: Option<[u8; 32]>,
-    /// Encryption bit of guest page tables (this CPU's CPUID Fn8000_001F EBX[5:0]).
-    #[arg(long, default_value_t = cloak_attestation::direct_launch::DEFAULT_C_BIT)]
-    c_bit: u8,
-    /// SEV_FEATURES of the VMSAs.
-    #[arg(long, default_value = "0x1", value_parser = parse_number)]
-    guest_features: u64,
 }
 
 fn parse_host_data(text: &str) -> Result<[u8; 32], String> {
@@ -161,20 +162,11 @@ fn supervise(vm: RunningVm) -> VmExitReason {
 }
 
 fn run(args: RunArgs) -> anyhow::Result<VmExitReason> {
-    let mut launch = cloak_attestation::direct_launch::DirectLaunch::from_files(
-        &args.kernel,
-        args.initrd.as_deref(),
-        &args.append,
-        args.memory_mib,
-        args.vcpus,
-    )?;
-    launch.guest_features = args.guest_features;
-    // Plain KVM: no memory encryption, so no C-bit in the page tables.
-    launch.c_bit = if args.snp {
-        args.c_bit
-    } else {
-        cloak_attestation::direct_launch::NO_C_BIT
-    };
+    let mut launch = args.launch.launch()?;
+    if !args.snp {
+        // Plain KVM: no memory encryption, so no C-bit in the page tables.
+        launch.c_bit = cloak_attestation::direct_launch::NO_C_BIT;
+    }
     let mut devices = Vec::new();
     if let Some(socket) = args.vsock {
         devices.push(VirtioSpec::Vsock {

@@ -15,7 +15,7 @@ use tokio::process::Command;
 
 use super::child::{enter_netns_on_exec, ChildProcess};
 use super::readiness::ReadyListener;
-use super::sim_psp::{SimPspServer, SimulatedLaunch};
+use super::sim_psp::SimPspServer;
 use super::virtiofs_backend::VirtiofsBackend;
 use super::{host, Hypervisor, HypervisorError, VmConfig, VmExit};
 use crate::config::{HypervisorConfig, TeeKind};
@@ -177,15 +177,6 @@ impl CloakVmm {
             snp,
         }
     }
-
-    async fn simulated_psp(&self, config: &VmConfig) -> Result<SimPspServer, HypervisorError> {
-        let launch = match self.settings.tee {
-            TeeKind::Sim => Some(SimulatedLaunch::of(config, self.settings.snp_policy).await?),
-            TeeKind::None | TeeKind::Snp => None,
-        };
-        let socket = config.host_port_socket(cloak_protocol::sim_psp::SIM_PSP_VSOCK_PORT);
-        SimPspServer::start(&socket, launch)
-    }
 }
 
 #[async_trait::async_trait]
@@ -211,7 +202,7 @@ impl Hypervisor for CloakVmm {
             path: config.run_dir.display().to_string(),
             source,
         })?;
-        let sim_psp = self.simulated_psp(config).await?;
+        let sim_psp = SimPspServer::serve_for(&self.settings, config).await?;
         self.last_config = Some(config.clone());
         let ready =
             ReadyListener::bind(&config.host_port_socket(cloak_protocol::READY_VSOCK_PORT))?;

@@ -11,7 +11,7 @@ use tokio::process::Command;
 use super::child::ChildProcess;
 use super::host;
 use super::readiness::ReadyListener;
-use super::sim_psp::{SimPspServer, SimulatedLaunch};
+use super::sim_psp::SimPspServer;
 use super::snp::{SnpLaunch, SNP_OBJECT_ID};
 use super::virtiofs_backend::VirtiofsBackend;
 use super::vsock_backend::VsockBackend;
@@ -223,19 +223,6 @@ impl Qemu {
 
     /// The simulated AMD-SP's port, listening before the VM starts: reports for a
     /// `tee = "sim"` VM, a quick "no simulated TEE" for the others.
-    async fn simulated_psp(&self, config: &VmConfig) -> Result<SimPspServer, HypervisorError> {
-        let launch = match self.settings.tee {
-            TeeKind::Sim => {
-                let launch = SimulatedLaunch::of(config, self.settings.snp_policy).await?;
-                tracing::info!(sandbox = %config.id, measurement = %launch.measurement, "simulated TEE launch");
-                Some(launch)
-            }
-            TeeKind::None | TeeKind::Snp => None,
-        };
-        let socket = config.host_port_socket(cloak_protocol::sim_psp::SIM_PSP_VSOCK_PORT);
-        SimPspServer::start(&socket, launch)
-    }
-
     fn launch_for(
         &self,
         config: &VmConfig,
@@ -292,7 +279,7 @@ impl Hypervisor for Qemu {
         })?;
         let accel = Accel::resolve(self.settings.accel);
         let snp = self.snp_launch(accel, config)?;
-        let sim_psp = self.simulated_psp(config).await?;
+        let sim_psp = SimPspServer::serve_for(&self.settings, config).await?;
         self.last_config = Some(config.clone());
         let ready =
             ReadyListener::bind(&config.host_port_socket(cloak_protocol::READY_VSOCK_PORT))?;

@@ -76,6 +76,24 @@ pub struct SimPspServer {
 impl SimPspServer {
     /// Listens on `socket` (the hybrid-vsock path of the simulated AMD-SP's port); `launch`
     /// is `None` for a VM without a simulated TEE.
+    /// What every VM gets on its simulated AMD-SP port: with tee = "sim" the simulated TEE of
+    /// exactly this launch, otherwise the quick "no simulated TEE" answer.
+    pub async fn serve_for(
+        settings: &crate::config::HypervisorConfig,
+        config: &VmConfig,
+    ) -> Result<Self, HypervisorError> {
+        let launch = match settings.tee {
+            crate::config::TeeKind::Sim => {
+                let launch = SimulatedLaunch::of(config, settings.snp_policy).await?;
+                tracing::info!(sandbox = %config.id, measurement = %launch.measurement, "simulated TEE launch");
+                Some(launch)
+            }
+            crate::config::TeeKind::None | crate::config::TeeKind::Snp => None,
+        };
+        let socket = config.host_port_socket(cloak_protocol::sim_psp::SIM_PSP_VSOCK_PORT);
+        Self::start(&socket, launch)
+    }
+
     pub fn start(socket: &Path, launch: Option<SimulatedLaunch>) -> Result<Self, HypervisorError> {
         let psp = match launch {
             Some(launch) => Some((
