@@ -23,7 +23,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Boot a Linux kernel (bzImage) and initrd from the direct-launch plan.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Boot a raw 16-bit real-mode image (code and data below 64 KiB).
     Tiny(TinyArgs),
     /// Print the SEV-SNP launch digest of the direct-launch plan cloak-vmm loads for this
@@ -297,7 +297,7 @@ fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let result = match Cli::parse().command {
-        Command::Run(args) => run(args),
+        Command::Run(args) => run(*args),
         Command::Tiny(args) => tiny(args),
         Command::PlanDigest(args) => {
             return match plan_digest(args) {
