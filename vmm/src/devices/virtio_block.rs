@@ -286,10 +286,8 @@ impl super::virtio_mmio::VirtioDevice for VirtioBlock {
         queues: &mut [Option<virtio_queue::Queue>],
         memory: &vm_memory::GuestMemoryMmap,
     ) -> bool {
-        match queues.get_mut(index as usize) {
-            Some(Some(queue)) => self.backend.process_queue(queue, memory) > 0,
-            _ => false,
-        }
+        crate::devices::virtio_mmio::live_queue(queues, index as usize)
+            .is_some_and(|queue| self.backend.process_queue(queue, memory) > 0)
     }
 }
 

@@ -98,6 +98,11 @@ pub trait VirtioDevice: Send {
     }
 }
 
+/// Queue `index` of a device's queues, if the driver made it ready.
+pub fn live_queue(queues: &mut [Option<Queue>], index: usize) -> Option<&mut Queue> {
+    queues.get_mut(index).and_then(Option::as_mut)
+}
+
 /// How a transport tells the rest of the VM something happened.
 #[derive(Clone, Default)]
 pub struct TransportSignals {

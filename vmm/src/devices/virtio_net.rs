@@ -14,7 +14,7 @@ use virtio_queue::{Queue, QueueT as _};
 use vm_memory::GuestMemoryMmap;
 
 use super::chain_io::{read_chain, write_chain};
-use super::virtio_mmio::{device_type, VirtioDevice};
+use super::virtio_mmio::{device_type, live_queue, VirtioDevice};
 
 /// VIRTIO_NET_F_MAC: the configuration space holds the NIC's address.
 const F_MAC: u64 = 1 << 5;
@@ -241,16 +241,11 @@ impl VirtioDevice for VirtioNet {
         queues: &mut [Option<Queue>],
         memory: &GuestMemoryMmap,
     ) -> bool {
-        let mut used = false;
-        if index as usize == TX_QUEUE {
-            if let Some(Some(tx)) = queues.get_mut(TX_QUEUE) {
-                used |= self.transmit(tx, memory) > 0;
-            }
-        }
-        if let Some(Some(rx)) = queues.get_mut(RX_QUEUE) {
-            used |= self.receive(rx, memory) > 0;
-        }
-        used
+        // A transmit kick sends; any kick may find frames waiting for receive buffers.
+        let sent = index as usize == TX_QUEUE
+            && live_queue(queues, TX_QUEUE).is_some_and(|tx| self.transmit(tx, memory) > 0);
+        let received = live_queue(queues, RX_QUEUE).is_some_and(|rx| self.receive(rx, memory) > 0);
+        sent || received
     }
 
     fn host_fds(&self) -> Vec<RawFd> {
@@ -262,10 +257,7 @@ impl VirtioDevice for VirtioNet {
     }
 
     fn poll_host(&mut self, queues: &mut [Option<Queue>], memory: &GuestMemoryMmap) -> bool {
-        match queues.get_mut(RX_QUEUE) {
-            Some(Some(rx)) => self.receive(rx, memory) > 0,
-            _ => false,
-        }
+        live_queue(queues, RX_QUEUE).is_some_and(|rx| self.receive(rx, memory) > 0)
     }
 }
 

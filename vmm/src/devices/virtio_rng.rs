@@ -88,10 +88,8 @@ impl VirtioDevice for VirtioRng {
         queues: &mut [Option<Queue>],
         memory: &GuestMemoryMmap,
     ) -> bool {
-        match queues.get_mut(index as usize) {
-            Some(Some(queue)) => fill_requests(queue, memory) > 0,
-            _ => false,
-        }
+        crate::devices::virtio_mmio::live_queue(queues, index as usize)
+            .is_some_and(|queue| fill_requests(queue, memory) > 0)
     }
 }
 

@@ -9,6 +9,7 @@ use std::path::Path;
 use virtio_queue::{QueueOwnedT, QueueT};
 use vm_memory::GuestMemory;
 
+use crate::devices::virtio_mmio::live_queue;
 use muxer::Muxer;
 use packet::{read_packet, write_packet, HEADER_BYTES};
 
@@ -128,16 +129,10 @@ impl crate::devices::virtio_mmio::VirtioDevice for VsockDevice {
         queues: &mut [Option<virtio_queue::Queue>],
         memory: &vm_memory::GuestMemoryMmap,
     ) -> bool {
-        let mut used = false;
-        if index as usize == TX_QUEUE {
-            if let Some(Some(tx)) = queues.get_mut(TX_QUEUE) {
-                used |= self.process_tx(tx, memory) > 0;
-            }
-        }
-        if let Some(Some(rx)) = queues.get_mut(RX_QUEUE) {
-            used |= self.fill_rx(rx, memory) > 0;
-        }
-        used
+        let sent = index as usize == TX_QUEUE
+            && live_queue(queues, TX_QUEUE).is_some_and(|tx| self.process_tx(tx, memory) > 0);
+        let received = live_queue(queues, RX_QUEUE).is_some_and(|rx| self.fill_rx(rx, memory) > 0);
+        sent || received
     }
 
     fn host_fds(&self) -> Vec<std::os::fd::RawFd> {
@@ -149,9 +144,9 @@ impl crate::devices::virtio_mmio::VirtioDevice for VsockDevice {
         queues: &mut [Option<virtio_queue::Queue>],
         memory: &vm_memory::GuestMemoryMmap,
     ) -> bool {
-        match queues.get_mut(RX_QUEUE) {
-            Some(Some(rx)) => self.fill_rx(rx, memory) > 0,
-            _ => {
+        match live_queue(queues, RX_QUEUE) {
+            Some(rx) => self.fill_rx(rx, memory) > 0,
+            None => {
                 // No receive queue yet: still accept host connections so they wait in order.
                 self.muxer.poll_host();
                 false
