@@ -22,7 +22,7 @@ use crate::bus::{Bus, BusError};
 use crate::control::{VmControl, VmExitReason};
 use crate::devices::virtio_block::{BlockBackend, VirtioBlock};
 use crate::devices::virtio_mmio::{
-    MmioTransport, PlaceholderDevice, TransportSignals, VirtioDevice, WINDOW,
+    MmioTransport, PlaceholderDevice, TransportWiring, VirtioDevice, WINDOW,
 };
 use crate::devices::{i8042::I8042, serial::SerialConsole};
 use crate::devices::{COM1_PORT, COM1_PORTS, I8042_PORT, I8042_PORTS};
@@ -244,11 +244,11 @@ fn virtio_device(spec: &VirtioSpec) -> Result<Box<dyn VirtioDevice>, StartVmErro
     })
 }
 
-/// A device at `base` and how its transport signals the rest of the VM.
+/// A device at `base` and how its transport is wired into the VM.
 struct PlacedDevice<'a> {
     base: u64,
     spec: &'a VirtioSpec,
-    signals: TransportSignals,
+    wiring: TransportWiring,
 }
 
 struct Buses {
@@ -282,7 +282,7 @@ fn build_buses(
     for device in devices {
         let transport = Arc::new(Mutex::new(
             MmioTransport::with_memory(virtio_device(device.spec)?, Some(memory.clone()))
-                .with_signals(device.signals),
+                .with_wiring(device.wiring),
         ));
         mmio.insert(device.base, WINDOW, transport.clone())?;
         transports.push(transport);
@@ -309,12 +309,13 @@ fn linux_devices(
     console: Box<dyn Write + Send>,
     devices: &[VirtioSpec],
     ram: &GuestRam,
+    encrypted_guest: bool,
 ) -> Result<(Buses, EventLoop), StartVmError> {
     use cloak_attestation::guest_acpi::COM1_IRQ;
     let console =
         SerialConsole::with_interrupt(console, Some(crate::machine::interrupt_line(vm, COM1_IRQ)?));
     let wake = new_wake()?;
-    let devices = place_in_slots(vm, devices, &wake)?;
+    let devices = place_in_slots(vm, devices, &wake, encrypted_guest)?;
     let buses = build_buses(control, console, devices, &ram.memory)?;
     let event_loop =
         EventLoop::spawn(buses.transports.clone(), wake).map_err(StartVmError::EventLoop)?;
@@ -327,6 +328,7 @@ fn place_in_slots<'a>(
     vm: &VmFd,
     devices: &'a [VirtioSpec],
     wake: &Arc<vmm_sys_util::eventfd::EventFd>,
+    encrypted_guest: bool,
 ) -> Result<Vec<PlacedDevice<'a>>, StartVmError> {
     use cloak_attestation::guest_acpi::{virtio_mmio_slot, VIRTIO_MMIO_SLOTS};
     devices
@@ -342,9 +344,10 @@ fn place_in_slots<'a>(
             Ok(PlacedDevice {
                 base,
                 spec,
-                signals: TransportSignals {
+                wiring: TransportWiring {
                     interrupt: Some(Arc::new(interrupt)),
                     wake: Some(wake.clone()),
+                    encrypted_guest,
                 },
             })
         })
@@ -445,7 +448,7 @@ impl RunningVm {
         crate::direct_boot::load_plan(&ram, &plan)?;
         let control = Arc::new(VmControl::default());
         let (buses, event_loop) =
-            linux_devices(&vm, &control, config.console, &config.devices, &ram)?;
+            linux_devices(&vm, &control, config.console, &config.devices, &ram, false)?;
         let vcpus = create_planned_vcpus(&kvm, &vm, &config.launch)?;
         let mut running = Self::start(started, vm, ram, control, buses, vcpus)?;
         running.event_loop = Some(event_loop);
@@ -484,7 +487,7 @@ impl RunningVm {
         )?;
         let control = Arc::new(VmControl::default());
         let (buses, event_loop) =
-            linux_devices(&vm, &control, config.console, &config.devices, &ram)?;
+            linux_devices(&vm, &control, config.console, &config.devices, &ram, true)?;
         let vcpus = create_planned_vcpus(&kvm, &vm, &config.launch)?;
         // KVM turns each vCPU's registers into its VMSA here, the plan's VMSA records.
         firmware.launch_finish(snp.host_data)?;
@@ -514,9 +517,9 @@ impl RunningVm {
             .map(|(base, spec)| PlacedDevice {
                 base: *base,
                 spec,
-                signals: TransportSignals {
-                    interrupt: None,
+                wiring: TransportWiring {
                     wake: Some(wake.clone()),
+                    ..TransportWiring::default()
                 },
             })
             .collect();

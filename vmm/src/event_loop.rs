@@ -114,7 +114,7 @@ fn pollfd(fd: RawFd) -> libc::pollfd {
 mod tests {
     use super::*;
     use crate::devices::test_queues::{desc, memory, WRITE};
-    use crate::devices::virtio_mmio::TransportSignals;
+    use crate::devices::virtio_mmio::TransportWiring;
     use crate::devices::vsock::packet::{op, Header, HEADER_BYTES};
     use crate::devices::vsock::VsockDevice;
     use std::io::Write as _;
@@ -153,9 +153,10 @@ mod tests {
             Box::new(VsockDevice::new(3, &socket).expect("vsock")),
             Some(memory.clone()),
         )
-        .with_signals(TransportSignals {
+        .with_wiring(TransportWiring {
             interrupt: Some(interrupt.clone()),
             wake: Some(wake.clone()),
+            encrypted_guest: false,
         });
         for (index, ring) in [(0, &rx), (1, &tx)] {
             transport.set_up_queue(

@@ -20,6 +20,10 @@ pub const VENDOR_ID: u32 = 0x004b_4c43;
 pub const WINDOW: u64 = 0x200;
 /// VIRTIO_F_VERSION_1: the device speaks the modern interface.
 pub const VIRTIO_F_VERSION_1: u64 = 1 << 32;
+/// VIRTIO_F_ACCESS_PLATFORM: the device reaches guest memory the way the platform allows —
+/// what a guest with encrypted memory (SEV-SNP) requires before it uses a device, so that
+/// its driver places buffers in shared pages.
+pub const VIRTIO_F_ACCESS_PLATFORM: u64 = 1 << 33;
 
 /// Virtio device ids (spec 5).
 pub mod device_type {
@@ -103,13 +107,15 @@ pub fn live_queue(queues: &mut [Option<Queue>], index: usize) -> Option<&mut Que
     queues.get_mut(index).and_then(Option::as_mut)
 }
 
-/// How a transport tells the rest of the VM something happened.
+/// How a transport is wired into its VM: its interrupt, the event loop, the guest kind.
 #[derive(Clone, Default)]
-pub struct TransportSignals {
+pub struct TransportWiring {
     /// The device's interrupt line (an irqfd KVM injects from).
     pub interrupt: Option<Arc<EventFd>>,
     /// Wakes the event loop after the driver ran a queue (a device may have new host fds).
     pub wake: Option<Arc<EventFd>>,
+    /// The guest's memory is encrypted: offer VIRTIO_F_ACCESS_PLATFORM.
+    pub encrypted_guest: bool,
 }
 
 /// Where the driver put one queue.
@@ -135,7 +141,7 @@ pub struct MmioTransport {
     queues: Vec<QueueConfig>,
     status: u32,
     interrupt_status: u32,
-    signals: TransportSignals,
+    wiring: TransportWiring,
 }
 
 fn set_half(value: &mut u64, high: bool, half: u32) {
@@ -165,13 +171,13 @@ impl MmioTransport {
             queues,
             status: 0,
             interrupt_status: 0,
-            signals: TransportSignals::default(),
+            wiring: TransportWiring::default(),
         }
     }
 
-    /// Wires the transport's interrupt and event-loop wake-up.
-    pub fn with_signals(mut self, signals: TransportSignals) -> Self {
-        self.signals = signals;
+    /// Wires the transport into its VM.
+    pub fn with_wiring(mut self, wiring: TransportWiring) -> Self {
+        self.wiring = wiring;
         self
     }
 
@@ -205,7 +211,7 @@ impl MmioTransport {
             self.status |= STATUS_DEVICE_NEEDS_RESET;
         }
         // The device may watch new host descriptors now.
-        if let Some(wake) = &self.signals.wake {
+        if let Some(wake) = &self.wiring.wake {
             let _ = wake.write(1);
         }
     }
@@ -233,7 +239,7 @@ impl MmioTransport {
 
     fn signal_used_buffers(&mut self) {
         self.interrupt_status |= INTERRUPT_USED_BUFFER;
-        if let Some(interrupt) = &self.signals.interrupt {
+        if let Some(interrupt) = &self.wiring.interrupt {
             if let Err(err) = interrupt.write(1) {
                 tracing::warn!(error = %err, "virtio-mmio interrupt");
             }
@@ -253,7 +259,12 @@ impl MmioTransport {
     }
 
     fn offered_features(&self) -> u64 {
-        self.device.features() | VIRTIO_F_VERSION_1
+        let platform = if self.wiring.encrypted_guest {
+            VIRTIO_F_ACCESS_PLATFORM
+        } else {
+            0
+        };
+        self.device.features() | VIRTIO_F_VERSION_1 | platform
     }
 
     fn selected_queue(&mut self) -> Option<&mut QueueConfig> {
@@ -417,7 +428,7 @@ impl MmioTransport {
             return;
         }
         let used = self.device.process_queue(index, &mut self.live, memory);
-        if let Some(wake) = &self.signals.wake {
+        if let Some(wake) = &self.wiring.wake {
             let _ = wake.write(1);
         }
         if used {
@@ -491,6 +502,25 @@ mod tests {
 
     fn write32(t: &mut MmioTransport, offset: u64, value: u32) {
         t.write(offset, &value.to_le_bytes());
+    }
+
+    #[test]
+    fn an_encrypted_guest_is_offered_access_platform() {
+        let read_high_features = |transport: &mut MmioTransport| {
+            transport.write_register(reg::DEVICE_FEATURES_SEL, 1);
+            transport.read_register(reg::DEVICE_FEATURES)
+        };
+        let mut plain = transport();
+        assert_eq!(read_high_features(&mut plain), 1, "VERSION_1 only");
+        let mut encrypted = transport().with_wiring(TransportWiring {
+            encrypted_guest: true,
+            ..TransportWiring::default()
+        });
+        assert_eq!(
+            read_high_features(&mut encrypted),
+            1 | 2,
+            "VERSION_1 | ACCESS_PLATFORM"
+        );
     }
 
     #[test]
