@@ -593,7 +593,7 @@ pub(crate) mod tests {
         assert_eq!(summary, expected);
         assert_eq!(
             plan.digest().expect("digest").hex(),
-            "2cde087959fdffc038eb6cce9a4d682d03eb5a27d94cdf18c593a4388322fbab51f9edfff88c80b38e32bae80e4ce258",
+            "8c6ad718091230da2df6703ff20ebd7656f55560f2776cd46b9234700cf02cc323c8e2e75244ed3b5fad6e3fb4e8fb5a",
             "the launch digest of the tiny kernel changed: if intended, update the pin"
         );
     }
