@@ -24,22 +24,28 @@ impl AgentRpc {
     /// The TEE this VM runs in: hardware if the guest has an SNP driver, else a simulated one
     /// if the host's simulated AMD-SP answers, else none. Decided once.
     async fn tee(&self) -> TeeKind {
-        *self
-            .state
+        self.tee_and_probe_report().await.0
+    }
+
+    async fn tee_and_probe_report(&self) -> &(TeeKind, Option<Vec<u8>>) {
+        self.state
             .tee
             .get_or_init(|| async {
                 let root = Path::new("/");
-                let simulated = !guest_details::has_snp_guest_driver(root)
-                    && match crate::attestation::fetch_simulated_report(&[]).await {
-                        Ok(_) => true,
+                let simulated_report = if guest_details::has_snp_guest_driver(root) {
+                    None
+                } else {
+                    match crate::attestation::fetch_simulated_report(&[]).await {
+                        Ok(report) => Some(report.report),
                         Err(err) => {
                             tracing::debug!(reason = %err, "no simulated TEE");
-                            false
+                            None
                         }
-                    };
-                let tee = guest_details::detect_tee(root, simulated);
+                    }
+                };
+                let tee = guest_details::detect_tee(root, simulated_report.is_some());
                 tracing::info!(tee = ?tee, "TEE detected");
-                tee
+                (tee, simulated_report)
             })
             .await
     }
@@ -131,7 +137,12 @@ impl AgentRpc {
     /// there is no launch-bound value to check against.
     async fn init_data_refusal(&self, init_data: &[u8]) -> Option<String> {
         use crate::attestation::{check_init_data, fetch_from};
-        match fetch_from(self.tee().await, Vec::new()).await? {
+        let (tee, probe_report) = self.tee_and_probe_report().await;
+        // HOST_DATA is fixed at launch: the report that found the TEE tells it as well.
+        if let Some(report) = probe_report {
+            return check_init_data(init_data, report).err();
+        }
+        match fetch_from(*tee, Vec::new()).await? {
             Ok(report) => check_init_data(init_data, &report.report).err(),
             Err(err) => Some(format!("cannot read this VM's HOST_DATA: {err}")),
         }

@@ -23,8 +23,9 @@ pub struct AgentState {
     pub loaded_modules: Vec<String>,
     /// Signalled by DestroySandbox: the server stops and the VM powers off.
     pub shutdown: Notify,
-    /// The TEE, decided at its first use (it may ask the host for a simulated one).
-    pub tee: tokio::sync::OnceCell<cloak_protocol::agent::TeeKind>,
+    /// The TEE, decided at its first use (it may ask the host for a simulated one), and the
+    /// report that question brought back, if any: its HOST_DATA serves the init-data check.
+    pub tee: tokio::sync::OnceCell<(cloak_protocol::agent::TeeKind, Option<Vec<u8>>)>,
     pub ready_at_ms: std::sync::atomic::AtomicU64,
 }
 
