@@ -584,3 +584,213 @@ fn a_host_connects_to_a_tiny_guest_over_virtio_vsock() {
     // REQUEST (1) seen, then RW (5) carrying the host's bytes.
     assert_eq!(console.bytes(), [b'R', 1, 5, b'h', b'i']);
 }
+
+/// A raw packet socket on one interface: what the host side of the tap test sends and
+/// captures frames with.
+struct PacketSocket(std::os::fd::OwnedFd);
+
+impl PacketSocket {
+    fn bind(interface: &str) -> std::io::Result<Self> {
+        use std::os::fd::FromRawFd as _;
+        let protocol = (libc::ETH_P_ALL as u16).to_be();
+        // SAFETY: plain socket(2); the result is checked before it is owned.
+        let raw = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, i32::from(protocol)) };
+        if raw < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: socket(2) returned a new descriptor nothing else owns.
+        let socket = Self(unsafe { std::os::fd::OwnedFd::from_raw_fd(raw) });
+        let name = std::ffi::CString::new(interface).expect("no NUL in an interface name");
+        // SAFETY: if_nametoindex reads a NUL-terminated string.
+        let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+        if index == 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: sockaddr_ll is plain data; all-zero is a valid start.
+        let mut address: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        address.sll_family = libc::AF_PACKET as u16;
+        address.sll_protocol = protocol;
+        address.sll_ifindex = index as i32;
+        // SAFETY: `address` is a sockaddr_ll of the size passed.
+        let bound = unsafe {
+            libc::bind(
+                std::os::fd::AsRawFd::as_raw_fd(&socket.0),
+                (&address as *const libc::sockaddr_ll).cast(),
+                std::mem::size_of::<libc::sockaddr_ll>() as u32,
+            )
+        };
+        if bound < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(socket)
+    }
+
+    fn send(&self, frame: &[u8]) -> std::io::Result<()> {
+        // SAFETY: `frame` is valid for its length during the call.
+        let sent = unsafe {
+            libc::send(
+                std::os::fd::AsRawFd::as_raw_fd(&self.0),
+                frame.as_ptr().cast(),
+                frame.len(),
+                0,
+            )
+        };
+        if sent < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// The next frame that contains `needle`, within `timeout`.
+    fn capture(&self, needle: &[u8], timeout: Duration) -> Option<Vec<u8>> {
+        let deadline = Instant::now() + timeout;
+        let mut buffer = [0u8; 2048];
+        while Instant::now() < deadline {
+            let mut poll = libc::pollfd {
+                fd: std::os::fd::AsRawFd::as_raw_fd(&self.0),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd.
+            if unsafe { libc::poll(&mut poll, 1, 100) } <= 0 {
+                continue;
+            }
+            // SAFETY: `buffer` is writable for its length.
+            let len = unsafe { libc::recv(poll.fd, buffer.as_mut_ptr().cast(), buffer.len(), 0) };
+            if len > 0 {
+                let frame = &buffer[..len as usize];
+                if frame.windows(needle.len()).any(|w| w == needle) {
+                    return Some(frame.to_vec());
+                }
+            }
+        }
+        None
+    }
+}
+
+fn ip(args: &[&str]) -> bool {
+    std::process::Command::new("ip")
+        .args(args)
+        .status()
+        .is_ok_and(|status| status.success())
+}
+
+/// Guest memory of the virtio-net test.
+mod net_layout {
+    pub const RX_DESC: u64 = 0x2000;
+    pub const RX_AVAIL: u64 = 0x2100;
+    pub const RX_USED: u64 = 0x2200;
+    pub const TX_DESC: u64 = 0x2400;
+    pub const TX_AVAIL: u64 = 0x2500;
+    pub const TX_USED: u64 = 0x2600;
+    pub const RX_BUFFER: u64 = 0x3000;
+    pub const TX_BUFFER: u64 = 0x3800;
+    /// virtio_net_hdr_v1
+    pub const HEADER: u64 = 12;
+}
+
+/// Frames both ways between a real-mode guest and a real tap: the host sends on the tap,
+/// the frame lands in the guest's receive buffer behind a virtio-net header; the guest
+/// transmits a frame and the host captures it on the tap.
+#[test]
+fn frames_cross_a_real_tap_both_ways() {
+    use net_layout::*;
+    if !kvm_or_skip("frames_cross_a_real_tap_both_ways") {
+        return;
+    }
+    let tap = format!("cvmn{}", std::process::id() % 100_000);
+    if let Err(err) = cloak_vmm::devices::virtio_net::Tap::open(&tap) {
+        let reason = format!("cannot create a tap device here: {err} (needs CAP_NET_ADMIN)");
+        assert!(
+            std::env::var_os("CLOAK_REQUIRE_VM_TESTS").is_none(),
+            "frames_cross_a_real_tap_both_ways: {reason}"
+        );
+        eprintln!("SKIP frames_cross_a_real_tap_both_ways: {reason}");
+        return;
+    }
+    let queue = |code: Code, index: u32, desc: u64, avail: u64, used: u64| {
+        code.mmio_write(0x030, index)
+            .mmio_write(0x038, 8)
+            .mmio_write(0x080, desc as u32)
+            .mmio_write(0x084, 0)
+            .mmio_write(0x090, avail as u32)
+            .mmio_write(0x094, 0)
+            .mmio_write(0x0a0, used as u32)
+            .mmio_write(0x0a4, 0)
+            .mmio_write(0x044, 1)
+    };
+    let code = Code::default()
+        .set_es(0xD000)
+        .serial_port()
+        .mmio_write(0x070, 0x1 | 0x2);
+    let code = queue(code, 0, RX_DESC, RX_AVAIL, RX_USED);
+    let code = queue(code, 1, TX_DESC, TX_AVAIL, TX_USED)
+        .mmio_write(0x070, 0x1 | 0x2 | 0x8 | 0x4)
+        .mmio_write(0x050, 0) // receive buffers are there
+        .print(b'R')
+        .wait_for_byte(RX_USED as u16 + 2, 1)
+        .print_byte_at((RX_BUFFER + HEADER) as u16 + 12) // EtherType, high byte
+        .print_byte_at((RX_BUFFER + HEADER) as u16 + 14) // first payload byte
+        .store_word(TX_AVAIL as u16 + 2, 1)
+        .mmio_write(0x050, 1) // transmit
+        .wait_for_byte(TX_USED as u16 + 2, 1)
+        .print(b'T')
+        .reset()
+        .halt();
+    let mut image = code.0;
+    put(&mut image, RX_DESC, &descriptor(RX_BUFFER, 1600, 2, 0));
+    put(&mut image, RX_AVAIL, &[0, 0, 1, 0, 0, 0]);
+    put(&mut image, RX_USED, &[0; 80]);
+    let mut guest_frame = vec![0u8; HEADER as usize];
+    guest_frame.extend([0xFF; 6]); // broadcast
+    guest_frame.extend([0x02, 0, 0, 0, 0, 0x01]); // the guest's MAC
+    guest_frame.extend([0x88, 0xB5]); // local experimental EtherType
+    guest_frame.extend(b"from the guest");
+    guest_frame.resize(HEADER as usize + 60, 0);
+    put(
+        &mut image,
+        TX_DESC,
+        &descriptor(TX_BUFFER, guest_frame.len() as u32, 0, 0),
+    );
+    put(&mut image, TX_AVAIL, &[0, 0, 0, 0, 0, 0]);
+    put(&mut image, TX_USED, &[0; 80]);
+    put(&mut image, TX_BUFFER, &guest_frame);
+    put(&mut image, RX_BUFFER, &[0; 1600]);
+
+    let (vm, console) = boot(
+        image,
+        vec![LOAD as u16],
+        vec![(
+            0xD_0000,
+            VirtioSpec::Net {
+                tap: tap.clone(),
+                mac: [0x02, 0, 0, 0, 0, 0x01],
+            },
+        )],
+    );
+    assert_eq!(console.wait_for(1, Duration::from_secs(5)), b"R");
+    // The VMM created the tap; bring it up quietly (no IPv6 chatter into the guest).
+    let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{tap}/disable_ipv6"), b"1");
+    assert!(ip(&["link", "set", &tap, "up"]), "ip link set {tap} up");
+    let socket = PacketSocket::bind(&tap).expect("packet socket on the tap");
+    let mut host_frame = vec![0x02, 0, 0, 0, 0, 0x01]; // to the guest
+    host_frame.extend([0x02, 0, 0, 0, 0, 0x02]);
+    host_frame.extend([0x88, 0xB5]);
+    host_frame.extend(b"host says hi");
+    host_frame.resize(60, 0);
+    socket.send(&host_frame).expect("send on the tap");
+    let captured = socket.capture(b"from the guest", Duration::from_secs(10));
+    let ended = vm.wait(Duration::from_secs(10));
+    drop(vm);
+    assert_eq!(
+        captured.as_deref(),
+        Some(&guest_frame[HEADER as usize..]),
+        "the guest's frame, without its virtio-net header, on the tap"
+    );
+    assert_eq!(ended, Some(VmExitReason::Reset));
+    assert_eq!(console.bytes(), [b'R', 0x88, b'h', b'T']);
+    assert!(
+        !std::path::Path::new("/sys/class/net").join(&tap).exists(),
+        "the tap went with the VM"
+    );
+}
