@@ -794,3 +794,132 @@ fn frames_cross_a_real_tap_both_ways() {
         "the tap went with the VM"
     );
 }
+
+fn find_tool(name: &str) -> Option<std::path::PathBuf> {
+    let home_bin =
+        std::env::var_os("HOME").map(|home| std::path::Path::new(&home).join(".cargo/bin"));
+    std::env::var_os("PATH")
+        .map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .chain(home_bin)
+        .map(|dir| dir.join(name))
+        .find(|path| path.is_file())
+}
+
+/// Guest memory of the virtio-fs test: the request queue and one FUSE_INIT.
+mod fs_layout {
+    pub const HIPRIO_DESC: u64 = 0x2000;
+    pub const HIPRIO_AVAIL: u64 = 0x2100;
+    pub const HIPRIO_USED: u64 = 0x2200;
+    pub const DESC: u64 = 0x2400;
+    pub const AVAIL: u64 = 0x2500;
+    pub const USED: u64 = 0x2600;
+    pub const REQUEST: u64 = 0x3000;
+    pub const REPLY: u64 = 0x3200;
+}
+
+/// virtio-fs through the transport: DRIVER_OK hands the rings and guest RAM to a real
+/// virtiofsd, the guest's kick reaches it, and its answer to FUSE_INIT lands in guest memory.
+#[test]
+fn a_tiny_guest_gets_virtiofsds_answer_to_fuse_init() {
+    use fs_layout::*;
+    let test = "a_tiny_guest_gets_virtiofsds_answer_to_fuse_init";
+    if !kvm_or_skip(test) {
+        return;
+    }
+    let Some(virtiofsd) = find_tool("virtiofsd") else {
+        let reason = "virtiofsd is not on PATH (scripts/setup-host.sh installs it)";
+        assert!(
+            std::env::var_os("CLOAK_REQUIRE_VM_TESTS").is_none(),
+            "{test}: {reason}"
+        );
+        eprintln!("SKIP {test}: {reason}");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("shared")).unwrap();
+    let socket = dir.path().join("fs.sock");
+    let mut backend = std::process::Command::new(virtiofsd)
+        .arg("--socket-path")
+        .arg(&socket)
+        .arg("--shared-dir")
+        .arg(dir.path().join("shared"))
+        .arg("--sandbox=none")
+        .arg("--log-level=error")
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !socket.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+
+    let queue = |code: Code, index: u32, desc: u64, avail: u64, used: u64| {
+        code.mmio_write(0x030, index)
+            .mmio_write(0x038, 8)
+            .mmio_write(0x080, desc as u32)
+            .mmio_write(0x084, 0)
+            .mmio_write(0x090, avail as u32)
+            .mmio_write(0x094, 0)
+            .mmio_write(0x0a0, used as u32)
+            .mmio_write(0x0a4, 0)
+            .mmio_write(0x044, 1)
+    };
+    let code = Code::default()
+        .set_es(0xD000)
+        .serial_port()
+        .mmio_write(0x070, 0x1 | 0x2)
+        // VIRTIO_F_VERSION_1 (bit 32): accept it, as every modern driver does.
+        .mmio_write(0x024, 1)
+        .mmio_write(0x020, 1);
+    let code = queue(code, 0, HIPRIO_DESC, HIPRIO_AVAIL, HIPRIO_USED);
+    let code = queue(code, 1, DESC, AVAIL, USED)
+        .mmio_write(0x070, 0x1 | 0x2 | 0x8 | 0x4)
+        .store_word(AVAIL as u16 + 2, 1)
+        .mmio_write(0x050, 1) // kick the request queue
+        .wait_for_byte(USED as u16 + 2, 1)
+        .print_byte_at(REPLY as u16 + 4) // error (low byte): 0
+        .print_byte_at(REPLY as u16 + 16) // fuse_init_out.major: 7
+        .reset()
+        .halt();
+    let mut image = code.0;
+    let mut request = Vec::new();
+    request.extend((40u32 + 64).to_le_bytes()); // len
+    request.extend(26u32.to_le_bytes()); // FUSE_INIT
+    request.extend(1u64.to_le_bytes()); // unique
+    request.extend([0u8; 24]); // nodeid, uid, gid, pid, extlen, padding
+    request.extend(7u32.to_le_bytes()); // major
+    request.extend(31u32.to_le_bytes()); // minor
+    request.extend([0u8; 56]); // max_readahead, flags, flags2, unused
+    let mut table = descriptor(REQUEST, request.len() as u32, 1, 1); // NEXT
+    table.extend(descriptor(REPLY, 256, 2, 0)); // WRITE
+    put(&mut image, DESC, &table);
+    put(&mut image, AVAIL, &[0, 0, 0, 0, 0, 0]);
+    put(&mut image, USED, &[0; 80]);
+    put(&mut image, HIPRIO_DESC, &[0; 16]);
+    put(&mut image, HIPRIO_AVAIL, &[0; 6]);
+    put(&mut image, HIPRIO_USED, &[0; 80]);
+    put(&mut image, REQUEST, &request);
+    put(&mut image, REPLY, &[0xFF; 256]);
+
+    let (vm, console) = boot(
+        image,
+        vec![LOAD as u16],
+        vec![(
+            0xD_0000,
+            VirtioSpec::Fs {
+                socket: socket.clone(),
+                tag: "cloak".into(),
+            },
+        )],
+    );
+    let ended = vm.wait(Duration::from_secs(10));
+    drop(vm);
+    let _ = backend.kill();
+    let _ = backend.wait();
+    assert_eq!(
+        (ended, console.bytes()),
+        (Some(VmExitReason::Reset), vec![0, 7]),
+        "FUSE_INIT answered without error, protocol major 7"
+    );
+}
