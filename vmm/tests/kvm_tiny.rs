@@ -117,6 +117,18 @@ impl Code {
             .extend([0x66, 0xA1, from_low, from_high, 0x66, 0xA3, to_low, to_high]);
         self
     }
+    /// What a driver does to make queue `index` (8 entries) ready at these addresses.
+    fn set_up_queue(self, index: u32, desc: u64, avail: u64, used: u64) -> Self {
+        self.mmio_write(0x030, index) // QueueSel
+            .mmio_write(0x038, 8) // QueueNum
+            .mmio_write(0x080, desc as u32)
+            .mmio_write(0x084, 0)
+            .mmio_write(0x090, avail as u32)
+            .mmio_write(0x094, 0)
+            .mmio_write(0x0a0, used as u32)
+            .mmio_write(0x0a4, 0)
+            .mmio_write(0x044, 1) // QueueReady
+    }
     /// mov word [offset], value
     fn store_word(mut self, offset: u16, value: u16) -> Self {
         self.0.extend([0xC7, 0x06]);
@@ -259,15 +271,7 @@ fn a_tiny_guest_reads_a_sector_through_virtio_blk() {
         .set_es(0xD000)
         .serial_port()
         .mmio_write(0x070, 0x1 | 0x2) // ACKNOWLEDGE | DRIVER
-        .mmio_write(0x030, 0) // QueueSel
-        .mmio_write(0x038, 8) // QueueNum
-        .mmio_write(0x080, DESC_TABLE as u32)
-        .mmio_write(0x084, 0)
-        .mmio_write(0x090, AVAIL_RING as u32)
-        .mmio_write(0x094, 0)
-        .mmio_write(0x0a0, USED_RING as u32)
-        .mmio_write(0x0a4, 0)
-        .mmio_write(0x044, 1) // QueueReady
+        .set_up_queue(0, DESC_TABLE, AVAIL_RING, USED_RING)
         .mmio_write(0x070, 0x1 | 0x2 | 0x8 | 0x4) // FEATURES_OK | DRIVER_OK
         .mmio_write(0x050, 0) // QueueNotify
         .print_byte_at(STATUS as u16)
@@ -480,23 +484,12 @@ fn a_host_connects_to_a_tiny_guest_over_virtio_vsock() {
     if !kvm_or_skip("a_host_connects_to_a_tiny_guest_over_virtio_vsock") {
         return;
     }
-    let queue = |code: Code, index: u32, desc: u64, avail: u64, used: u64| {
-        code.mmio_write(0x030, index) // QueueSel
-            .mmio_write(0x038, 8) // QueueNum
-            .mmio_write(0x080, desc as u32)
-            .mmio_write(0x084, 0)
-            .mmio_write(0x090, avail as u32)
-            .mmio_write(0x094, 0)
-            .mmio_write(0x0a0, used as u32)
-            .mmio_write(0x0a4, 0)
-            .mmio_write(0x044, 1) // QueueReady
-    };
     let code = Code::default()
         .set_es(0xD000)
         .serial_port()
-        .mmio_write(0x070, 0x1 | 0x2); // ACKNOWLEDGE | DRIVER
-    let code = queue(code, 0, RX_DESC, RX_AVAIL, RX_USED);
-    let code = queue(code, 1, TX_DESC, TX_AVAIL, TX_USED)
+        .mmio_write(0x070, 0x1 | 0x2) // ACKNOWLEDGE | DRIVER
+        .set_up_queue(0, RX_DESC, RX_AVAIL, RX_USED)
+        .set_up_queue(1, TX_DESC, TX_AVAIL, TX_USED)
         .mmio_write(0x070, 0x1 | 0x2 | 0x8 | 0x4) // FEATURES_OK | DRIVER_OK
         .print(b'R') // ready: the host may connect
         .wait_for_byte(RX_USED as u16 + 2, 1) // the REQUEST arrived
@@ -708,23 +701,12 @@ fn frames_cross_a_real_tap_both_ways() {
         eprintln!("SKIP frames_cross_a_real_tap_both_ways: {reason}");
         return;
     }
-    let queue = |code: Code, index: u32, desc: u64, avail: u64, used: u64| {
-        code.mmio_write(0x030, index)
-            .mmio_write(0x038, 8)
-            .mmio_write(0x080, desc as u32)
-            .mmio_write(0x084, 0)
-            .mmio_write(0x090, avail as u32)
-            .mmio_write(0x094, 0)
-            .mmio_write(0x0a0, used as u32)
-            .mmio_write(0x0a4, 0)
-            .mmio_write(0x044, 1)
-    };
     let code = Code::default()
         .set_es(0xD000)
         .serial_port()
-        .mmio_write(0x070, 0x1 | 0x2);
-    let code = queue(code, 0, RX_DESC, RX_AVAIL, RX_USED);
-    let code = queue(code, 1, TX_DESC, TX_AVAIL, TX_USED)
+        .mmio_write(0x070, 0x1 | 0x2)
+        .set_up_queue(0, RX_DESC, RX_AVAIL, RX_USED)
+        .set_up_queue(1, TX_DESC, TX_AVAIL, TX_USED)
         .mmio_write(0x070, 0x1 | 0x2 | 0x8 | 0x4)
         .mmio_write(0x050, 0) // receive buffers are there
         .print(b'R')
@@ -854,26 +836,15 @@ fn a_tiny_guest_gets_virtiofsds_answer_to_fuse_init() {
         std::thread::sleep(Duration::from_millis(10));
     }
 
-    let queue = |code: Code, index: u32, desc: u64, avail: u64, used: u64| {
-        code.mmio_write(0x030, index)
-            .mmio_write(0x038, 8)
-            .mmio_write(0x080, desc as u32)
-            .mmio_write(0x084, 0)
-            .mmio_write(0x090, avail as u32)
-            .mmio_write(0x094, 0)
-            .mmio_write(0x0a0, used as u32)
-            .mmio_write(0x0a4, 0)
-            .mmio_write(0x044, 1)
-    };
     let code = Code::default()
         .set_es(0xD000)
         .serial_port()
         .mmio_write(0x070, 0x1 | 0x2)
         // VIRTIO_F_VERSION_1 (bit 32): accept it, as every modern driver does.
         .mmio_write(0x024, 1)
-        .mmio_write(0x020, 1);
-    let code = queue(code, 0, HIPRIO_DESC, HIPRIO_AVAIL, HIPRIO_USED);
-    let code = queue(code, 1, DESC, AVAIL, USED)
+        .mmio_write(0x020, 1)
+        .set_up_queue(0, HIPRIO_DESC, HIPRIO_AVAIL, HIPRIO_USED)
+        .set_up_queue(1, DESC, AVAIL, USED)
         .mmio_write(0x070, 0x1 | 0x2 | 0x8 | 0x4)
         .store_word(AVAIL as u16 + 2, 1)
         .mmio_write(0x050, 1) // kick the request queue
