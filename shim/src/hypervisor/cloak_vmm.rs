@@ -9,7 +9,7 @@
 //! the init-data's SHA-256 as HOST_DATA, this CPU's C-bit); no firmware is involved.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tokio::process::Command;
 
@@ -17,6 +17,7 @@ use super::child::{enter_netns_on_exec, ChildProcess};
 use super::readiness::ReadyListener;
 use super::sim_psp::SimPspServer;
 use super::virtiofs_backend::VirtiofsBackend;
+use super::vm_processes::VmProcesses;
 use super::{host, Hypervisor, HypervisorError, VmConfig, VmExit};
 use crate::config::{HypervisorConfig, TeeKind};
 
@@ -135,18 +136,9 @@ fn snp_launch(
     })
 }
 
-struct RunningVm {
-    vmm: ChildProcess,
-    virtiofs: Option<VirtiofsBackend>,
-    ready: ReadyListener,
-    /// Dropped with the VM: stops serving and removes its socket.
-    sim_psp: SimPspServer,
-    config: VmConfig,
-}
-
 pub struct CloakVmm {
     settings: HypervisorConfig,
-    running: Option<RunningVm>,
+    running: Option<VmProcesses>,
     last_config: Option<VmConfig>,
 }
 
@@ -237,7 +229,8 @@ impl Hypervisor for CloakVmm {
             memory_mib = launch.memory_mib,
             "cloak-vmm started"
         );
-        self.running = Some(RunningVm {
+        self.running = Some(VmProcesses {
+            name: "cloak-vmm",
             vmm,
             virtiofs,
             ready,
@@ -249,29 +242,21 @@ impl Hypervisor for CloakVmm {
 
     async fn wait_for_agent(&mut self, deadline: Instant) -> Result<(), HypervisorError> {
         let running = self.running.as_mut().ok_or(HypervisorError::NotRunning)?;
-        let RunningVm { vmm, ready, .. } = running;
-        ready.wait_for_vmm("cloak-vmm", vmm, deadline).await
+        running.wait_for_agent(deadline).await
     }
 
     fn try_exit(&mut self) -> Option<VmExit> {
-        self.running
-            .as_mut()
-            .and_then(|running| running.vmm.try_exit())
+        self.running.as_mut().and_then(VmProcesses::try_exit)
     }
 
     async fn stop(&mut self) -> Result<(), HypervisorError> {
-        let Some(mut running) = self.running.take() else {
-            return Ok(());
-        };
-        // SIGTERM: cloak-vmm stops its vCPUs and removes its vsock socket.
-        let exit = running.vmm.terminate(Duration::from_secs(3)).await;
-        if let Some(backend) = running.virtiofs.as_mut() {
-            backend.stop().await;
+        if let Some(running) = self.running.take() {
+            let vsock_socket = running.config.vsock_socket();
+            // SIGTERM: cloak-vmm stops its vCPUs and removes its vsock socket; a killed one
+            // cannot, so make sure.
+            running.stop().await;
+            let _ = std::fs::remove_file(vsock_socket);
         }
-        let _ = std::fs::remove_file(running.config.vsock_socket());
-        drop(running.ready);
-        drop(running.sim_psp);
-        tracing::info!(sandbox = %running.config.id, %exit, "cloak-vmm stopped");
         Ok(())
     }
 
@@ -286,11 +271,7 @@ impl Hypervisor for CloakVmm {
     fn process_ids(&self) -> Vec<u32> {
         self.running
             .as_ref()
-            .map(|running| {
-                let mut pids = vec![running.vmm.pid()];
-                pids.extend(running.virtiofs.as_ref().map(VirtiofsBackend::pid));
-                pids
-            })
+            .map(VmProcesses::pids)
             .unwrap_or_default()
     }
 }

@@ -10,6 +10,7 @@ pub mod readiness;
 pub mod sim_psp;
 pub mod snp;
 pub mod virtiofs_backend;
+pub mod vm_processes;
 pub mod vsock_backend;
 
 use std::path::PathBuf;

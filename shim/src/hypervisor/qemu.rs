@@ -4,7 +4,7 @@
 //! a failed power-off) into a QEMU exit, so a dead guest is never a silent hang.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tokio::process::Command;
 
@@ -14,6 +14,7 @@ use super::readiness::ReadyListener;
 use super::sim_psp::SimPspServer;
 use super::snp::{SnpLaunch, SNP_OBJECT_ID};
 use super::virtiofs_backend::VirtiofsBackend;
+use super::vm_processes::VmProcesses;
 use super::vsock_backend::VsockBackend;
 use super::{Hypervisor, HypervisorError, VmConfig, VmExit};
 use crate::config::{AccelSetting, HypervisorConfig, TeeKind};
@@ -180,13 +181,9 @@ pub fn host_kernel_params(accel: Accel) -> Vec<String> {
 }
 
 struct RunningVm {
-    qemu: ChildProcess,
+    processes: VmProcesses,
+    /// vhost-device-vsock: QEMU's vsock lives outside the VMM.
     vsock: VsockBackend,
-    virtiofs: Option<VirtiofsBackend>,
-    ready: ReadyListener,
-    /// Dropped with the VM: stops serving and removes its socket.
-    sim_psp: SimPspServer,
-    config: VmConfig,
 }
 
 pub struct Qemu {
@@ -342,40 +339,39 @@ impl Hypervisor for Qemu {
             "qemu started"
         );
         self.running = Some(RunningVm {
-            qemu,
+            processes: VmProcesses {
+                name: "qemu",
+                vmm: qemu,
+                virtiofs,
+                ready,
+                sim_psp,
+                config: config.clone(),
+            },
             vsock,
-            virtiofs,
-            ready,
-            sim_psp,
-            config: config.clone(),
         });
         Ok(())
     }
 
     async fn wait_for_agent(&mut self, deadline: Instant) -> Result<(), HypervisorError> {
         let running = self.running.as_mut().ok_or(HypervisorError::NotRunning)?;
-        let RunningVm { qemu, ready, .. } = running;
-        ready.wait_for_vmm("qemu", qemu, deadline).await
+        running.processes.wait_for_agent(deadline).await
     }
 
     fn try_exit(&mut self) -> Option<VmExit> {
         self.running
             .as_mut()
-            .and_then(|running| running.qemu.try_exit())
+            .and_then(|running| running.processes.try_exit())
     }
 
     async fn stop(&mut self) -> Result<(), HypervisorError> {
-        let Some(mut running) = self.running.take() else {
-            return Ok(());
-        };
-        let exit = running.qemu.terminate(Duration::from_secs(3)).await;
-        running.vsock.stop().await;
-        if let Some(backend) = running.virtiofs.as_mut() {
-            backend.stop().await;
+        if let Some(RunningVm {
+            processes,
+            mut vsock,
+        }) = self.running.take()
+        {
+            processes.stop().await;
+            vsock.stop().await;
         }
-        drop(running.ready);
-        drop(running.sim_psp);
-        tracing::info!(sandbox = %running.config.id, %exit, "qemu stopped");
         Ok(())
     }
 
@@ -391,8 +387,9 @@ impl Hypervisor for Qemu {
         self.running
             .as_ref()
             .map(|running| {
-                let mut pids = vec![running.qemu.pid(), running.vsock.pid()];
-                pids.extend(running.virtiofs.as_ref().map(VirtiofsBackend::pid));
+                // The VMM first: callers take the first pid as the VM's.
+                let mut pids = running.processes.pids();
+                pids.push(running.vsock.pid());
                 pids
             })
             .unwrap_or_default()

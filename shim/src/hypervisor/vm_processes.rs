@@ -1,0 +1,55 @@
+//! What a running pod VM holds on the host whichever VMM runs it — the VMM process, the
+//! virtio-fs daemon, the readiness listener and the simulated AMD-SP — and the order they are
+//! stopped in, so every backend waits, reports and cleans up the same way.
+
+use std::time::{Duration, Instant};
+
+use super::child::ChildProcess;
+use super::readiness::ReadyListener;
+use super::sim_psp::SimPspServer;
+use super::virtiofs_backend::VirtiofsBackend;
+use super::{HypervisorError, VmConfig, VmExit};
+
+/// How long a VMM may take to stop after SIGTERM before it is killed.
+const STOP_GRACE: Duration = Duration::from_secs(3);
+
+pub struct VmProcesses {
+    /// "qemu", "cloak-vmm": for logs and errors.
+    pub name: &'static str,
+    pub vmm: ChildProcess,
+    pub virtiofs: Option<VirtiofsBackend>,
+    pub ready: ReadyListener,
+    /// Dropped with the VM: stops serving and removes its socket.
+    pub sim_psp: SimPspServer,
+    pub config: VmConfig,
+}
+
+impl VmProcesses {
+    pub async fn wait_for_agent(&mut self, deadline: Instant) -> Result<(), HypervisorError> {
+        self.ready
+            .wait_for_vmm(self.name, &mut self.vmm, deadline)
+            .await
+    }
+
+    pub fn try_exit(&mut self) -> Option<VmExit> {
+        self.vmm.try_exit()
+    }
+
+    /// The VMM first (nothing uses the daemons after it), then the virtio-fs daemon; the
+    /// listeners close as `self` goes.
+    pub async fn stop(mut self) -> VmExit {
+        let exit = self.vmm.terminate(STOP_GRACE).await;
+        if let Some(backend) = self.virtiofs.as_mut() {
+            backend.stop().await;
+        }
+        tracing::info!(sandbox = %self.config.id, vmm = self.name, %exit, "VM stopped");
+        exit
+    }
+
+    /// The VMM's pid, then the virtio-fs daemon's.
+    pub fn pids(&self) -> Vec<u32> {
+        let mut pids = vec![self.vmm.pid()];
+        pids.extend(self.virtiofs.as_ref().map(VirtiofsBackend::pid));
+        pids
+    }
+}
