@@ -118,14 +118,14 @@ impl Code {
         self
     }
     /// What a driver does to make queue `index` (8 entries) ready at these addresses.
-    fn set_up_queue(self, index: u32, desc: u64, avail: u64, used: u64) -> Self {
+    fn set_up_queue(self, index: u32, rings: Rings) -> Self {
         self.mmio_write(0x030, index) // QueueSel
             .mmio_write(0x038, 8) // QueueNum
-            .mmio_write(0x080, desc as u32)
+            .mmio_write(0x080, rings.desc as u32)
             .mmio_write(0x084, 0)
-            .mmio_write(0x090, avail as u32)
+            .mmio_write(0x090, rings.avail as u32)
             .mmio_write(0x094, 0)
-            .mmio_write(0x0a0, used as u32)
+            .mmio_write(0x0a0, rings.used as u32)
             .mmio_write(0x0a4, 0)
             .mmio_write(0x044, 1) // QueueReady
     }
@@ -271,7 +271,14 @@ fn a_tiny_guest_reads_a_sector_through_virtio_blk() {
         .set_es(0xD000)
         .serial_port()
         .mmio_write(0x070, 0x1 | 0x2) // ACKNOWLEDGE | DRIVER
-        .set_up_queue(0, DESC_TABLE, AVAIL_RING, USED_RING)
+        .set_up_queue(
+            0,
+            Rings {
+                desc: DESC_TABLE,
+                avail: AVAIL_RING,
+                used: USED_RING,
+            },
+        )
         .mmio_write(0x070, 0x1 | 0x2 | 0x8 | 0x4) // FEATURES_OK | DRIVER_OK
         .mmio_write(0x050, 0) // QueueNotify
         .print_byte_at(STATUS as u16)
@@ -461,14 +468,28 @@ fn a_device_interrupt_reaches_the_guest_through_the_io_apic() {
     );
 }
 
+/// Where the two-queue test guests (vsock, net, fs) put their rings: queue 0 (receive, or
+/// virtio-fs hiprio) and queue 1 (transmit, or requests), eight entries each.
+#[derive(Clone, Copy)]
+struct Rings {
+    desc: u64,
+    avail: u64,
+    used: u64,
+}
+
+const QUEUE0: Rings = Rings {
+    desc: 0x2000,
+    avail: 0x2100,
+    used: 0x2200,
+};
+const QUEUE1: Rings = Rings {
+    desc: 0x2400,
+    avail: 0x2500,
+    used: 0x2600,
+};
+
 /// Guest memory of the virtio-vsock test: one receive and one transmit queue of 8 entries.
 mod vsock_layout {
-    pub const RX_DESC: u64 = 0x2000;
-    pub const RX_AVAIL: u64 = 0x2100;
-    pub const RX_USED: u64 = 0x2200;
-    pub const TX_DESC: u64 = 0x2400;
-    pub const TX_AVAIL: u64 = 0x2500;
-    pub const TX_USED: u64 = 0x2600;
     pub const RX_BUFFER: u64 = 0x3000;
     pub const TX_BUFFER: u64 = 0x3200;
     pub const HEADER: u64 = 44;
@@ -488,20 +509,20 @@ fn a_host_connects_to_a_tiny_guest_over_virtio_vsock() {
         .set_es(0xD000)
         .serial_port()
         .mmio_write(0x070, 0x1 | 0x2) // ACKNOWLEDGE | DRIVER
-        .set_up_queue(0, RX_DESC, RX_AVAIL, RX_USED)
-        .set_up_queue(1, TX_DESC, TX_AVAIL, TX_USED)
+        .set_up_queue(0, QUEUE0)
+        .set_up_queue(1, QUEUE1)
         .mmio_write(0x070, 0x1 | 0x2 | 0x8 | 0x4) // FEATURES_OK | DRIVER_OK
         .print(b'R') // ready: the host may connect
-        .wait_for_byte(RX_USED as u16 + 2, 1) // the REQUEST arrived
+        .wait_for_byte(QUEUE0.used as u16 + 2, 1) // the REQUEST arrived
         .print_byte_at(RX_BUFFER as u16 + 30) // its op
         // RESPONSE to the host's port (the REQUEST's source port).
         .copy_dword(RX_BUFFER as u16 + 16, TX_BUFFER as u16 + 20)
-        .store_word(TX_AVAIL as u16 + 2, 1)
+        .store_word(QUEUE1.avail as u16 + 2, 1)
         .mmio_write(0x050, 1) // QueueNotify(tx)
         // The receive buffer again, for the host's data.
-        .store_word(RX_AVAIL as u16 + 2, 2)
+        .store_word(QUEUE0.avail as u16 + 2, 2)
         .mmio_write(0x050, 0) // QueueNotify(rx)
-        .wait_for_byte(RX_USED as u16 + 2, 2)
+        .wait_for_byte(QUEUE0.used as u16 + 2, 2)
         .print_byte_at(RX_BUFFER as u16 + 30) // op RW
         .print_byte_at((RX_BUFFER + HEADER) as u16)
         .print_byte_at((RX_BUFFER + HEADER) as u16 + 1)
@@ -511,19 +532,19 @@ fn a_host_connects_to_a_tiny_guest_over_virtio_vsock() {
     let rx_buffer_len = (HEADER + 64) as u32;
     put(
         &mut image,
-        RX_DESC,
+        QUEUE0.desc,
         &descriptor(RX_BUFFER, rx_buffer_len, 2, 0),
     ); // WRITE
        // Two available entries, both the one buffer; idx 1: the first offered now.
-    put(&mut image, RX_AVAIL, &[0, 0, 1, 0, 0, 0, 0, 0]);
-    put(&mut image, RX_USED, &[0; 80]);
+    put(&mut image, QUEUE0.avail, &[0, 0, 1, 0, 0, 0, 0, 0]);
+    put(&mut image, QUEUE0.used, &[0; 80]);
     put(
         &mut image,
-        TX_DESC,
+        QUEUE1.desc,
         &descriptor(TX_BUFFER, HEADER as u32, 0, 0),
     );
-    put(&mut image, TX_AVAIL, &[0, 0, 0, 0, 0, 0]); // ring[0] = head 0, idx set by the guest
-    put(&mut image, TX_USED, &[0; 80]);
+    put(&mut image, QUEUE1.avail, &[0, 0, 0, 0, 0, 0]); // ring[0] = head 0, idx set by the guest
+    put(&mut image, QUEUE1.used, &[0; 80]);
     let mut response = Vec::new();
     response.extend(3u64.to_le_bytes()); // src_cid: the guest
     response.extend(2u64.to_le_bytes()); // dst_cid: the host
@@ -670,12 +691,6 @@ fn ip(args: &[&str]) -> bool {
 
 /// Guest memory of the virtio-net test.
 mod net_layout {
-    pub const RX_DESC: u64 = 0x2000;
-    pub const RX_AVAIL: u64 = 0x2100;
-    pub const RX_USED: u64 = 0x2200;
-    pub const TX_DESC: u64 = 0x2400;
-    pub const TX_AVAIL: u64 = 0x2500;
-    pub const TX_USED: u64 = 0x2600;
     pub const RX_BUFFER: u64 = 0x3000;
     pub const TX_BUFFER: u64 = 0x3800;
     /// virtio_net_hdr_v1
@@ -705,24 +720,24 @@ fn frames_cross_a_real_tap_both_ways() {
         .set_es(0xD000)
         .serial_port()
         .mmio_write(0x070, 0x1 | 0x2)
-        .set_up_queue(0, RX_DESC, RX_AVAIL, RX_USED)
-        .set_up_queue(1, TX_DESC, TX_AVAIL, TX_USED)
+        .set_up_queue(0, QUEUE0)
+        .set_up_queue(1, QUEUE1)
         .mmio_write(0x070, 0x1 | 0x2 | 0x8 | 0x4)
         .mmio_write(0x050, 0) // receive buffers are there
         .print(b'R')
-        .wait_for_byte(RX_USED as u16 + 2, 1)
+        .wait_for_byte(QUEUE0.used as u16 + 2, 1)
         .print_byte_at((RX_BUFFER + HEADER) as u16 + 12) // EtherType, high byte
         .print_byte_at((RX_BUFFER + HEADER) as u16 + 14) // first payload byte
-        .store_word(TX_AVAIL as u16 + 2, 1)
+        .store_word(QUEUE1.avail as u16 + 2, 1)
         .mmio_write(0x050, 1) // transmit
-        .wait_for_byte(TX_USED as u16 + 2, 1)
+        .wait_for_byte(QUEUE1.used as u16 + 2, 1)
         .print(b'T')
         .reset()
         .halt();
     let mut image = code.0;
-    put(&mut image, RX_DESC, &descriptor(RX_BUFFER, 1600, 2, 0));
-    put(&mut image, RX_AVAIL, &[0, 0, 1, 0, 0, 0]);
-    put(&mut image, RX_USED, &[0; 80]);
+    put(&mut image, QUEUE0.desc, &descriptor(RX_BUFFER, 1600, 2, 0));
+    put(&mut image, QUEUE0.avail, &[0, 0, 1, 0, 0, 0]);
+    put(&mut image, QUEUE0.used, &[0; 80]);
     let mut guest_frame = vec![0u8; HEADER as usize];
     guest_frame.extend([0xFF; 6]); // broadcast
     guest_frame.extend([0x02, 0, 0, 0, 0, 0x01]); // the guest's MAC
@@ -731,11 +746,11 @@ fn frames_cross_a_real_tap_both_ways() {
     guest_frame.resize(HEADER as usize + 60, 0);
     put(
         &mut image,
-        TX_DESC,
+        QUEUE1.desc,
         &descriptor(TX_BUFFER, guest_frame.len() as u32, 0, 0),
     );
-    put(&mut image, TX_AVAIL, &[0, 0, 0, 0, 0, 0]);
-    put(&mut image, TX_USED, &[0; 80]);
+    put(&mut image, QUEUE1.avail, &[0, 0, 0, 0, 0, 0]);
+    put(&mut image, QUEUE1.used, &[0; 80]);
     put(&mut image, TX_BUFFER, &guest_frame);
     put(&mut image, RX_BUFFER, &[0; 1600]);
 
@@ -791,12 +806,6 @@ fn find_tool(name: &str) -> Option<std::path::PathBuf> {
 
 /// Guest memory of the virtio-fs test: the request queue and one FUSE_INIT.
 mod fs_layout {
-    pub const HIPRIO_DESC: u64 = 0x2000;
-    pub const HIPRIO_AVAIL: u64 = 0x2100;
-    pub const HIPRIO_USED: u64 = 0x2200;
-    pub const DESC: u64 = 0x2400;
-    pub const AVAIL: u64 = 0x2500;
-    pub const USED: u64 = 0x2600;
     pub const REQUEST: u64 = 0x3000;
     pub const REPLY: u64 = 0x3200;
 }
@@ -843,12 +852,12 @@ fn a_tiny_guest_gets_virtiofsds_answer_to_fuse_init() {
         // VIRTIO_F_VERSION_1 (bit 32): accept it, as every modern driver does.
         .mmio_write(0x024, 1)
         .mmio_write(0x020, 1)
-        .set_up_queue(0, HIPRIO_DESC, HIPRIO_AVAIL, HIPRIO_USED)
-        .set_up_queue(1, DESC, AVAIL, USED)
+        .set_up_queue(0, QUEUE0)
+        .set_up_queue(1, QUEUE1)
         .mmio_write(0x070, 0x1 | 0x2 | 0x8 | 0x4)
-        .store_word(AVAIL as u16 + 2, 1)
+        .store_word(QUEUE1.avail as u16 + 2, 1)
         .mmio_write(0x050, 1) // kick the request queue
-        .wait_for_byte(USED as u16 + 2, 1)
+        .wait_for_byte(QUEUE1.used as u16 + 2, 1)
         .print_byte_at(REPLY as u16 + 4) // error (low byte): 0
         .print_byte_at(REPLY as u16 + 16) // fuse_init_out.major: 7
         .reset()
@@ -864,12 +873,12 @@ fn a_tiny_guest_gets_virtiofsds_answer_to_fuse_init() {
     request.extend([0u8; 56]); // max_readahead, flags, flags2, unused
     let mut table = descriptor(REQUEST, request.len() as u32, 1, 1); // NEXT
     table.extend(descriptor(REPLY, 256, 2, 0)); // WRITE
-    put(&mut image, DESC, &table);
-    put(&mut image, AVAIL, &[0, 0, 0, 0, 0, 0]);
-    put(&mut image, USED, &[0; 80]);
-    put(&mut image, HIPRIO_DESC, &[0; 16]);
-    put(&mut image, HIPRIO_AVAIL, &[0; 6]);
-    put(&mut image, HIPRIO_USED, &[0; 80]);
+    put(&mut image, QUEUE1.desc, &table);
+    put(&mut image, QUEUE1.avail, &[0, 0, 0, 0, 0, 0]);
+    put(&mut image, QUEUE1.used, &[0; 80]);
+    put(&mut image, QUEUE0.desc, &[0; 16]);
+    put(&mut image, QUEUE0.avail, &[0; 6]);
+    put(&mut image, QUEUE0.used, &[0; 80]);
     put(&mut image, REQUEST, &request);
     put(&mut image, REPLY, &[0xFF; 256]);
 
