@@ -278,6 +278,7 @@ impl Hypervisor for CloakVmm {
 
 #[cfg(test)]
 mod tests {
+    use super::super::value_after;
     use super::*;
 
     fn launch() -> CloakVmmLaunch {
@@ -293,13 +294,6 @@ mod tests {
             network: None,
             snp: None,
         }
-    }
-
-    fn value_after(args: &[String], flag: &str) -> Vec<String> {
-        args.windows(2)
-            .filter(|pair| pair[0] == flag)
-            .map(|pair| pair[1].clone())
-            .collect()
     }
 
     #[test]

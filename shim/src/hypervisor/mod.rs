@@ -154,3 +154,12 @@ pub fn from_config(
         }
     }
 }
+
+/// The value after each occurrence of `flag` in a VMM command line (tests of both backends).
+#[cfg(test)]
+pub(crate) fn value_after(args: &[String], flag: &str) -> Vec<String> {
+    args.windows(2)
+        .filter(|pair| pair[0] == flag)
+        .map(|pair| pair[1].clone())
+        .collect()
+}

@@ -398,6 +398,7 @@ impl Hypervisor for Qemu {
 
 #[cfg(test)]
 mod tests {
+    use super::super::value_after;
     use super::*;
 
     fn launch(machine: &str, accel: Accel) -> QemuLaunch {
@@ -415,13 +416,6 @@ mod tests {
             snp: None,
             network: None,
         }
-    }
-
-    fn value_after(args: &[String], flag: &str) -> Vec<String> {
-        args.windows(2)
-            .filter(|pair| pair[0] == flag)
-            .map(|pair| pair[1].clone())
-            .collect()
     }
 
     #[test]
