@@ -56,6 +56,7 @@ mod boot_params {
     pub const CC_BLOB_ADDRESS: usize = 0x13C;
     pub const E820_ENTRIES: usize = 0x1E8;
     pub const SETUP_SECTS: usize = 0x1F1;
+    pub const BOOT_FLAG: usize = 0x1FE;
     pub const HEADER_MAGIC: usize = 0x202;
     pub const VERSION: usize = 0x206;
     pub const TYPE_OF_LOADER: usize = 0x210;
@@ -79,6 +80,8 @@ const E820_ACPI: u32 = 3;
 const LOADED_HIGH: u8 = 0x01;
 const XLF_KERNEL_64: u16 = 0x01;
 const UNDEFINED_LOADER: u8 = 0xFF;
+/// The setup header's boot_flag, as in every bzImage.
+const BOOT_FLAG: u16 = 0xAA55;
 const CC_BLOB_MAGIC: u32 = 0x4544_4d41; // "AMDE"
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -175,6 +178,9 @@ impl KernelHeader {
         }
         if &kernel[bp::HEADER_MAGIC..bp::HEADER_MAGIC + 4] != b"HdrS" {
             return Err(DirectLaunchError::NotBzImage("no \"HdrS\" magic".into()));
+        }
+        if u16_at(kernel, bp::BOOT_FLAG) != BOOT_FLAG {
+            return Err(DirectLaunchError::NotBzImage("no 0xAA55 boot flag".into()));
         }
         let version = u16_at(kernel, bp::VERSION);
         if version < 0x020C || u16_at(kernel, bp::XLOADFLAGS) & XLF_KERNEL_64 == 0 {
@@ -528,6 +534,7 @@ fn push_unmeasured_ram(plan: &mut LaunchPlan, ram: &[(u64, u64)], from: u64, to:
 pub fn minimal_bzimage(protected_mode: &[u8], init_size: u32) -> Vec<u8> {
     let mut image = vec![0u8; 2 * 512];
     image[0x1F1] = 1;
+    image[0x1FE..0x200].copy_from_slice(&BOOT_FLAG.to_le_bytes());
     image[0x201] = 0x6A; // header up to 0x26C
     image[0x202..0x206].copy_from_slice(b"HdrS");
     image[0x206..0x208].copy_from_slice(&0x020Fu16.to_le_bytes());
@@ -593,7 +600,7 @@ pub(crate) mod tests {
         assert_eq!(summary, expected);
         assert_eq!(
             plan.digest().expect("digest").hex(),
-            "8c6ad718091230da2df6703ff20ebd7656f55560f2776cd46b9234700cf02cc323c8e2e75244ed3b5fad6e3fb4e8fb5a",
+            "ffa794bb9936f47ecbe7087bffff4799934658820f116bcfb7b2b3b2232ccc17fe6315929161f03fb197025e3d645a18",
             "the launch digest of the tiny kernel changed: if intended, update the pin"
         );
     }
@@ -670,6 +677,12 @@ pub(crate) mod tests {
         let mut l = launch();
         l.kernel[0x202] = b'X';
         assert!(matches!(l.plan(), Err(DirectLaunchError::NotBzImage(_))));
+        let mut l = launch();
+        l.kernel[0x1FE] = 0;
+        assert_eq!(
+            l.plan(),
+            Err(DirectLaunchError::NotBzImage("no 0xAA55 boot flag".into()))
+        );
         let mut l = launch();
         l.kernel[0x236] = 0;
         assert_eq!(l.plan(), Err(DirectLaunchError::NoEntry64(0x020F)));

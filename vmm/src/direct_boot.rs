@@ -105,6 +105,63 @@ mod tests {
         assert_eq!((data.type_, data.l, data.db, data.g), (3, 0, 1, 1));
     }
 
+    /// The boot parameters the plan writes, read through linux-loader's `boot_params` (bindgen
+    /// output of Linux's bootparam.h): every field the kernel takes from us where it looks.
+    #[test]
+    fn the_boot_parameters_read_as_linux_defines_them() {
+        use cloak_attestation::direct_launch::{
+            ACPI_GPA, BOOT_PARAMS_GPA, CC_BLOB_GPA, CMDLINE_GPA,
+        };
+        use linux_loader::loader::bootparam::boot_params;
+        let launch = DirectLaunch {
+            kernel: cloak_attestation::direct_launch::minimal_bzimage(b"KERNEL", 0x10_0000),
+            initrd: b"INITRD".to_vec(),
+            cmdline: "console=ttyS0".into(),
+            memory_mib: 64,
+            vcpus: 2,
+            guest_features: 0,
+            c_bit: NO_C_BIT,
+        };
+        let plan = plan_of(&launch).expect("plan");
+        let page = plan
+            .records
+            .iter()
+            .find_map(|r| match (&r.kind, r.gpa == BOOT_PARAMS_GPA) {
+                (PageKind::Normal(page), true) => Some(page.clone()),
+                _ => None,
+            })
+            .expect("boot parameters in the plan");
+        assert!(page.len() >= std::mem::size_of::<boot_params>());
+        // SAFETY: boot_params is plain old data (integers and arrays of them), the page is at
+        // least its size, and read_unaligned copes with the Vec's alignment.
+        let params: boot_params = unsafe { std::ptr::read_unaligned(page.as_ptr().cast()) };
+        let hdr = params.hdr;
+        assert_eq!({ hdr.boot_flag }, 0xAA55);
+        assert_eq!({ hdr.header }, u32::from_le_bytes(*b"HdrS"));
+        assert_eq!({ hdr.type_of_loader }, 0xFF);
+        assert_eq!(hdr.loadflags & 1, 1, "LOADED_HIGH");
+        assert_eq!({ hdr.cmd_line_ptr }, CMDLINE_GPA as u32);
+        assert_eq!({ hdr.ramdisk_size }, 6);
+        assert_ne!({ hdr.ramdisk_image }, 0);
+        assert_eq!({ params.acpi_rsdp_addr }, ACPI_GPA);
+        assert_eq!({ params.cc_blob_address }, CC_BLOB_GPA as u32);
+        let e820: Vec<(u64, u64, u32)> = params.e820_table[..params.e820_entries as usize]
+            .iter()
+            .map(|e| ({ e.addr }, { e.size }, { e.r#type }))
+            .collect();
+        assert_eq!(
+            e820,
+            [
+                (0, 0x10000, 1),
+                (0x10000, 0x2000, 2),
+                (ACPI_GPA, 0x1000, 3),
+                (ACPI_GPA + 0x1000, 0xA0000 - ACPI_GPA - 0x1000, 1),
+                (0x10_0000, (64 << 20) - 0x10_0000, 1),
+            ],
+            "RAM, the secrets and CPUID pages reserved, the ACPI tables, RAM"
+        );
+    }
+
     #[test]
     fn the_plan_lands_in_ram_where_it_says() {
         let kernel = cloak_attestation::direct_launch::minimal_bzimage(b"KERNEL-CODE", 0x10_0000);
