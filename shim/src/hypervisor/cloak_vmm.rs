@@ -14,10 +14,8 @@ use std::time::Instant;
 use tokio::process::Command;
 
 use super::child::{enter_netns_on_exec, ChildProcess};
-use super::readiness::ReadyListener;
-use super::sim_psp::SimPspServer;
 use super::virtiofs_backend::VirtiofsBackend;
-use super::vm_processes::VmProcesses;
+use super::vm_processes::{HostSide, VmProcesses};
 use super::{host, Hypervisor, HypervisorError, VmConfig, VmExit};
 use crate::config::{HypervisorConfig, TeeKind};
 
@@ -190,20 +188,10 @@ impl Hypervisor for CloakVmm {
         ) {
             return Err(HypervisorError::Unsupported(reason));
         }
-        std::fs::create_dir_all(&config.run_dir).map_err(|source| HypervisorError::RunDir {
-            path: config.run_dir.display().to_string(),
-            source,
-        })?;
-        let sim_psp = SimPspServer::serve_for(&self.settings, config).await?;
+        let host_side = HostSide::prepare(&self.settings, config).await?;
         self.last_config = Some(config.clone());
-        let ready =
-            ReadyListener::bind(&config.host_port_socket(cloak_protocol::READY_VSOCK_PORT))?;
-        let mut virtiofs = match &config.shared_dir {
-            Some(dir) => Some(
-                VirtiofsBackend::start(&self.settings.virtiofsd_path, &config.run_dir, dir).await?,
-            ),
-            None => None,
-        };
+        let mut virtiofs =
+            VirtiofsBackend::start_for(&self.settings.virtiofsd_path, config).await?;
         let launch = self.launch_for(config, virtiofs.as_ref().map(VirtiofsBackend::socket));
         let _ = std::fs::remove_file(&launch.console_log);
         let mut command = Command::new(&self.settings.cloak_vmm_path);
@@ -233,8 +221,8 @@ impl Hypervisor for CloakVmm {
             name: "cloak-vmm",
             vmm,
             virtiofs,
-            ready,
-            sim_psp,
+            ready: host_side.ready,
+            sim_psp: host_side.sim_psp,
             config: config.clone(),
         });
         Ok(())
@@ -260,12 +248,8 @@ impl Hypervisor for CloakVmm {
         Ok(())
     }
 
-    fn console_log(&self) -> Option<PathBuf> {
-        self.last_config.as_ref().map(VmConfig::console_log)
-    }
-
-    fn vsock_socket(&self) -> Option<PathBuf> {
-        self.last_config.as_ref().map(VmConfig::vsock_socket)
+    fn last_config(&self) -> Option<&VmConfig> {
+        self.last_config.as_ref()
     }
 
     fn process_ids(&self) -> Vec<u32> {

@@ -133,11 +133,18 @@ pub trait Hypervisor: Send + Sync {
     /// Stopping a VM that is not running is not an error.
     async fn stop(&mut self) -> Result<(), HypervisorError>;
 
+    /// The configuration of the VM started last (it outlives the VM for post-mortems).
+    fn last_config(&self) -> Option<&VmConfig>;
+
     /// Guest console log.
-    fn console_log(&self) -> Option<PathBuf>;
+    fn console_log(&self) -> Option<PathBuf> {
+        self.last_config().map(VmConfig::console_log)
+    }
 
     /// Hybrid-vsock socket to reach the agent.
-    fn vsock_socket(&self) -> Option<PathBuf>;
+    fn vsock_socket(&self) -> Option<PathBuf> {
+        self.last_config().map(VmConfig::vsock_socket)
+    }
 
     /// Host processes serving this VM (VMM and backends), for accounting and cleanup.
     fn process_ids(&self) -> Vec<u32>;

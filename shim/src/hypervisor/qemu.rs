@@ -10,11 +10,9 @@ use tokio::process::Command;
 
 use super::child::ChildProcess;
 use super::host;
-use super::readiness::ReadyListener;
-use super::sim_psp::SimPspServer;
 use super::snp::{SnpLaunch, SNP_OBJECT_ID};
 use super::virtiofs_backend::VirtiofsBackend;
-use super::vm_processes::VmProcesses;
+use super::vm_processes::{HostSide, VmProcesses};
 use super::vsock_backend::VsockBackend;
 use super::{Hypervisor, HypervisorError, VmConfig, VmExit};
 use crate::config::{AccelSetting, HypervisorConfig, TeeKind};
@@ -262,44 +260,24 @@ impl Hypervisor for Qemu {
                 "this qemu instance already runs a VM".to_owned(),
             ));
         }
-        for file in [&config.kernel, &config.initrd] {
-            if !file.is_file() {
-                return Err(HypervisorError::RunDir {
-                    path: file.display().to_string(),
-                    source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
-                });
-            }
-        }
-        std::fs::create_dir_all(&config.run_dir).map_err(|source| HypervisorError::RunDir {
-            path: config.run_dir.display().to_string(),
-            source,
-        })?;
         let accel = Accel::resolve(self.settings.accel);
         let snp = self.snp_launch(accel, config)?;
-        let sim_psp = SimPspServer::serve_for(&self.settings, config).await?;
+        let host_side = HostSide::prepare(&self.settings, config).await?;
         self.last_config = Some(config.clone());
-        let ready =
-            ReadyListener::bind(&config.host_port_socket(cloak_protocol::READY_VSOCK_PORT))?;
         let mut vsock = VsockBackend::start(
             &self.settings.vsock_backend_path,
             &config.run_dir,
             &config.vsock_socket(),
         )
         .await?;
-        let mut virtiofs = match &config.shared_dir {
-            Some(dir) => {
-                match VirtiofsBackend::start(&self.settings.virtiofsd_path, &config.run_dir, dir)
-                    .await
-                {
-                    Ok(backend) => Some(backend),
-                    Err(err) => {
-                        vsock.stop().await;
-                        return Err(err);
-                    }
+        let mut virtiofs =
+            match VirtiofsBackend::start_for(&self.settings.virtiofsd_path, config).await {
+                Ok(backend) => backend,
+                Err(err) => {
+                    vsock.stop().await;
+                    return Err(err);
                 }
-            }
-            None => None,
-        };
+            };
         let launch = self.launch_for(
             config,
             accel,
@@ -343,8 +321,8 @@ impl Hypervisor for Qemu {
                 name: "qemu",
                 vmm: qemu,
                 virtiofs,
-                ready,
-                sim_psp,
+                ready: host_side.ready,
+                sim_psp: host_side.sim_psp,
                 config: config.clone(),
             },
             vsock,
@@ -375,12 +353,8 @@ impl Hypervisor for Qemu {
         Ok(())
     }
 
-    fn console_log(&self) -> Option<PathBuf> {
-        self.last_config.as_ref().map(VmConfig::console_log)
-    }
-
-    fn vsock_socket(&self) -> Option<PathBuf> {
-        self.last_config.as_ref().map(VmConfig::vsock_socket)
+    fn last_config(&self) -> Option<&VmConfig> {
+        self.last_config.as_ref()
     }
 
     fn process_ids(&self) -> Vec<u32> {

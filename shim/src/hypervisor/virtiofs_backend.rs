@@ -1,5 +1,5 @@
-//! The pod's shared directory for QEMU: `virtiofsd` serves it over vhost-user to a
-//! `vhost-user-fs` device. One daemon per VM; it exits when the VM disconnects.
+//! The pod's shared directory: `virtiofsd` serves it over vhost-user to QEMU's
+//! `vhost-user-fs` device or cloak-vmm's virtio-fs frontend. One daemon per VM; it exits when the VM disconnects.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -41,6 +41,17 @@ impl VirtiofsBackend {
             return Err(err);
         }
         Ok(backend)
+    }
+
+    /// virtiofsd for the VM's shared directory, if it has one.
+    pub async fn start_for(
+        program: &Path,
+        config: &super::VmConfig,
+    ) -> Result<Option<Self>, HypervisorError> {
+        match &config.shared_dir {
+            Some(dir) => Ok(Some(Self::start(program, &config.run_dir, dir).await?)),
+            None => Ok(None),
+        }
     }
 
     pub fn socket(&self) -> &Path {

@@ -1,6 +1,7 @@
 //! What a running pod VM holds on the host whichever VMM runs it — the VMM process, the
-//! virtio-fs daemon, the readiness listener and the simulated AMD-SP — and the order they are
-//! stopped in, so every backend waits, reports and cleans up the same way.
+//! virtio-fs daemon, the readiness listener and the simulated AMD-SP — how they are set up
+//! before the VMM starts and the order they are stopped in, so every backend prepares, waits,
+//! reports and cleans up the same way.
 
 use std::time::{Duration, Instant};
 
@@ -12,6 +13,37 @@ use super::{HypervisorError, VmConfig, VmExit};
 
 /// How long a VMM may take to stop after SIGTERM before it is killed.
 const STOP_GRACE: Duration = Duration::from_secs(3);
+
+/// What every backend sets up before its VMM: the kernel and initrd checked, the run
+/// directory, the simulated AMD-SP's port and the listener the agent reports ready on.
+pub struct HostSide {
+    pub sim_psp: SimPspServer,
+    pub ready: ReadyListener,
+}
+
+impl HostSide {
+    pub async fn prepare(
+        settings: &crate::config::HypervisorConfig,
+        config: &VmConfig,
+    ) -> Result<Self, HypervisorError> {
+        for file in [&config.kernel, &config.initrd] {
+            if !file.is_file() {
+                return Err(HypervisorError::RunDir {
+                    path: file.display().to_string(),
+                    source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
+                });
+            }
+        }
+        std::fs::create_dir_all(&config.run_dir).map_err(|source| HypervisorError::RunDir {
+            path: config.run_dir.display().to_string(),
+            source,
+        })?;
+        let sim_psp = SimPspServer::serve_for(settings, config).await?;
+        let ready =
+            ReadyListener::bind(&config.host_port_socket(cloak_protocol::READY_VSOCK_PORT))?;
+        Ok(Self { sim_psp, ready })
+    }
+}
 
 pub struct VmProcesses {
     /// "qemu", "cloak-vmm": for logs and errors.
