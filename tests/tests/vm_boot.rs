@@ -12,6 +12,16 @@ use cloak_shim::pod_vm::vm_config_for;
 use cloak_shim::PodVm;
 use cloak_tests::{processes_mentioning, sockets_below, vm_slot, VmTestEnv};
 
+/// No process mentions the run directory any longer (within 5 s) and no socket is left in it.
+fn assert_nothing_left(run_root: &std::path::Path) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !processes_mentioning(run_root).is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(processes_mentioning(run_root), Vec::<String>::new());
+    assert_eq!(sockets_below(run_root), Vec::<std::path::PathBuf>::new());
+}
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Runtime::new().expect("tokio runtime")
 }
@@ -66,15 +76,7 @@ fn agent_answers_and_shutdown_leaves_nothing_behind() {
     });
 
     // ...and none is left afterwards, nor any socket.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !processes_mentioning(run_root.path()).is_empty() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert_eq!(processes_mentioning(run_root.path()), Vec::<String>::new());
-    assert_eq!(
-        sockets_below(run_root.path()),
-        Vec::<std::path::PathBuf>::new()
-    );
+    assert_nothing_left(run_root.path());
     // The agent powered the VM off itself: the console says so.
     let console = std::fs::read_to_string(vm_config.console_log()).unwrap();
     assert!(console.contains("agent serving"), "{console}");
@@ -220,15 +222,7 @@ fn cloak_vmm_boots_the_guest_image_and_the_agent_answers() {
         assert_eq!(details.online_vcpus, config.hypervisor.vcpus);
         vm.shutdown().await.unwrap();
     });
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !processes_mentioning(run_root.path()).is_empty() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert_eq!(processes_mentioning(run_root.path()), Vec::<String>::new());
-    assert_eq!(
-        sockets_below(run_root.path()),
-        Vec::<std::path::PathBuf>::new()
-    );
+    assert_nothing_left(run_root.path());
 }
 
 /// Where KVM cannot boot Linux, choosing cloak-vmm fails the pod at once with the reason and
