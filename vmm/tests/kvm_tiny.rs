@@ -117,6 +117,19 @@ impl Code {
             .extend([0x66, 0xA1, from_low, from_high, 0x66, 0xA3, to_low, to_high]);
         self
     }
+    /// A driver bringing up the two-queue device at 0xD0000 (ES): ACKNOWLEDGE | DRIVER, accept
+    /// VIRTIO_F_VERSION_1 as every modern driver does, both queues, FEATURES_OK | DRIVER_OK.
+    /// Leaves DX at the serial port for the prints that follow.
+    fn start_two_queue_driver(self) -> Self {
+        self.set_es(0xD000)
+            .serial_port()
+            .mmio_write(0x070, 0x1 | 0x2) // ACKNOWLEDGE | DRIVER
+            .mmio_write(0x024, 1) // DriverFeaturesSel: bits 32..63
+            .mmio_write(0x020, 1) // VIRTIO_F_VERSION_1
+            .set_up_queue(0, QUEUE0)
+            .set_up_queue(1, QUEUE1)
+            .mmio_write(0x070, 0x1 | 0x2 | 0x8 | 0x4) // FEATURES_OK | DRIVER_OK
+    }
     /// What a driver does to make queue `index` (8 entries) ready at these addresses.
     fn set_up_queue(self, index: u32, rings: Rings) -> Self {
         self.mmio_write(0x030, index) // QueueSel
@@ -506,12 +519,7 @@ fn a_host_connects_to_a_tiny_guest_over_virtio_vsock() {
         return;
     }
     let code = Code::default()
-        .set_es(0xD000)
-        .serial_port()
-        .mmio_write(0x070, 0x1 | 0x2) // ACKNOWLEDGE | DRIVER
-        .set_up_queue(0, QUEUE0)
-        .set_up_queue(1, QUEUE1)
-        .mmio_write(0x070, 0x1 | 0x2 | 0x8 | 0x4) // FEATURES_OK | DRIVER_OK
+        .start_two_queue_driver()
         .print(b'R') // ready: the host may connect
         .wait_for_byte(QUEUE0.used as u16 + 2, 1) // the REQUEST arrived
         .print_byte_at(RX_BUFFER as u16 + 30) // its op
@@ -717,12 +725,7 @@ fn frames_cross_a_real_tap_both_ways() {
         return;
     }
     let code = Code::default()
-        .set_es(0xD000)
-        .serial_port()
-        .mmio_write(0x070, 0x1 | 0x2)
-        .set_up_queue(0, QUEUE0)
-        .set_up_queue(1, QUEUE1)
-        .mmio_write(0x070, 0x1 | 0x2 | 0x8 | 0x4)
+        .start_two_queue_driver()
         .mmio_write(0x050, 0) // receive buffers are there
         .print(b'R')
         .wait_for_byte(QUEUE0.used as u16 + 2, 1)
@@ -846,15 +849,7 @@ fn a_tiny_guest_gets_virtiofsds_answer_to_fuse_init() {
     }
 
     let code = Code::default()
-        .set_es(0xD000)
-        .serial_port()
-        .mmio_write(0x070, 0x1 | 0x2)
-        // VIRTIO_F_VERSION_1 (bit 32): accept it, as every modern driver does.
-        .mmio_write(0x024, 1)
-        .mmio_write(0x020, 1)
-        .set_up_queue(0, QUEUE0)
-        .set_up_queue(1, QUEUE1)
-        .mmio_write(0x070, 0x1 | 0x2 | 0x8 | 0x4)
+        .start_two_queue_driver()
         .store_word(QUEUE1.avail as u16 + 2, 1)
         .mmio_write(0x050, 1) // kick the request queue
         .wait_for_byte(QUEUE1.used as u16 + 2, 1)
