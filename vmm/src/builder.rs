@@ -164,6 +164,11 @@ fn open_kvm() -> Result<Kvm, StartVmError> {
     Kvm::new().map_err(StartVmError::OpenKvm)
 }
 
+fn supported_cpuid(kvm: &Kvm) -> Result<kvm_bindings::CpuId, StartVmError> {
+    kvm.get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
+        .map_err(StartVmError::SupportedCpuid)
+}
+
 fn create_vm(kvm: &Kvm) -> Result<VmFd, StartVmError> {
     let vm = kvm.create_vm().map_err(StartVmError::CreateVm)?;
     if let Err(err) = vm.set_tss_address(TSS_ADDRESS) {
@@ -254,14 +259,18 @@ struct PlacedDevice<'a> {
 struct Buses {
     pio: Bus,
     mmio: Bus,
-    transports: Vec<Arc<Mutex<MmioTransport>>>,
+    /// Serving the devices' host sides; none for a VM without virtio devices.
+    event_loop: Option<EventLoop>,
 }
 
+/// The buses with the legacy devices and `devices`, and the event loop their transports
+/// wake through `wake` (`devices` are wired to it).
 fn build_buses(
     control: &Arc<VmControl>,
     console: SerialConsole<Box<dyn Write + Send>>,
     devices: Vec<PlacedDevice<'_>>,
     memory: &vm_memory::GuestMemoryMmap,
+    wake: Arc<vmm_sys_util::eventfd::EventFd>,
 ) -> Result<Buses, StartVmError> {
     let mut pio = Bus::default();
     pio.insert(COM1_PORT, COM1_PORTS, Arc::new(Mutex::new(console)))?;
@@ -287,10 +296,15 @@ fn build_buses(
         mmio.insert(device.base, WINDOW, transport.clone())?;
         transports.push(transport);
     }
+    let event_loop = if transports.is_empty() {
+        None
+    } else {
+        Some(EventLoop::spawn(transports, wake).map_err(StartVmError::EventLoop)?)
+    };
     Ok(Buses {
         pio,
         mmio,
-        transports,
+        event_loop,
     })
 }
 
@@ -310,16 +324,13 @@ fn linux_devices(
     devices: &[VirtioSpec],
     ram: &GuestRam,
     encrypted_guest: bool,
-) -> Result<(Buses, EventLoop), StartVmError> {
+) -> Result<Buses, StartVmError> {
     use cloak_attestation::guest_acpi::COM1_IRQ;
     let console =
         SerialConsole::with_interrupt(console, Some(crate::machine::interrupt_line(vm, COM1_IRQ)?));
     let wake = new_wake()?;
     let devices = place_in_slots(vm, devices, &wake, encrypted_guest)?;
-    let buses = build_buses(control, console, devices, &ram.memory)?;
-    let event_loop =
-        EventLoop::spawn(buses.transports.clone(), wake).map_err(StartVmError::EventLoop)?;
-    Ok((buses, event_loop))
+    build_buses(control, console, devices, &ram.memory, wake)
 }
 
 /// The devices of a Linux guest in the ACPI tables' virtio-mmio slots, each with its
@@ -403,16 +414,13 @@ fn create_vcpus(vm: &VmFd, entries: &[u16]) -> Result<Vec<VcpuFd>, StartVmError>
 /// others parked; around them the processor state of machine.rs (CPUID from what KVM
 /// supports — long mode needs it to say LM — with each vCPU's APIC id, MSRs, FPU, LAPIC).
 fn create_planned_vcpus(
-    kvm: &Kvm,
+    supported: &kvm_bindings::CpuId,
     vm: &VmFd,
     launch: &cloak_attestation::direct_launch::DirectLaunch,
 ) -> Result<Vec<VcpuFd>, StartVmError> {
     if launch.vcpus == 0 {
         return Err(StartVmError::NoVcpus);
     }
-    let supported = kvm
-        .get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
-        .map_err(StartVmError::SupportedCpuid)?;
     let msrs = crate::machine::boot_msrs()?;
     (0..launch.vcpus as usize)
         .map(|index| {
@@ -420,7 +428,7 @@ fn create_planned_vcpus(
             let vcpu = vm
                 .create_vcpu(index as u64)
                 .map_err(vcpu_error("creating"))?;
-            let cpuid = crate::machine::vcpu_cpuid(&supported, index as u32, launch.vcpus);
+            let cpuid = crate::machine::vcpu_cpuid(supported, index as u32, launch.vcpus);
             crate::machine::set_up_vcpu(&vcpu, &cpuid, &msrs)?;
             let mut sregs = vcpu.get_sregs().map_err(vcpu_error("reading sregs"))?;
             let mut regs = vcpu.get_regs().map_err(vcpu_error("reading regs"))?;
@@ -447,12 +455,9 @@ impl RunningVm {
         let plan = crate::direct_boot::plan_of(&config.launch)?;
         crate::direct_boot::load_plan(&ram, &plan)?;
         let control = Arc::new(VmControl::default());
-        let (buses, event_loop) =
-            linux_devices(&vm, &control, config.console, &config.devices, &ram, false)?;
-        let vcpus = create_planned_vcpus(&kvm, &vm, &config.launch)?;
-        let mut running = Self::start(started, vm, ram, control, buses, vcpus)?;
-        running.event_loop = Some(event_loop);
-        Ok(running)
+        let buses = linux_devices(&vm, &control, config.console, &config.devices, &ram, false)?;
+        let vcpus = create_planned_vcpus(&supported_cpuid(&kvm)?, &vm, &config.launch)?;
+        Self::start(started, vm, ram, control, buses, vcpus)
     }
 
     /// Launches an SEV-SNP guest from the same plan (snp_launch.rs): private memory, every
@@ -468,9 +473,7 @@ impl RunningVm {
         let ram = GuestRam::new(config.launch.memory_mib)?;
         let mut private = snp_launch::register_private_memory(&vm, &ram)?;
         let plan = crate::direct_boot::plan_of(&config.launch)?;
-        let supported = kvm
-            .get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
-            .map_err(StartVmError::SupportedCpuid)?;
+        let supported = supported_cpuid(&kvm)?;
         let cpuid_page = snp_launch::cpuid_page(&crate::machine::vcpu_cpuid(
             &supported,
             0,
@@ -486,16 +489,14 @@ impl RunningVm {
             &mut firmware,
         )?;
         let control = Arc::new(VmControl::default());
-        let (buses, event_loop) =
-            linux_devices(&vm, &control, config.console, &config.devices, &ram, true)?;
-        let vcpus = create_planned_vcpus(&kvm, &vm, &config.launch)?;
+        let buses = linux_devices(&vm, &control, config.console, &config.devices, &ram, true)?;
+        let vcpus = create_planned_vcpus(&supported, &vm, &config.launch)?;
         // KVM turns each vCPU's registers into its VMSA here, the plan's VMSA records.
         firmware.launch_finish(snp.host_data)?;
         tracing::info!(policy = snp.policy, "SNP launch finished");
         let mut running = Self::start(started, vm, ram, control, buses, vcpus)?;
         private.push(sev);
         running._private = private;
-        running.event_loop = Some(event_loop);
         Ok(running)
     }
 
@@ -528,13 +529,10 @@ impl RunningVm {
             SerialConsole::new(config.console),
             devices,
             &ram.memory,
+            wake,
         )?;
-        let event_loop =
-            EventLoop::spawn(buses.transports.clone(), wake).map_err(StartVmError::EventLoop)?;
         let vcpus = create_vcpus(&vm, &config.entries)?;
-        let mut running = Self::start(started, vm, ram, control, buses, vcpus)?;
-        running.event_loop = Some(event_loop);
-        Ok(running)
+        Self::start(started, vm, ram, control, buses, vcpus)
     }
 
     /// Starts one thread per vCPU.
@@ -552,7 +550,7 @@ impl RunningVm {
         let first_exit = Arc::new(OnceLock::new());
         let mut running = Self {
             control: control.clone(),
-            event_loop: None,
+            event_loop: buses.event_loop,
             stopping: stopping.clone(),
             threads: Vec::new(),
             started,
