@@ -1,5 +1,6 @@
-//! One thread per vCPU: KVM_RUN, hand port and MMIO exits to the buses, park on HLT (a tiny
-//! guest has no interrupt to wake it), end the VM on a shutdown exit or a failure. A stopping
+//! One thread per vCPU: KVM_RUN, hand port and MMIO exits to the buses, apply the memory
+//! conversions an SNP guest asks for, park on HLT (a tiny guest has no interrupt to wake it),
+//! end the VM on a shutdown exit or a failure. A stopping
 //! VM kicks its vCPU threads out of KVM_RUN with a signal.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -39,13 +40,6 @@ pub struct VcpuContext {
     pub vm: Arc<kvm_ioctls::VmFd>,
 }
 
-fn convert(
-    context: &VcpuContext,
-    conversion: crate::snp_launch::Conversion,
-) -> Result<(), crate::snp_launch::SnpError> {
-    conversion.apply(&context.vm)
-}
-
 /// "rip 0x…: <code bytes>" of a stopped vCPU. The bytes are read at the RIP as a physical
 /// address, which they are while the boot page tables map identity.
 fn where_it_stopped(vcpu: &VcpuFd, memory: &vm_memory::GuestMemoryMmap) -> String {
@@ -70,7 +64,9 @@ fn where_it_stopped(vcpu: &VcpuFd, memory: &vm_memory::GuestMemoryMmap) -> Strin
 pub fn run(mut vcpu: VcpuFd, context: VcpuContext) {
     while !context.stopping.load(Ordering::SeqCst) {
         let exit = vcpu.run();
-        let _ = context.first_exit.set(std::time::Instant::now());
+        if context.first_exit.get().is_none() {
+            let _ = context.first_exit.set(std::time::Instant::now());
+        }
         match exit {
             Ok(VcpuExit::IoOut(port, data)) => {
                 context.pio.write(u64::from(port), data);
@@ -95,7 +91,7 @@ pub fn run(mut vcpu: VcpuFd, context: VcpuContext) {
             }
             Ok(VcpuExit::Hypercall(exit)) if exit.nr == crate::snp_launch::KVM_HC_MAP_GPA_RANGE => {
                 let conversion = crate::snp_launch::Conversion::from_hypercall(&exit.args);
-                *exit.ret = match convert(&context, conversion) {
+                *exit.ret = match conversion.apply(&context.vm) {
                     Ok(()) => 0,
                     Err(err) => {
                         tracing::warn!(error = %err, ?conversion, "memory conversion refused");
@@ -105,7 +101,7 @@ pub fn run(mut vcpu: VcpuFd, context: VcpuContext) {
             }
             Ok(VcpuExit::MemoryFault { flags, gpa, size }) => {
                 let conversion = crate::snp_launch::Conversion::from_memory_fault(flags, gpa, size);
-                if let Err(err) = convert(&context, conversion) {
+                if let Err(err) = conversion.apply(&context.vm) {
                     context.control.request_exit(VmExitReason::Failed(format!(
                         "vCPU {}: {err}",
                         context.index
