@@ -259,12 +259,12 @@ struct PlacedDevice<'a> {
 struct Buses {
     pio: Bus,
     mmio: Bus,
-    /// Serving the devices' host sides; none for a VM without virtio devices.
+    /// Serving the devices' host sides; none when no device has one.
     event_loop: Option<EventLoop>,
 }
 
-/// The buses with the legacy devices and `devices`, and the event loop their transports
-/// wake through `wake` (`devices` are wired to it).
+/// The buses with the legacy devices and `devices`, and the event loop that serves the host
+/// sides of those that have one (woken through `wake`, which `devices` are wired to).
 fn build_buses(
     control: &Arc<VmControl>,
     console: SerialConsole<Box<dyn Write + Send>>,
@@ -289,12 +289,15 @@ fn build_buses(
     let mut mmio = Bus::default();
     let mut transports = Vec::new();
     for device in devices {
-        let transport = Arc::new(Mutex::new(
+        let transport =
             MmioTransport::with_memory(virtio_device(device.spec)?, Some(memory.clone()))
-                .with_wiring(device.wiring),
-        ));
+                .with_wiring(device.wiring);
+        let serves_host_side = transport.serves_host_side();
+        let transport = Arc::new(Mutex::new(transport));
         mmio.insert(device.base, WINDOW, transport.clone())?;
-        transports.push(transport);
+        if serves_host_side {
+            transports.push(transport);
+        }
     }
     let event_loop = if transports.is_empty() {
         None

@@ -230,6 +230,10 @@ impl VirtioDevice for VhostUserFs {
         false
     }
 
+    fn serves_host_side(&self) -> bool {
+        true
+    }
+
     fn host_fds(&self) -> Vec<RawFd> {
         if !self.active {
             return Vec::new();

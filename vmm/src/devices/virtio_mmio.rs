@@ -91,6 +91,11 @@ pub trait VirtioDevice: Send {
     ) -> Result<(), String> {
         Ok(())
     }
+    /// Whether the device has a host side the event loop serves (`host_fds`, `poll_host`).
+    /// Only such devices wake the loop when the driver runs their queues.
+    fn serves_host_side(&self) -> bool {
+        false
+    }
     /// Host-side file descriptors whose readiness means work for the guest (the event loop
     /// polls them); none for devices that only answer the driver.
     fn host_fds(&self) -> Vec<RawFd> {
@@ -181,6 +186,11 @@ impl MmioTransport {
         self
     }
 
+    /// Whether the event loop has anything to do for this device.
+    pub fn serves_host_side(&self) -> bool {
+        self.device.serves_host_side()
+    }
+
     /// The device's host-side descriptors (see `VirtioDevice::host_fds`).
     pub fn host_fds(&self) -> Vec<RawFd> {
         if self.memory.is_none() {
@@ -211,7 +221,13 @@ impl MmioTransport {
             self.status |= STATUS_DEVICE_NEEDS_RESET;
         }
         // The device may watch new host descriptors now.
-        if let Some(wake) = &self.wiring.wake {
+        self.wake_event_loop();
+    }
+
+    /// After the driver ran the device: a device with a host side may watch other
+    /// descriptors now (a new connection, receive buffers again).
+    fn wake_event_loop(&self) {
+        if let (Some(wake), true) = (&self.wiring.wake, self.device.serves_host_side()) {
             let _ = wake.write(1);
         }
     }
@@ -428,9 +444,7 @@ impl MmioTransport {
             return;
         }
         let used = self.device.process_queue(index, &mut self.live, memory);
-        if let Some(wake) = &self.wiring.wake {
-            let _ = wake.write(1);
-        }
+        self.wake_event_loop();
         if used {
             self.signal_used_buffers();
         }

@@ -248,6 +248,10 @@ impl VirtioDevice for VirtioNet {
         sent || received
     }
 
+    fn serves_host_side(&self) -> bool {
+        true
+    }
+
     fn host_fds(&self) -> Vec<RawFd> {
         if self.rx_starved {
             Vec::new()

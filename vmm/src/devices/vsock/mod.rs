@@ -135,6 +135,10 @@ impl crate::devices::virtio_mmio::VirtioDevice for VsockDevice {
         sent || received
     }
 
+    fn serves_host_side(&self) -> bool {
+        true
+    }
+
     fn host_fds(&self) -> Vec<std::os::fd::RawFd> {
         self.muxer.readable_fds(!self.rx_starved)
     }
