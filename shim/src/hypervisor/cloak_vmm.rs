@@ -149,8 +149,13 @@ impl CloakVmm {
         }
     }
 
-    fn launch_for(&self, config: &VmConfig, virtiofs_socket: Option<&Path>) -> CloakVmmLaunch {
-        let snp = snp_launch(&self.settings, config, host::memory_encryption());
+    fn launch_for(
+        &self,
+        config: &VmConfig,
+        virtiofs_socket: Option<&Path>,
+        encryption: Option<host::MemoryEncryption>,
+    ) -> CloakVmmLaunch {
+        let snp = snp_launch(&self.settings, config, encryption);
         CloakVmmLaunch {
             kernel: config.kernel.clone(),
             initrd: config.initrd.clone(),
@@ -181,18 +186,19 @@ impl Hypervisor for CloakVmm {
                 "this cloak-vmm instance already runs a VM".to_owned(),
             ));
         }
-        if let Some(reason) = unavailable_reason(
-            &self.settings,
-            host::kvm_usable(),
-            host::memory_encryption(),
-        ) {
+        let encryption = host::memory_encryption();
+        if let Some(reason) = unavailable_reason(&self.settings, host::kvm_usable(), encryption) {
             return Err(HypervisorError::Unsupported(reason));
         }
         let host_side = HostSide::prepare(&self.settings, config).await?;
         self.last_config = Some(config.clone());
         let mut virtiofs =
             VirtiofsBackend::start_for(&self.settings.virtiofsd_path, config).await?;
-        let launch = self.launch_for(config, virtiofs.as_ref().map(VirtiofsBackend::socket));
+        let launch = self.launch_for(
+            config,
+            virtiofs.as_ref().map(VirtiofsBackend::socket),
+            encryption,
+        );
         let _ = std::fs::remove_file(&launch.console_log);
         let mut command = Command::new(&self.settings.cloak_vmm_path);
         command.args(launch.args());
