@@ -285,12 +285,13 @@ impl DirectLaunch {
         let mut cmdline = self.cmdline.as_bytes().to_vec();
         cmdline.push(0);
         let cmdline_end = CMDLINE_GPA + align_up(cmdline.len() as u64, PAGE_SIZE as u64);
+        let acpi = self.acpi_tables();
 
         let mut measured: Vec<(u64, PageKind)> = vec![
             (GDT_GPA, PageKind::Normal(gdt_page())),
             (
                 BOOT_PARAMS_GPA,
-                PageKind::Normal(self.boot_params(&header, &layout)),
+                PageKind::Normal(self.boot_params(&header, &layout, acpi.len())),
             ),
             (CC_BLOB_GPA, PageKind::Normal(cc_blob_page())),
             (
@@ -300,7 +301,7 @@ impl DirectLaunch {
             (AP_PARK_GPA, PageKind::Normal(ap_park_page())),
             (SECRETS_GPA, PageKind::Secrets),
             (CPUID_GPA, PageKind::Cpuid),
-            (ACPI_GPA, PageKind::Normal(self.acpi_tables())),
+            (ACPI_GPA, PageKind::Normal(acpi)),
             (CMDLINE_GPA, PageKind::Normal(padded(cmdline))),
             (
                 KERNEL_GPA,
@@ -337,7 +338,8 @@ impl DirectLaunch {
         Ok(self.plan()?.digest()?)
     }
 
-    fn boot_params(&self, header: &KernelHeader, layout: &Layout) -> Vec<u8> {
+    /// The zero page; `acpi_bytes` is how much the ACPI tables take from ACPI_GPA.
+    fn boot_params(&self, header: &KernelHeader, layout: &Layout, acpi_bytes: usize) -> Vec<u8> {
         use boot_params as bp;
         let mut page = vec![0u8; PAGE_SIZE];
         put(
@@ -370,7 +372,7 @@ impl DirectLaunch {
             &(CC_BLOB_GPA as u32).to_le_bytes(),
         );
         put(&mut page, bp::ACPI_RSDP_ADDR, &ACPI_GPA.to_le_bytes());
-        let acpi_end = ACPI_GPA + self.acpi_tables().len() as u64;
+        let acpi_end = ACPI_GPA + acpi_bytes as u64;
         let e820 = [
             (0, SECRETS_GPA, E820_RAM),
             (SECRETS_GPA, CPUID_GPA + PAGE_SIZE as u64, E820_RESERVED),
@@ -389,7 +391,7 @@ impl DirectLaunch {
     }
 
     /// The guest's ACPI tables, whole pages.
-    pub fn acpi_tables(&self) -> Vec<u8> {
+    fn acpi_tables(&self) -> Vec<u8> {
         padded(crate::guest_acpi::tables(ACPI_GPA, self.vcpus))
     }
 
