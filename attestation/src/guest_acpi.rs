@@ -66,8 +66,9 @@ pub fn virtio_mmio_slot(slot: u32) -> Option<(u64, u32)> {
 pub fn tables(base: u64, vcpus: u32) -> Vec<u8> {
     let mut blob = Vec::new();
     let rsdp_len = Rsdp::len();
-    // Each table on an 8-byte boundary; addresses are known before the tables are built
-    // because only the XSDT (fixed size for three entries) points at the others.
+    // Each table on an 8-byte boundary. The addresses are known before the pointing tables
+    // are built: the XSDT (three entries, a fixed size) and the FADT (a fixed size, naming the
+    // DSDT) come before the tables they name, the MADT is built first for its length.
     let xsdt_at = align8(rsdp_len);
     let xsdt_len = 36 + 3 * 8;
     let fadt_at = align8(xsdt_at + xsdt_len);
