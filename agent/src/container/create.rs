@@ -6,8 +6,9 @@ use std::sync::Arc;
 use anyhow::{bail, Context as _};
 use cloak_protocol::agent::CreateContainerRequest;
 
+use super::executor::PayloadExecutor;
 use super::stdio::PendingIo;
-use super::{blocking, cgroup, oom, spec, Container, ContainerRuntime, ProcessState};
+use super::{blocking, cgroup, oom, spec, sysctl, Container, ContainerRuntime, ProcessState};
 use crate::rpc::RpcFailure;
 use crate::storage::{self, MountStack};
 
@@ -27,11 +28,28 @@ impl ContainerRuntime {
             )));
         }
         let mut oci_spec = spec::parse_spec(&request.oci_spec_json)?;
-        spec::adapt_for_guest(&mut oci_spec, &id)?;
+        // A CRI container joins namespaces of its pod's sandbox, which must be in the guest.
+        let sandbox_pid = match spec::sandbox_of(&oci_spec) {
+            Some(sandbox) if sandbox != id => match containers.get(&sandbox) {
+                Some(sandbox) if sandbox.init.is_running() => Some(sandbox.init.pid),
+                _ => bail!(RpcFailure::FailedPrecondition(format!(
+                    "container {id:?} belongs to sandbox {sandbox:?}, which is not running here"
+                ))),
+            },
+            _ => None,
+        };
+        spec::adapt_for_guest(&mut oci_spec, &id, sandbox_pid)?;
+        let network_sysctls = sysctl::take_network_sysctls(&mut oci_spec)
+            .map_err(|err| anyhow::Error::new(RpcFailure::InvalidArgument(err.to_string())))?;
         let Some(rootfs) = request.rootfs.as_ref() else {
             bail!(RpcFailure::InvalidArgument("no rootfs given".to_owned()));
         };
         let rootfs_source = storage::rootfs_source(rootfs)?;
+
+        for sysctl in &network_sysctls {
+            sysctl.apply()?;
+            tracing::info!(container = %id, name = %sysctl.name, value = %sysctl.value, "pod network sysctl set");
+        }
 
         let bundle = self.bundle_dir(&id);
         let _ = std::fs::remove_dir_all(&bundle);
@@ -70,6 +88,15 @@ impl ContainerRuntime {
             .as_ref()
             .expect("adapt_for_guest checked the process");
         spec::resolve_executable(&bundle.join("rootfs"), process)?;
+        let seccomp = oci_spec.linux().as_ref().and_then(|l| l.seccomp().clone());
+        if seccomp
+            .as_ref()
+            .is_some_and(libcontainer::seccomp::is_notify)
+        {
+            bail!(RpcFailure::InvalidArgument(
+                "seccomp profiles with SCMP_ACT_NOTIFY are not supported".to_owned()
+            ));
+        }
         let config = serde_json::to_vec_pretty(&oci_spec).context("serializing the spec")?;
         std::fs::write(bundle.join("config.json"), config).context("writing config.json")?;
 
@@ -88,7 +115,8 @@ impl ContainerRuntime {
         let (pid, exited) = blocking("creating the container", move || {
             reaper
                 .spawn_registered(|| {
-                    let builder = child.builder(container_id, &state_root)?;
+                    let builder =
+                        child.builder(container_id, &state_root, PayloadExecutor::for_init())?;
                     let container = builder
                         .as_init(&bundle_dir)
                         .with_systemd(false)
@@ -135,6 +163,7 @@ impl ContainerRuntime {
             bundle,
             cgroup: cgroup_dir,
             init,
+            seccomp,
             execs: Default::default(),
             rootfs: std::sync::Mutex::new(std::mem::take(mounts)),
             started: Default::default(),

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context as _};
 use cloak_protocol::agent::ExecProcessRequest;
 
+use super::executor::PayloadExecutor;
 use super::stdio::PendingIo;
 use super::{blocking, spec, ContainerRuntime, ProcessState};
 use crate::rpc::RpcFailure;
@@ -29,8 +30,9 @@ impl ContainerRuntime {
                 "exec {exec_id:?} already exists"
             )));
         }
-        let process = spec::parse_process(&request.process_json)?;
+        let mut process = spec::parse_process(&request.process_json)?;
         spec::resolve_executable(&container.bundle.join("rootfs"), &process)?;
+        let executor = PayloadExecutor::for_exec(container.seccomp.clone(), &mut process);
         let process_file = container.bundle.join(format!("exec-{exec_id}.json"));
         std::fs::write(&process_file, serde_json::to_vec(&process)?)
             .context("writing the exec process")?;
@@ -52,7 +54,7 @@ impl ContainerRuntime {
         let spawned = blocking("executing the process", move || {
             reaper
                 .spawn_registered(|| {
-                    let builder = child.builder(container_id, &state_root)?;
+                    let builder = child.builder(container_id, &state_root, executor)?;
                     builder
                         .as_tenant()
                         .with_process(Some(&file))

@@ -7,6 +7,7 @@ mod cgroup;
 mod create;
 mod delete;
 mod exec;
+mod executor;
 mod oom;
 mod pause;
 mod process;
@@ -16,6 +17,7 @@ mod start;
 mod stats;
 mod stdio;
 mod streams;
+mod sysctl;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -41,6 +43,8 @@ pub struct Container {
     pub bundle: PathBuf,
     pub cgroup: PathBuf,
     pub init: Arc<ProcessState>,
+    /// The spec's seccomp filter, which libcontainer gives the init only (see `executor`).
+    seccomp: Option<oci_spec::runtime::LinuxSeccomp>,
     execs: std::sync::Mutex<HashMap<String, Arc<ProcessState>>>,
     rootfs: std::sync::Mutex<MountStack>,
     started: std::sync::atomic::AtomicBool,

@@ -1,7 +1,9 @@
 //! Turning the OCI spec the host sent into the one the guest runs: the root is the bundle's
 //! `rootfs`, the cgroup lives under `/cloak`, and namespaces that name host paths are replaced.
 //! The VM is the pod: containers share its network namespace, so any network namespace in the
-//! spec is dropped; other namespaces are created fresh.
+//! spec is dropped (and network sysctls are the agent's to apply, see `sysctl`). A container
+//! that the CRI asks to join its sandbox's IPC, UTS or PID namespace (by a host path, which
+//! means nothing in the guest) joins the guest sandbox container's; others get fresh ones.
 
 use std::path::{Path, PathBuf};
 
@@ -15,13 +17,43 @@ use crate::rpc::RpcFailure;
 /// Parent cgroup of every container (below the guest's cgroup2 root).
 pub const CGROUP_PARENT: &str = "/cloak";
 
-/// Namespaces every container gets (new), beside the pod's shared network namespace.
+/// Namespaces every container has (new, or the sandbox's where the CRI asks to share them),
+/// beside the pod's shared network namespace.
 const OWN_NAMESPACES: [LinuxNamespaceType; 4] = [
     LinuxNamespaceType::Mount,
     LinuxNamespaceType::Pid,
     LinuxNamespaceType::Ipc,
     LinuxNamespaceType::Uts,
 ];
+
+/// Namespaces a pod's containers can share with its sandbox (CRI: IPC and UTS always, PID
+/// with `NamespaceMode.POD`).
+const POD_NAMESPACES: [LinuxNamespaceType; 3] = [
+    LinuxNamespaceType::Pid,
+    LinuxNamespaceType::Ipc,
+    LinuxNamespaceType::Uts,
+];
+
+/// CRI annotations: whether a container is a pod's sandbox or one of its containers, and
+/// which sandbox it belongs to.
+pub const CONTAINER_TYPE_ANNOTATION: &str = "io.kubernetes.cri.container-type";
+pub const SANDBOX_ID_ANNOTATION: &str = "io.kubernetes.cri.sandbox-id";
+
+/// The sandbox a CRI container (not a sandbox itself) belongs to, if the spec names one.
+pub fn sandbox_of(spec: &Spec) -> Option<String> {
+    let annotations = spec.annotations().as_ref()?;
+    if annotations
+        .get(CONTAINER_TYPE_ANNOTATION)
+        .map(String::as_str)
+        != Some("container")
+    {
+        return None;
+    }
+    annotations
+        .get(SANDBOX_ID_ANNOTATION)
+        .filter(|id| !id.is_empty())
+        .cloned()
+}
 
 pub fn parse_spec(json: &[u8]) -> anyhow::Result<Spec> {
     match serde_json::from_slice::<Spec>(json) {
@@ -45,8 +77,14 @@ pub fn cgroup_path(container_id: &str) -> String {
     format!("{CGROUP_PARENT}/{container_id}")
 }
 
-/// Rewrites `spec` for the guest.
-pub fn adapt_for_guest(spec: &mut Spec, container_id: &str) -> anyhow::Result<()> {
+/// Rewrites `spec` for the guest. `sandbox_pid` is the guest pid of the pod's sandbox
+/// container when this container belongs to one: namespaces the spec shares with the sandbox
+/// are joined through it.
+pub fn adapt_for_guest(
+    spec: &mut Spec,
+    container_id: &str,
+    sandbox_pid: Option<i32>,
+) -> anyhow::Result<()> {
     let Some(process) = spec.process() else {
         bail!(RpcFailure::InvalidArgument(
             "the OCI spec has no process".to_owned()
@@ -73,17 +111,28 @@ pub fn adapt_for_guest(spec: &mut Spec, container_id: &str) -> anyhow::Result<()
     linux.set_cgroups_path(Some(PathBuf::from(cgroup_path(container_id))));
     linux.set_namespaces(Some(guest_namespaces(
         linux.namespaces().as_deref().unwrap_or(&[]),
+        sandbox_pid,
     )));
     spec.set_linux(Some(linux));
     Ok(())
 }
 
-/// Keeps the spec's own choices where they make sense in the guest: host paths are dropped,
-/// network is shared with the VM, user and cgroup namespaces are kept if asked for.
-fn guest_namespaces(requested: &[LinuxNamespace]) -> Vec<LinuxNamespace> {
+/// Keeps the spec's own choices where they make sense in the guest: host paths are dropped
+/// (or, for the pod namespaces of a sandbox's container, become the sandbox's), network is
+/// shared with the VM, user and cgroup namespaces are kept if asked for.
+fn guest_namespaces(requested: &[LinuxNamespace], sandbox_pid: Option<i32>) -> Vec<LinuxNamespace> {
+    let joins_sandbox = |kind: LinuxNamespaceType| {
+        POD_NAMESPACES.contains(&kind)
+            && requested.iter().any(|n| {
+                n.typ() == kind && n.path().as_ref().is_some_and(|p| !p.as_os_str().is_empty())
+            })
+    };
     let mut namespaces: Vec<LinuxNamespace> = OWN_NAMESPACES
         .iter()
-        .map(|&kind| new_namespace(kind))
+        .map(|&kind| match sandbox_pid {
+            Some(pid) if joins_sandbox(kind) => sandbox_namespace(kind, pid),
+            _ => new_namespace(kind),
+        })
         .collect();
     for namespace in requested {
         let kind = namespace.typ();
@@ -94,6 +143,20 @@ fn guest_namespaces(requested: &[LinuxNamespace]) -> Vec<LinuxNamespace> {
         }
     }
     namespaces
+}
+
+/// The namespace of kind `kind` that guest process `pid` (a sandbox's init) is in.
+fn sandbox_namespace(kind: LinuxNamespaceType, pid: i32) -> LinuxNamespace {
+    let name = match kind {
+        LinuxNamespaceType::Pid => "pid",
+        LinuxNamespaceType::Ipc => "ipc",
+        _ => "uts",
+    };
+    LinuxNamespaceBuilder::default()
+        .typ(kind)
+        .path(format!("/proc/{pid}/ns/{name}"))
+        .build()
+        .expect("a namespace with a type and path always builds")
 }
 
 fn new_namespace(kind: LinuxNamespaceType) -> LinuxNamespace {
@@ -184,7 +247,7 @@ mod tests {
                 .as_bytes(),
         )
         .unwrap();
-        adapt_for_guest(&mut spec, "c1").unwrap();
+        adapt_for_guest(&mut spec, "c1", None).unwrap();
         let root = spec.root().as_ref().unwrap();
         assert_eq!(root.path(), Path::new("rootfs"));
         assert_eq!(root.readonly(), Some(true));
@@ -202,14 +265,92 @@ mod tests {
     }
 
     #[test]
+    fn a_sandbox_container_joins_the_namespaces_the_cri_shares() {
+        // What the CRI plugin writes for a container of a pod with shareProcessNamespace:
+        // the pause process's namespaces on the host, which mean nothing in the guest.
+        let json = spec_json(
+            r#"[{"type":"pid","path":"/proc/77/ns/pid"},{"type":"ipc","path":"/proc/77/ns/ipc"},
+                {"type":"uts","path":"/proc/77/ns/uts"},{"type":"mount"},
+                {"type":"network","path":"/var/run/netns/cni-1"}]"#,
+        );
+        let namespaces = |sandbox_pid| {
+            let mut spec = parse_spec(json.as_bytes()).unwrap();
+            adapt_for_guest(&mut spec, "c1", sandbox_pid).unwrap();
+            spec.linux().as_ref().unwrap().namespaces().clone().unwrap()
+        };
+        let joined = namespaces(Some(4242));
+        for (kind, name) in [
+            (LinuxNamespaceType::Pid, "pid"),
+            (LinuxNamespaceType::Ipc, "ipc"),
+            (LinuxNamespaceType::Uts, "uts"),
+        ] {
+            let found = joined.iter().find(|n| n.typ() == kind).unwrap();
+            assert_eq!(
+                found.path().as_deref(),
+                Some(Path::new(&format!("/proc/4242/ns/{name}")))
+            );
+        }
+        let mount = joined
+            .iter()
+            .find(|n| n.typ() == LinuxNamespaceType::Mount)
+            .unwrap();
+        assert!(mount.path().is_none(), "a mount namespace of its own");
+        assert!(joined
+            .iter()
+            .all(|n| n.typ() != LinuxNamespaceType::Network));
+        // Without a sandbox in the guest (ctr run), the host paths give fresh namespaces.
+        assert!(namespaces(None).iter().all(|n| n.path().is_none()));
+
+        // A pid namespace the spec creates itself (NamespaceMode.CONTAINER) stays private.
+        let json = spec_json(r#"[{"type":"pid"},{"type":"ipc","path":"/proc/77/ns/ipc"}]"#);
+        let mut spec = parse_spec(json.as_bytes()).unwrap();
+        adapt_for_guest(&mut spec, "c1", Some(9)).unwrap();
+        let namespaces = spec.linux().as_ref().unwrap().namespaces().clone().unwrap();
+        let pid = namespaces
+            .iter()
+            .find(|n| n.typ() == LinuxNamespaceType::Pid)
+            .unwrap();
+        assert!(pid.path().is_none());
+        let ipc = namespaces
+            .iter()
+            .find(|n| n.typ() == LinuxNamespaceType::Ipc)
+            .unwrap();
+        assert_eq!(ipc.path().as_deref(), Some(Path::new("/proc/9/ns/ipc")));
+    }
+
+    #[test]
+    fn only_cri_containers_name_a_sandbox() {
+        let with = |annotations: &str| {
+            let json = format!(
+                r#"{{"ociVersion":"1.0.2","annotations":{annotations},
+                    "process":{{"args":["sh"],"cwd":"/","user":{{"uid":0,"gid":0}}}}}}"#
+            );
+            sandbox_of(&parse_spec(json.as_bytes()).unwrap())
+        };
+        assert_eq!(
+            with(
+                r#"{"io.kubernetes.cri.container-type":"container","io.kubernetes.cri.sandbox-id":"s1"}"#
+            ),
+            Some("s1".to_owned())
+        );
+        assert_eq!(
+            with(
+                r#"{"io.kubernetes.cri.container-type":"sandbox","io.kubernetes.cri.sandbox-id":"s1"}"#
+            ),
+            None
+        );
+        assert_eq!(with("{}"), None);
+    }
+
+    #[test]
     fn bad_specs_are_invalid_arguments() {
         for json in [
             "{",
             r#"{"ociVersion":"1.0.2"}"#,
             r#"{"ociVersion":"1.0.2","process":{"args":[],"cwd":"/","user":{"uid":0,"gid":0}}}"#,
         ] {
-            let result =
-                parse_spec(json.as_bytes()).and_then(|mut spec| adapt_for_guest(&mut spec, "c"));
+            let result = parse_spec(json.as_bytes())
+                .and_then(|mut spec| adapt_for_guest(&mut spec, "c", None));
             let err = result.unwrap_err();
             assert!(
                 matches!(

@@ -51,11 +51,12 @@ pub struct ChildStdio {
 
 impl ChildStdio {
     /// A libcontainer builder for `container_id` whose process gets these descriptors (or the
-    /// console socket).
+    /// console socket) and ends its set-up with `executor`.
     pub fn builder(
         self,
         container_id: String,
         state_root: &Path,
+        executor: super::executor::PayloadExecutor,
     ) -> Result<
         libcontainer::container::builder::ContainerBuilder,
         libcontainer::error::LibcontainerError,
@@ -65,6 +66,7 @@ impl ChildStdio {
             libcontainer::syscall::syscall::SyscallType::Linux,
         )
         .with_root_path(state_root)?
+        .with_executor(executor)
         .with_console_socket(self.console_socket.as_ref());
         if let Some(fd) = self.stdin {
             builder = builder.with_stdin(fd);
