@@ -131,20 +131,24 @@ fn is_bind(spec_mount: &oci_spec::runtime::Mount) -> bool {
 }
 
 /// Binds every host path the spec bind-mounts below `host_dir` (as `<n>`) and points the
-/// spec at the same entry below `guest_dir`.
+/// spec at the same entry below `guest_dir`, adding binds for host submounts whose
+/// writability differs from their parent's (`submount_binds`).
 pub fn share_bind_mounts(
     spec: &mut Spec,
     host_dir: &Path,
     guest_dir: &Path,
 ) -> Result<(), MountError> {
-    let Some(mut mounts) = spec.mounts().clone() else {
+    let Some(requested) = spec.mounts().clone() else {
         return Ok(());
     };
-    for (index, spec_mount) in mounts.iter_mut().enumerate() {
-        if !is_bind(spec_mount) {
+    let mut mounts = Vec::with_capacity(requested.len());
+    for (index, mut spec_mount) in requested.into_iter().enumerate() {
+        if !is_bind(&spec_mount) {
+            mounts.push(spec_mount);
             continue;
         }
         let Some(source) = spec_mount.source().clone() else {
+            mounts.push(spec_mount);
             continue;
         };
         let metadata = std::fs::metadata(&source)
@@ -164,19 +168,109 @@ pub fn share_bind_mounts(
             .as_ref()
             .is_some_and(|options| options.iter().any(|o| o == "ro"));
         bind(&source, &staged, read_only)?;
+        let submounts = if metadata.is_dir() {
+            submount_binds(&spec_mount, &source, read_only, guest_dir, index)
+        } else {
+            Vec::new()
+        };
         spec_mount.set_source(Some(guest_dir.join(index.to_string())));
+        mounts.push(spec_mount);
+        mounts.extend(submounts);
     }
     spec.set_mounts(Some(mounts));
     Ok(())
 }
 
+/// One line of /proc/self/mountinfo: where, and whether that mount is read-only.
+struct MountInfoEntry {
+    point: PathBuf,
+    read_only: bool,
+}
+
+fn mount_table() -> Vec<MountInfoEntry> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    text.lines()
+        .filter_map(|line| {
+            let mut fields = line.split(' ').skip(4);
+            let point = PathBuf::from(unescape_mountinfo(fields.next()?));
+            let read_only = fields.next()?.split(',').any(|option| option == "ro");
+            Some(MountInfoEntry { point, read_only })
+        })
+        .collect()
+}
+
+/// Mounts strictly below `dir`, shallowest first, each with whether it is read-only (the
+/// last mount on a point wins, as path lookup sees it).
+fn submounts_of(dir: &Path) -> Vec<(PathBuf, bool)> {
+    let mut found: Vec<(PathBuf, bool)> = Vec::new();
+    for entry in mount_table() {
+        if entry.point == dir || !entry.point.starts_with(dir) {
+            continue;
+        }
+        found.retain(|(point, _)| *point != entry.point);
+        found.push((entry.point, entry.read_only));
+    }
+    found.sort_by_key(|(point, _)| point.components().count());
+    found
+}
+
+/// Spec mounts that give the guest the per-mount writability of the host mounts below a bind
+/// source. The guest sees the whole source through one virtio-fs mount, so the spec mount's
+/// `ro` (non-recursive, as runc applies it) would cover a writable tmpfs below it too; a bind
+/// of its own for each submount whose writability differs from what is above it restores
+/// runc's view. `index` is the spec mount's staging entry below `guest_dir`.
+fn submount_binds(
+    spec_mount: &oci_spec::runtime::Mount,
+    source: &Path,
+    read_only: bool,
+    guest_dir: &Path,
+    index: usize,
+) -> Vec<oci_spec::runtime::Mount> {
+    let recursive_read_only = spec_mount
+        .options()
+        .as_ref()
+        .is_some_and(|options| options.iter().any(|o| o == "rro"));
+    if recursive_read_only {
+        return Vec::new();
+    }
+    let source = std::fs::canonicalize(source).unwrap_or_else(|_| source.to_owned());
+    let mut seen: Vec<(PathBuf, bool)> = vec![(source.clone(), read_only)];
+    let mut binds = Vec::new();
+    for (point, sub_read_only) in submounts_of(&source) {
+        let above = seen
+            .iter()
+            .filter(|(ancestor, _)| point.starts_with(ancestor))
+            .max_by_key(|(ancestor, _)| ancestor.components().count())
+            .map(|(_, ro)| *ro)
+            .unwrap_or(read_only);
+        seen.push((point.clone(), sub_read_only));
+        if above == sub_read_only {
+            continue;
+        }
+        let Ok(relative) = point.strip_prefix(&source) else {
+            continue;
+        };
+        let built = oci_spec::runtime::MountBuilder::default()
+            .destination(spec_mount.destination().join(relative))
+            .typ("bind")
+            .source(guest_dir.join(index.to_string()).join(relative))
+            .options(vec![
+                "rbind".to_owned(),
+                if sub_read_only { "ro" } else { "rw" }.to_owned(),
+            ])
+            .build();
+        if let Ok(bind) = built {
+            binds.push(bind);
+        }
+    }
+    binds
+}
+
 /// Mount points at or below `dir`, deepest first.
 pub fn mounts_below(dir: &Path) -> Vec<PathBuf> {
-    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let mut found: Vec<PathBuf> = text
-        .lines()
-        .filter_map(|line| line.split(' ').nth(4))
-        .map(|field| PathBuf::from(unescape_mountinfo(field)))
+    let mut found: Vec<PathBuf> = mount_table()
+        .into_iter()
+        .map(|entry| entry.point)
         .filter(|point| point.starts_with(dir))
         .collect();
     found.sort_by_key(|point| std::cmp::Reverse(point.components().count()));
@@ -305,6 +399,43 @@ mod tests {
         unmount_and_remove(&staging).expect("cleanup");
         assert!(!staging.exists());
         assert!(source.join("f").exists(), "the source survives the cleanup");
+
+        // A writable tmpfs below a read-only volume stays writable, on the host and (through
+        // a bind of its own) in the guest; a read-only one below it gets nothing extra.
+        let sub = source.join("sub");
+        std::fs::create_dir(&sub).expect("mkdir sub");
+        mount(
+            Some("tmpfs"),
+            &sub,
+            Some("tmpfs"),
+            MsFlags::empty(),
+            None::<&str>,
+        )
+        .expect("tmpfs");
+        let mut spec = Spec::default();
+        spec.set_mounts(Some(vec![oci_spec::runtime::MountBuilder::default()
+            .destination("/data")
+            .typ("bind")
+            .source(&source)
+            .options(vec!["rbind".to_owned(), "ro".to_owned()])
+            .build()
+            .expect("mount")]));
+        share_bind_mounts(&mut spec, &staging, Path::new("/guest/c/mounts")).expect("share");
+        let mounts = spec.mounts().clone().expect("mounts");
+        assert_eq!(mounts.len(), 2, "{mounts:?}");
+        assert_eq!(mounts[1].destination(), Path::new("/data/sub"));
+        assert_eq!(
+            mounts[1].source().as_deref(),
+            Some(Path::new("/guest/c/mounts/0/sub"))
+        );
+        assert_eq!(
+            mounts[1].options().clone().expect("options"),
+            vec!["rbind".to_owned(), "rw".to_owned()]
+        );
+        assert!(std::fs::write(staging.join("0/top"), "y").is_err());
+        std::fs::write(staging.join("0/sub/y"), "y").expect("the tmpfs takes writes");
+        unmount_and_remove(&staging).expect("cleanup");
+        umount2(&sub, MntFlags::MNT_DETACH).expect("umount tmpfs");
 
         let mut spec = Spec::default();
         spec.set_mounts(Some(vec![oci_spec::runtime::MountBuilder::default()
