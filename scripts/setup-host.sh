@@ -8,6 +8,12 @@ VHOST_DEVICE_VSOCK_VERSION=0.3.0
 VIRTIOFSD_VERSION=1.14.0
 SEV_SNP_MEASURE_VERSION=0.0.13
 PYTHON_TOOLS=/opt/cloak-tools
+# containerd 2.x for the CRI tests' second run (Debian 12 ships 1.6 only): Debian testing's
+# package, which needs nothing newer than bookworm's libc (libc6 >= 2.34) and runc. It is
+# unpacked into its own directory, never installed over the system's containerd.
+CONTAINERD2_VERSION=2.1.9+ds1-5
+CONTAINERD2_SHA256=2dda86ce7033fd612fc50e136679d8174ccad680eb29cd4611e0d2a1b84cf591
+CONTAINERD2_DIR=$PYTHON_TOOLS/containerd2
 
 log() { printf 'setup-host: %s\n' "$*" >&2; }
 
@@ -81,7 +87,41 @@ if ! command -v sev-snp-measure >/dev/null 2>&1; then
     ln -sf "$PYTHON_TOOLS/bin/sev-snp-measure" /usr/local/bin/sev-snp-measure
 fi
 
+# apt-get download from a private sources list (testing, then unstable): the host's own apt
+# sources stay as they are. If testing has moved on from the pinned version, the newest 2.x
+# it has is taken (and said), since Debian keeps only current versions in its archive.
+if [ ! -x "$CONTAINERD2_DIR/usr/bin/containerd" ]; then
+    apt_dir=$(mktemp -d)
+    mkdir -p "$apt_dir/lists/partial" "$apt_dir/cache/archives/partial"
+    printf 'deb [arch=amd64] http://deb.debian.org/debian %s main\n' testing unstable \
+        > "$apt_dir/sources.list"
+    apt_options=(-o "Dir::Etc::sourcelist=$apt_dir/sources.list" -o Dir::Etc::sourceparts=-
+        -o "Dir::State::Lists=$apt_dir/lists" -o "Dir::Cache=$apt_dir/cache"
+        -o APT::Sandbox::User=root)
+    apt-get "${apt_options[@]}" update -q >/dev/null
+    version=$CONTAINERD2_VERSION
+    if ! apt-cache "${apt_options[@]}" show "containerd=$version" >/dev/null 2>&1; then
+        version=$(apt-cache "${apt_options[@]}" madison containerd | awk '$3 ~ /^2\./ { print $3; exit }')
+        if [ -z "$version" ]; then
+            log "no containerd 2.x in Debian testing or unstable"
+            exit 1
+        fi
+        log "warning: containerd $CONTAINERD2_VERSION is no longer in Debian testing; taking $version"
+    fi
+    log "installing containerd $version (Debian testing's package) in $CONTAINERD2_DIR"
+    (cd "$apt_dir" && apt-get "${apt_options[@]}" download -q "containerd=$version" >/dev/null)
+    deb=$(find "$apt_dir" -maxdepth 1 -name 'containerd_*.deb' | head -n 1)
+    if [ "$version" = "$CONTAINERD2_VERSION" ]; then
+        echo "$CONTAINERD2_SHA256  $deb" | sha256sum -c --quiet -
+    fi
+    rm -rf "$CONTAINERD2_DIR"
+    mkdir -p "$CONTAINERD2_DIR"
+    dpkg-deb -x "$deb" "$CONTAINERD2_DIR"
+    rm -rf "$apt_dir"
+fi
+
 log "qemu: $(qemu-system-x86_64 --version | head -n 1)"
+log "containerd 2.x: $("$CONTAINERD2_DIR/usr/bin/containerd" --version)"
 log "vhost-device-vsock: $(command -v vhost-device-vsock)"
 log "virtiofsd: $(command -v virtiofsd)"
 if grep -qwE 'vmx|svm' /proc/cpuinfo; then

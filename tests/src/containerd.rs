@@ -53,6 +53,42 @@ pub fn shim_or_skip(test: &str) -> Option<PathBuf> {
     found
 }
 
+/// Directory holding the containerd to test (`containerd`, `ctr`, `containerd-shim-runc-v2`):
+/// `CLOAK_CONTAINERD_DIR`, else the ones on PATH (Debian 12's containerd 1.6). `make test`
+/// runs the CRI tests a second time with containerd 2.x from here.
+pub const CONTAINERD_DIR_VARIABLE: &str = "CLOAK_CONTAINERD_DIR";
+
+fn containerd_dir() -> Option<PathBuf> {
+    std::env::var_os(CONTAINERD_DIR_VARIABLE).map(PathBuf::from)
+}
+
+/// The containerd program `name` under test.
+pub fn containerd_program(name: &str) -> PathBuf {
+    match containerd_dir() {
+        Some(dir) => dir.join(name),
+        None => PathBuf::from(name),
+    }
+}
+
+/// The major version of the containerd under test (`containerd --version` prints e.g.
+/// `containerd github.com/containerd/containerd 1.6.20~ds1` or `... /v2 2.1.9+unknown`).
+pub fn containerd_major_version() -> anyhow::Result<u32> {
+    let output = Command::new(containerd_program("containerd"))
+        .arg("--version")
+        .output()
+        .context("running containerd --version (scripts/setup-host.sh installs containerd)")?;
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    text.split_whitespace()
+        .nth(2)
+        .and_then(|version| version.trim_start_matches('v').split('.').next())
+        .and_then(|major| major.parse().ok())
+        .with_context(|| format!("no version in {text:?}"))
+}
+
+/// Adds the cloak runtimes to a private containerd's configuration, which has the CRI plugin
+/// and runc but no cloak runtime yet (given the containerd's directory); returns the result.
+pub type RuntimeInstaller<'a> = &'a dyn Fn(&Path, String) -> anyhow::Result<String>;
+
 pub struct PrivateContainerd {
     dir: tempfile::TempDir,
     child: Child,
@@ -78,16 +114,39 @@ impl PrivateContainerd {
         Self::start_with(env, shim, true)
     }
 
+    /// Starts containerd with its CRI plugin, the cloak runtimes put into its configuration
+    /// by `install` (as `cloak install` does on a node) instead of the tests' own tables.
+    pub fn start_with_cri_installed_by(
+        env: &VmTestEnv,
+        shim: &Path,
+        install: RuntimeInstaller<'_>,
+    ) -> anyhow::Result<Self> {
+        Self::start_configured(env, shim, true, Some(install))
+    }
+
     fn start_with(env: &VmTestEnv, shim: &Path, cri: bool) -> anyhow::Result<Self> {
+        Self::start_configured(env, shim, cri, None)
+    }
+
+    fn start_configured(
+        env: &VmTestEnv,
+        shim: &Path,
+        cri: bool,
+        install: Option<RuntimeInstaller<'_>>,
+    ) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new().prefix("cloak-ctrd-").tempdir()?;
+        let major = containerd_major_version()?;
         let root = dir.path().join("root");
         let state = dir.path().join("state");
         let run_dir = dir.path().join("run");
         let address = dir.path().join("containerd.sock");
         std::fs::create_dir_all(&run_dir)?;
         let config_path = dir.path().join("containerd.toml");
+        // containerd 2.x reads config version 3 (the CRI plugin split into images and
+        // runtime plugins); 1.6 reads version 2.
+        let config_version = if major >= 2 { 3 } else { 2 };
         let mut config = format!(
-            "version = 2\nroot = \"{root}\"\nstate = \"{state}\"\n\
+            "version = {config_version}\nroot = \"{root}\"\nstate = \"{state}\"\n\
              [grpc]\n  address = \"{address}\"\n\
              [ttrpc]\n  address = \"{address}.ttrpc\"\n\
              [debug]\n  level = \"debug\"\n",
@@ -95,28 +154,45 @@ impl PrivateContainerd {
             state = state.display(),
             address = address.display(),
         );
+        if major >= 2 {
+            config.push_str(&format!(
+                "[plugins.\"io.containerd.internal.v1.opt\"]\n  path = \"{}\"\n",
+                dir.path().join("opt").display()
+            ));
+        }
         let cni_bridge = if cri {
             let conf_dir = dir.path().join("cni/net.d");
             let bridge = crate::cri::bridge_name();
             crate::cri::write_cni_config(&conf_dir, &dir.path().join("cni/ipam"), &bridge)?;
-            config.push_str(&crate::cri::cri_plugin_config(&pause_image(), &conf_dir));
+            let with_cloak = install.is_none();
+            let plugin_config = if major >= 2 {
+                crate::cri::cri_plugin_config_v3(&pause_image(), &conf_dir, with_cloak)
+            } else {
+                crate::cri::cri_plugin_config(&pause_image(), &conf_dir, with_cloak)
+            };
+            config.push_str(&plugin_config);
             Some(bridge)
         } else {
             config.insert_str(0, "disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n");
             None
         };
-        std::fs::write(&config_path, config)?;
         let cloak_config = dir.path().join("cloak.toml");
         let configuration = env.configuration(&run_dir);
         std::fs::write(&cloak_config, toml_of(&configuration)?)?;
+        let config = match install {
+            Some(install) => install(dir.path(), config)?,
+            None => config,
+        };
+        std::fs::write(&config_path, config)?;
         let shim_dir = shim.parent().context("the shim binary has a directory")?;
-        let path = format!(
-            "{}:{}",
-            shim_dir.display(),
-            std::env::var("PATH").unwrap_or_default()
-        );
+        let mut path = format!("{}:", shim_dir.display());
+        // The containerd under test finds its own runc shim first.
+        if let Some(containerd_dir) = containerd_dir() {
+            path.push_str(&format!("{}:", containerd_dir.display()));
+        }
+        path.push_str(&std::env::var("PATH").unwrap_or_default());
         let log = std::fs::File::create(dir.path().join("containerd.log"))?;
-        let child = Command::new("containerd")
+        let child = Command::new(containerd_program("containerd"))
             .arg("--config")
             .arg(&config_path)
             .env("PATH", path)
@@ -195,7 +271,7 @@ impl PrivateContainerd {
         command
             .arg("--kill-after=10")
             .arg("300")
-            .arg("ctr")
+            .arg(containerd_program("ctr"))
             .arg("--address")
             .arg(&self.address)
             .arg("--namespace")

@@ -69,8 +69,19 @@ pub fn write_cni_config(conf_dir: &Path, ipam_dir: &Path, bridge: &str) -> anyho
     Ok(())
 }
 
-/// The CRI part of a private containerd's configuration (config version 2).
-pub fn cri_plugin_config(sandbox_image: &str, cni_conf_dir: &Path) -> String {
+/// The CRI part of a private containerd's configuration (config version 2), with the cloak
+/// runtime handler when `with_cloak` (else `cloak install` adds it).
+pub fn cri_plugin_config(sandbox_image: &str, cni_conf_dir: &Path, with_cloak: bool) -> String {
+    let cloak = if with_cloak {
+        format!(
+            r#"    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.{RUNTIME_HANDLER}]
+      runtime_type = "io.containerd.cloak.v2"
+      pod_annotations = ["io.cloak.*"]
+"#
+        )
+    } else {
+        String::new()
+    };
     format!(
         r#"[plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = "{sandbox_image}"
@@ -81,11 +92,42 @@ pub fn cri_plugin_config(sandbox_image: &str, cni_conf_dir: &Path) -> String {
     default_runtime_name = "runc"
     [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
       runtime_type = "io.containerd.runc.v2"
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.{RUNTIME_HANDLER}]
+{cloak}  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "{CNI_BIN_DIR}"
+    conf_dir = "{conf_dir}"
+"#,
+        conf_dir = cni_conf_dir.display()
+    )
+}
+
+/// The same for containerd 2.x (config version 3): images and runtime are plugins of their
+/// own, and the runtime plugin keeps containerd's defaults otherwise — among them
+/// `enable_unprivileged_ports` and `enable_unprivileged_icmp`, which put network sysctls into
+/// every sandbox's spec.
+pub fn cri_plugin_config_v3(sandbox_image: &str, cni_conf_dir: &Path, with_cloak: bool) -> String {
+    let cloak = if with_cloak {
+        format!(
+            r#"    [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.{RUNTIME_HANDLER}]
       runtime_type = "io.containerd.cloak.v2"
       pod_annotations = ["io.cloak.*"]
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "{CNI_BIN_DIR}"
+"#
+        )
+    } else {
+        String::new()
+    };
+    format!(
+        r#"[plugins."io.containerd.cri.v1.images".pinned_images]
+  sandbox = "{sandbox_image}"
+[plugins."io.containerd.cri.v1.runtime"]
+  disable_apparmor = true
+  # Without CAP_SYS_RESOURCE (a containerised CI host) runc cannot lower oom_score_adj.
+  restrict_oom_score_adj = true
+  [plugins."io.containerd.cri.v1.runtime".containerd]
+    default_runtime_name = "runc"
+    [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+{cloak}  [plugins."io.containerd.cri.v1.runtime".cni]
+    bin_dirs = ["{CNI_BIN_DIR}"]
     conf_dir = "{conf_dir}"
 "#,
         conf_dir = cni_conf_dir.display()
@@ -107,6 +149,58 @@ pub struct PodSpec {
     pub runtime_handler: String,
     pub log_directory: PathBuf,
     pub annotations: HashMap<String, String>,
+    /// The pod's sysctls (`securityContext.sysctls`).
+    pub sysctls: HashMap<String, String>,
+    /// `shareProcessNamespace`: one PID namespace for the pod (CRI `NamespaceMode.POD`).
+    pub share_pid: bool,
+}
+
+impl PodSpec {
+    /// A pod named `name` for `runtime_handler` ("" for runc) logging below `log_directory`.
+    pub fn new(name: &str, runtime_handler: &str, log_directory: PathBuf) -> Self {
+        Self {
+            name: name.into(),
+            runtime_handler: runtime_handler.into(),
+            log_directory,
+            annotations: HashMap::new(),
+            sysctls: HashMap::new(),
+            share_pid: false,
+        }
+    }
+
+    /// The namespace options the kubelet gives the sandbox and each of its containers.
+    fn namespace_options(&self) -> NamespaceOption {
+        NamespaceOption {
+            pid: if self.share_pid {
+                NamespaceMode::Pod
+            } else {
+                NamespaceMode::Container
+            } as i32,
+            ..Default::default()
+        }
+    }
+}
+
+/// A container of `image` running `command`, as the kubelet would ask for it; tests adjust
+/// the rest (security context, mounts) before `create_container_with`.
+pub fn container_config(name: &str, image: &str, command: &[&str]) -> ContainerConfig {
+    ContainerConfig {
+        metadata: Some(ContainerMetadata {
+            name: name.into(),
+            attempt: 0,
+        }),
+        image: Some(ImageSpec {
+            image: image.into(),
+            ..Default::default()
+        }),
+        command: command.iter().map(|s| s.to_string()).collect(),
+        log_path: format!("{name}.log"),
+        linux: Some(LinuxContainerConfig {
+            security_context: Some(LinuxContainerSecurityContext::default()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
 }
 
 impl CriClient {
@@ -140,7 +234,14 @@ impl CriClient {
             hostname: pod.name.clone(),
             log_directory: pod.log_directory.display().to_string(),
             annotations: pod.annotations.clone(),
-            linux: Some(LinuxPodSandboxConfig::default()),
+            linux: Some(LinuxPodSandboxConfig {
+                sysctls: pod.sysctls.clone(),
+                security_context: Some(LinuxSandboxSecurityContext {
+                    namespace_options: Some(pod.namespace_options()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
             ..Default::default()
         }
     }
@@ -167,20 +268,28 @@ impl CriClient {
         image: &str,
         command: &[&str],
     ) -> anyhow::Result<String> {
-        let config = ContainerConfig {
-            metadata: Some(ContainerMetadata {
-                name: name.into(),
-                attempt: 0,
-            }),
-            image: Some(ImageSpec {
-                image: image.into(),
-                ..Default::default()
-            }),
-            command: command.iter().map(|s| s.to_string()).collect(),
-            log_path: format!("{name}.log"),
-            linux: Some(LinuxContainerConfig::default()),
-            ..Default::default()
-        };
+        self.create_container_with(pod_id, pod, container_config(name, image, command))
+            .await
+    }
+
+    /// CreateContainer of `config` in the pod (given the pod's namespace options, as the
+    /// kubelet does); the container id.
+    pub async fn create_container_with(
+        &mut self,
+        pod_id: &str,
+        pod: &PodSpec,
+        mut config: ContainerConfig,
+    ) -> anyhow::Result<String> {
+        let name = config
+            .metadata
+            .as_ref()
+            .map(|m| m.name.clone())
+            .unwrap_or_default();
+        let linux = config.linux.get_or_insert_with(Default::default);
+        linux
+            .security_context
+            .get_or_insert_with(Default::default)
+            .namespace_options = Some(pod.namespace_options());
         let response = self
             .runtime
             .create_container(CreateContainerRequest {
@@ -256,6 +365,16 @@ impl CriClient {
             })
             .await
             .with_context(|| format!("StopContainer {id}"))?;
+        Ok(())
+    }
+
+    pub async fn remove_container(&mut self, id: &str) -> anyhow::Result<()> {
+        self.runtime
+            .remove_container(RemoveContainerRequest {
+                container_id: id.into(),
+            })
+            .await
+            .with_context(|| format!("RemoveContainer {id}"))?;
         Ok(())
     }
 

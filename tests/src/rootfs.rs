@@ -51,7 +51,23 @@ pub fn build_busybox_rootfs(dir: &Path) -> std::io::Result<()> {
         "root:x:0:\nuser:x:1000:\nextra:x:2000:user\nnogroup:x:65534:\n",
     )?;
     std::fs::write(dir.join("www/index.html"), "hello from cloak\n")?;
+    if let Some(probe) = shm_probe_binary() {
+        std::fs::copy(probe, dir.join("bin").join(SHM_PROBE))?;
+    }
     Ok(())
+}
+
+/// The System V shared-memory probe's name in the rootfs's /bin (tests/floor-init).
+pub const SHM_PROBE: &str = "cloak-shm-probe";
+
+/// The static shm probe: `CLOAK_SHM_PROBE_BIN`, else beside the floor init `make test` names.
+pub fn shm_probe_binary() -> Option<std::path::PathBuf> {
+    if let Some(path) = std::env::var_os("CLOAK_SHM_PROBE_BIN") {
+        return Some(path.into());
+    }
+    let floor = std::path::PathBuf::from(std::env::var_os("CLOAK_FLOOR_INIT_BIN")?);
+    let probe = floor.parent()?.join(SHM_PROBE);
+    probe.is_file().then_some(probe)
 }
 
 /// Whether this host can build the rootfs; the reason otherwise.

@@ -4,7 +4,6 @@
 
 #![allow(clippy::unwrap_used)] // a test fails loudly by design
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use cloak_tests::containerd::{image, PrivateContainerd};
@@ -29,12 +28,7 @@ fn cri_containerd(test: &str) -> Option<(VmTestEnv, PrivateContainerd)> {
 fn pod_spec(containerd: &PrivateContainerd, name: &str) -> PodSpec {
     let log_directory = containerd.dir().join("pod-logs").join(name);
     std::fs::create_dir_all(&log_directory).unwrap();
-    PodSpec {
-        name: name.into(),
-        runtime_handler: RUNTIME_HANDLER.into(),
-        log_directory,
-        annotations: HashMap::new(),
-    }
+    PodSpec::new(name, RUNTIME_HANDLER, log_directory)
 }
 
 /// QEMU processes of cloak pods under this containerd.
@@ -242,4 +236,94 @@ fn a_pod_serves_http_at_its_cni_address_and_reaches_the_host() {
         assert_eq!(fetched.exit_code, 0, "{}", text(&fetched.stderr));
         assert_eq!(text(&fetched.stdout), "hello-from-host");
     });
+}
+
+/// containerd reads the cloak runtime from where `cloak install` merged it: the version 2
+/// table for Debian's containerd 1.6, the version 3 one (`io.containerd.cri.v1.runtime`) for
+/// containerd 2.x. The private containerd's configuration has no cloak runtime until
+/// `cloak install --root` adds it; only the configuration path it names is pointed at the
+/// test's own configuration.
+#[test]
+fn the_containerd_config_cloak_install_writes_runs_a_pod() {
+    let test = "the_containerd_config_cloak_install_writes_runs_a_pod";
+    let _slot = vm_slot();
+    let Some(env) = VmTestEnv::get(test) else {
+        return;
+    };
+    if !cloak_tests::tools_on_path(test, &["virtiofsd", "ip"]) {
+        return;
+    }
+    if let Some(reason) = cri_unavailable() {
+        skip(test, &reason);
+        return;
+    }
+    let Some(shim) = cloak_tests::containerd::shim_or_skip(test) else {
+        return;
+    };
+    let Some(cloak) = cloak_tests::cloak_binary(test) else {
+        return;
+    };
+    let major = cloak_tests::containerd::containerd_major_version().unwrap();
+    let guest_dir = env.guest_dir.clone();
+    let install = move |dir: &std::path::Path, config: String| -> anyhow::Result<String> {
+        let node = dir.join("node");
+        let config_path = node.join("etc/containerd/config.toml");
+        std::fs::create_dir_all(config_path.parent().unwrap())?;
+        std::fs::write(&config_path, config)?;
+        let output = std::process::Command::new(&cloak)
+            .arg("install")
+            .arg("--root")
+            .arg(&node)
+            .arg("--guest-image")
+            .arg(&guest_dir)
+            .output()?;
+        assert!(
+            output.status.success(),
+            "cloak install: {}",
+            text(&output.stderr)
+        );
+        let merged = std::fs::read_to_string(&config_path)?;
+        let table = if major >= 2 {
+            r#"[plugins."io.containerd.cri.v1.runtime".containerd.runtimes.cloak]"#
+        } else {
+            r#"[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.cloak]"#
+        };
+        assert!(merged.contains(table), "containerd {major}: {merged}");
+        Ok(merged.replace(
+            "\"/etc/cloak/configuration.toml\"",
+            &format!("\"{}\"", dir.join("cloak.toml").display()),
+        ))
+    };
+    let containerd = PrivateContainerd::start_with_cri_installed_by(&env, &shim, &install)
+        .expect("private containerd starts with the installed config");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let mut cri = CriClient::connect(&containerd.address).await.unwrap();
+        let pod = pod_spec(&containerd, "installed");
+        let pod_id = cri
+            .run_pod(&pod)
+            .await
+            .unwrap_or_else(|err| panic!("{err:#}\n{}", containerd.log_tail(40)));
+        let id = cri
+            .create_container(&pod_id, &pod, "main", &image(), &["sleep", "3600"])
+            .await
+            .unwrap();
+        cri.start_container(&id).await.unwrap();
+        assert_eq!(pod_vms(&containerd).len(), 1, "the pod runs in a cloak VM");
+        let out = cri.exec_sync(&id, &["uname", "-r"]).await.unwrap();
+        assert_eq!(out.exit_code, 0, "{}", text(&out.stderr));
+        assert_ne!(
+            text(&out.stdout).trim(),
+            nix::sys::utsname::uname()
+                .unwrap()
+                .release()
+                .to_string_lossy(),
+            "the container runs on the guest kernel"
+        );
+        cri.remove_pod(&pod_id).await.unwrap();
+    });
+    assert_eq!(
+        containerd.wait_for_no_leftovers(false),
+        Vec::<String>::new()
+    );
 }

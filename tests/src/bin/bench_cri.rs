@@ -17,12 +17,7 @@ use cloak_tests::VmTestEnv;
 fn pod(containerd: &PrivateContainerd, name: &str, handler: &str) -> anyhow::Result<PodSpec> {
     let log_directory = containerd.dir().join("pod-logs").join(name);
     std::fs::create_dir_all(&log_directory)?;
-    Ok(PodSpec {
-        name: name.into(),
-        runtime_handler: handler.into(),
-        log_directory,
-        annotations: Default::default(),
-    })
+    Ok(PodSpec::new(name, handler, log_directory))
 }
 
 /// RunPodSandbox → first container started; the milliseconds and the pod id (left running).
