@@ -8,6 +8,7 @@
 mod attestation;
 mod cmdline;
 mod container;
+mod error;
 mod guest_details;
 mod modules;
 mod mounts;
@@ -17,6 +18,7 @@ mod ready;
 mod reaper;
 mod rpc;
 mod sandbox;
+mod state;
 mod storage;
 
 use std::time::Duration;
@@ -70,7 +72,7 @@ fn run(settings: &cmdline::AgentSettings, is_init: bool) -> anyhow::Result<()> {
         .build()
         .context("creating the async runtime")?;
     runtime.block_on(async {
-        let state = rpc::AgentState::new(loaded_modules);
+        let state = state::AgentState::new(loaded_modules);
         if is_init {
             reaper::spawn_orphan_reaper(state.reaper.clone()).context("starting the reaper")?;
         }

@@ -24,7 +24,7 @@ impl Sandbox {
         refusal: Option<String>,
     ) -> anyhow::Result<()> {
         if let Some(existing) = &self.id {
-            anyhow::bail!(crate::rpc::RpcFailure::AlreadyExists(format!(
+            anyhow::bail!(crate::error::AgentError::AlreadyExists(format!(
                 "sandbox {existing:?} already exists"
             )));
         }

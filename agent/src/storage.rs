@@ -8,7 +8,7 @@ use anyhow::{bail, Context as _};
 use cloak_protocol::agent::Storage;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 
-use crate::rpc::RpcFailure;
+use crate::error::AgentError;
 
 /// Mounts done for one purpose, undone in reverse order.
 #[derive(Debug, Default)]
@@ -57,7 +57,7 @@ fn mount_at(
 pub fn mount_storage(storage: &Storage, stack: &mut MountStack) -> anyhow::Result<()> {
     let target = Path::new(&storage.mount_point);
     if !target.is_absolute() {
-        bail!(RpcFailure::InvalidArgument(format!(
+        bail!(AgentError::InvalidArgument(format!(
             "storage mount point {:?} is not absolute",
             storage.mount_point
         )));
@@ -87,7 +87,7 @@ pub fn mount_storage(storage: &Storage, stack: &mut MountStack) -> anyhow::Resul
             None,
             stack,
         ),
-        other => bail!(RpcFailure::InvalidArgument(format!(
+        other => bail!(AgentError::InvalidArgument(format!(
             "unknown storage driver {other:?}"
         ))),
     }
@@ -109,7 +109,7 @@ pub struct DirectoryRootfs {
 impl RootfsSource for DirectoryRootfs {
     fn mount(&self, target: &Path, scratch: &Path) -> anyhow::Result<MountStack> {
         if !self.source.is_dir() {
-            bail!(RpcFailure::NotFound(format!(
+            bail!(AgentError::NotFound(format!(
                 "container rootfs {} does not exist in the guest",
                 self.source.display()
             )));
@@ -179,7 +179,7 @@ pub fn rootfs_source(storage: &Storage) -> anyhow::Result<Box<dyn RootfsSource>>
             source: PathBuf::from(&storage.source),
             overlay_in_memory: storage.overlay_in_memory,
         })),
-        other => bail!(RpcFailure::InvalidArgument(format!(
+        other => bail!(AgentError::InvalidArgument(format!(
             "rootfs driver {other:?} is not supported (bind, virtio-fs)"
         ))),
     }
@@ -198,8 +198,8 @@ mod tests {
         };
         let err = rootfs_source(&storage).err().unwrap();
         assert!(matches!(
-            err.downcast_ref::<RpcFailure>(),
-            Some(RpcFailure::InvalidArgument(_))
+            err.downcast_ref::<AgentError>(),
+            Some(AgentError::InvalidArgument(_))
         ));
         let err = mount_storage(&storage, &mut MountStack::default()).unwrap_err();
         assert!(err.to_string().contains("nfs"));
@@ -216,8 +216,8 @@ mod tests {
             .mount(&dir.path().join("r"), &dir.path().join("s"))
             .unwrap_err();
         assert!(matches!(
-            err.downcast_ref::<RpcFailure>(),
-            Some(RpcFailure::NotFound(_))
+            err.downcast_ref::<AgentError>(),
+            Some(AgentError::NotFound(_))
         ));
     }
 }

@@ -9,21 +9,21 @@ use cloak_protocol::agent::CreateContainerRequest;
 use super::executor::PayloadExecutor;
 use super::stdio::PendingIo;
 use super::{blocking, cgroup, oom, spec, sysctl, Container, ContainerRuntime, ProcessState};
-use crate::rpc::RpcFailure;
+use crate::error::AgentError;
 use crate::storage::{self, MountStack};
 
 impl ContainerRuntime {
     pub async fn create(&self, request: CreateContainerRequest) -> anyhow::Result<()> {
         let id = request.container_id.clone();
         if !cloak_protocol::is_valid_id(&id) {
-            bail!(RpcFailure::InvalidArgument(format!(
+            bail!(AgentError::InvalidArgument(format!(
                 "invalid container id {id:?}"
             )));
         }
         // Held for the whole creation: a second create of the same id waits and then fails.
         let mut containers = self.containers.lock().await;
         if containers.contains_key(&id) {
-            bail!(RpcFailure::AlreadyExists(format!(
+            bail!(AgentError::AlreadyExists(format!(
                 "container {id:?} already exists"
             )));
         }
@@ -32,7 +32,7 @@ impl ContainerRuntime {
         let sandbox_pid = match spec::sandbox_of(&oci_spec) {
             Some(sandbox) if sandbox != id => match containers.get(&sandbox) {
                 Some(sandbox) if sandbox.init.is_running() => Some(sandbox.init.pid),
-                _ => bail!(RpcFailure::FailedPrecondition(format!(
+                _ => bail!(AgentError::FailedPrecondition(format!(
                     "container {id:?} belongs to sandbox {sandbox:?}, which is not running here"
                 ))),
             },
@@ -40,9 +40,9 @@ impl ContainerRuntime {
         };
         spec::adapt_for_guest(&mut oci_spec, &id, sandbox_pid)?;
         let network_sysctls = sysctl::take_network_sysctls(&mut oci_spec)
-            .map_err(|err| anyhow::Error::new(RpcFailure::InvalidArgument(err.to_string())))?;
+            .map_err(|err| anyhow::Error::new(AgentError::InvalidArgument(err.to_string())))?;
         let Some(rootfs) = request.rootfs.as_ref() else {
-            bail!(RpcFailure::InvalidArgument("no rootfs given".to_owned()));
+            bail!(AgentError::InvalidArgument("no rootfs given".to_owned()));
         };
         let rootfs_source = storage::rootfs_source(rootfs)?;
 
@@ -93,7 +93,7 @@ impl ContainerRuntime {
             .as_ref()
             .is_some_and(libcontainer::seccomp::is_notify)
         {
-            bail!(RpcFailure::InvalidArgument(
+            bail!(AgentError::InvalidArgument(
                 "seccomp profiles with SCMP_ACT_NOTIFY are not supported".to_owned()
             ));
         }

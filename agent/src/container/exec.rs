@@ -8,25 +8,25 @@ use cloak_protocol::agent::ExecProcessRequest;
 use super::executor::PayloadExecutor;
 use super::stdio::PendingIo;
 use super::{blocking, spec, ContainerRuntime, ProcessState};
-use crate::rpc::RpcFailure;
+use crate::error::AgentError;
 
 impl ContainerRuntime {
     pub async fn exec(&self, request: ExecProcessRequest) -> anyhow::Result<()> {
         let container = self.get(&request.container_id).await?;
         let exec_id = request.exec_id.clone();
         if !cloak_protocol::is_valid_id(&exec_id) {
-            bail!(RpcFailure::InvalidArgument(format!(
+            bail!(AgentError::InvalidArgument(format!(
                 "invalid exec id {exec_id:?}"
             )));
         }
         if !container.is_started() || !container.init.is_running() {
-            bail!(RpcFailure::FailedPrecondition(format!(
+            bail!(AgentError::FailedPrecondition(format!(
                 "container {:?} is not running",
                 container.id
             )));
         }
         if container.lock_execs().contains_key(&exec_id) {
-            bail!(RpcFailure::AlreadyExists(format!(
+            bail!(AgentError::AlreadyExists(format!(
                 "exec {exec_id:?} already exists"
             )));
         }

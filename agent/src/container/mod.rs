@@ -29,8 +29,8 @@ use tokio::sync::{mpsc, Mutex};
 pub use process::{ExitInfo, ProcessState};
 pub use streams::StreamBroker;
 
+use crate::error::AgentError;
 use crate::reaper::Reaper;
-use crate::rpc::RpcFailure;
 use crate::storage::MountStack;
 
 /// libcontainer's state directory (one subdirectory per container).
@@ -64,7 +64,7 @@ impl Container {
         }
         match self.lock_execs().get(exec_id) {
             Some(process) => Ok(process.clone()),
-            None => bail!(RpcFailure::NotFound(format!(
+            None => bail!(AgentError::NotFound(format!(
                 "container {}: no process {exec_id:?}",
                 self.id
             ))),
@@ -113,7 +113,7 @@ impl ContainerRuntime {
     pub async fn get(&self, id: &str) -> anyhow::Result<Arc<Container>> {
         match self.containers.lock().await.get(id) {
             Some(container) => Ok(container.clone()),
-            None => bail!(RpcFailure::NotFound(format!("no container {id:?}"))),
+            None => bail!(AgentError::NotFound(format!("no container {id:?}"))),
         }
     }
 

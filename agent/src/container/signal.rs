@@ -5,7 +5,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
 use super::{cgroup, ContainerRuntime, ExitInfo};
-use crate::rpc::RpcFailure;
+use crate::error::AgentError;
 
 impl ContainerRuntime {
     pub async fn signal(
@@ -18,13 +18,13 @@ impl ContainerRuntime {
         let container = self.get(id).await?;
         let signal = match Signal::try_from(signal as i32) {
             Ok(signal) => signal,
-            Err(_) => bail!(RpcFailure::InvalidArgument(format!(
+            Err(_) => bail!(AgentError::InvalidArgument(format!(
                 "invalid signal {signal}"
             ))),
         };
         let process = container.process(exec_id)?;
         if !process.is_running() {
-            bail!(RpcFailure::NotFound(format!(
+            bail!(AgentError::NotFound(format!(
                 "process {}/{exec_id} already exited",
                 container.id
             )));

@@ -12,7 +12,7 @@ use oci_spec::runtime::{
     LinuxNamespace, LinuxNamespaceBuilder, LinuxNamespaceType, Process, RootBuilder, Spec,
 };
 
-use crate::rpc::RpcFailure;
+use crate::error::AgentError;
 
 /// Parent cgroup of every container (below the guest's cgroup2 root).
 pub const CGROUP_PARENT: &str = "/cloak";
@@ -58,7 +58,7 @@ pub fn sandbox_of(spec: &Spec) -> Option<String> {
 pub fn parse_spec(json: &[u8]) -> anyhow::Result<Spec> {
     match serde_json::from_slice::<Spec>(json) {
         Ok(spec) => Ok(spec),
-        Err(err) => bail!(RpcFailure::InvalidArgument(format!(
+        Err(err) => bail!(AgentError::InvalidArgument(format!(
             "invalid OCI spec: {err}"
         ))),
     }
@@ -67,7 +67,7 @@ pub fn parse_spec(json: &[u8]) -> anyhow::Result<Spec> {
 pub fn parse_process(json: &[u8]) -> anyhow::Result<Process> {
     match serde_json::from_slice::<Process>(json) {
         Ok(process) => Ok(process),
-        Err(err) => bail!(RpcFailure::InvalidArgument(format!(
+        Err(err) => bail!(AgentError::InvalidArgument(format!(
             "invalid OCI process: {err}"
         ))),
     }
@@ -86,12 +86,12 @@ pub fn adapt_for_guest(
     sandbox_pid: Option<i32>,
 ) -> anyhow::Result<()> {
     let Some(process) = spec.process() else {
-        bail!(RpcFailure::InvalidArgument(
+        bail!(AgentError::InvalidArgument(
             "the OCI spec has no process".to_owned()
         ));
     };
     if process.args().as_ref().is_none_or(|args| args.is_empty()) {
-        bail!(RpcFailure::InvalidArgument(
+        bail!(AgentError::InvalidArgument(
             "the OCI spec's process has no args".to_owned()
         ));
     }
@@ -197,7 +197,7 @@ pub fn resolve_executable(rootfs: &Path, process: &Process) -> anyhow::Result<Pa
             return Ok(candidate);
         }
     }
-    bail!(RpcFailure::NotFound(format!(
+    bail!(AgentError::NotFound(format!(
         "exec: {program:?}: executable file not found in the container (PATH={env_path})"
     )))
 }
@@ -354,8 +354,8 @@ mod tests {
             let err = result.unwrap_err();
             assert!(
                 matches!(
-                    err.downcast_ref::<RpcFailure>(),
-                    Some(RpcFailure::InvalidArgument(_))
+                    err.downcast_ref::<AgentError>(),
+                    Some(AgentError::InvalidArgument(_))
                 ),
                 "{json}: {err}"
             );
@@ -389,8 +389,8 @@ mod tests {
         assert!(resolve_executable(rootfs.path(), &process(&["/bin/busybox"])).is_ok());
         let err = resolve_executable(rootfs.path(), &process(&["nosuch"])).unwrap_err();
         assert!(matches!(
-            err.downcast_ref::<RpcFailure>(),
-            Some(RpcFailure::NotFound(_))
+            err.downcast_ref::<AgentError>(),
+            Some(AgentError::NotFound(_))
         ));
         assert!(resolve_executable(rootfs.path(), &process(&["data"])).is_err());
     }

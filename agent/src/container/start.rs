@@ -4,18 +4,18 @@ use anyhow::{bail, Context as _};
 use libcontainer::container::Container as LibContainer;
 
 use super::{blocking, ContainerRuntime};
-use crate::rpc::RpcFailure;
+use crate::error::AgentError;
 
 impl ContainerRuntime {
     pub async fn start(&self, id: &str) -> anyhow::Result<()> {
         let container = self.get(id).await?;
         if container.is_started() {
-            bail!(RpcFailure::FailedPrecondition(format!(
+            bail!(AgentError::FailedPrecondition(format!(
                 "container {id:?} is already started"
             )));
         }
         if !container.init.is_running() {
-            bail!(RpcFailure::FailedPrecondition(format!(
+            bail!(AgentError::FailedPrecondition(format!(
                 "container {id:?} has exited"
             )));
         }

@@ -5,7 +5,7 @@ use cloak_protocol::agent::StatsContainerResponse;
 use oci_spec::runtime::LinuxResources;
 
 use super::{cgroup, ContainerRuntime};
-use crate::rpc::RpcFailure;
+use crate::error::AgentError;
 
 impl ContainerRuntime {
     pub async fn stats(&self, id: &str) -> anyhow::Result<StatsContainerResponse> {
@@ -17,7 +17,7 @@ impl ContainerRuntime {
         let container = self.get(id).await?;
         let resources: LinuxResources = match serde_json::from_slice(resources_json) {
             Ok(resources) => resources,
-            Err(err) => bail!(RpcFailure::InvalidArgument(format!(
+            Err(err) => bail!(AgentError::InvalidArgument(format!(
                 "invalid resources: {err}"
             ))),
         };

@@ -379,7 +379,7 @@ impl ProcessIo {
 
     pub fn resize(&self, rows: u16, columns: u16) -> anyhow::Result<()> {
         let Some(master) = &self.tty_master else {
-            anyhow::bail!(crate::rpc::RpcFailure::FailedPrecondition(
+            anyhow::bail!(crate::error::AgentError::FailedPrecondition(
                 "the process has no terminal".to_owned()
             ));
         };

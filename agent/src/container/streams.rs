@@ -51,7 +51,7 @@ impl StreamBroker {
                 return Ok(stream);
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                anyhow::bail!(crate::rpc::RpcFailure::FailedPrecondition(format!(
+                anyhow::bail!(crate::error::AgentError::FailedPrecondition(format!(
                     "the host did not connect the {} stream of {}/{}",
                     header.kind.as_str(),
                     header.container_id,

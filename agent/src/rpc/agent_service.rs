@@ -9,8 +9,10 @@ use cloak_protocol::agent::*;
 use cloak_protocol::agent_ttrpc::AgentService;
 use ttrpc::asynchronous::TtrpcContext;
 
-use super::{to_ttrpc, AgentState, RpcFailure};
+use super::to_ttrpc;
+use crate::error::AgentError;
 use crate::guest_details;
+use crate::state::AgentState;
 
 pub struct AgentRpc {
     state: Arc<AgentState>,
@@ -72,7 +74,7 @@ impl AgentRpc {
     ) -> anyhow::Result<AttestationReportResponse> {
         use crate::attestation::{fetch_from, ReportError, REPORT_DATA_BYTES};
         if req.report_data.len() > REPORT_DATA_BYTES {
-            return Err(RpcFailure::InvalidArgument(format!(
+            return Err(AgentError::InvalidArgument(format!(
                 "report_data is {} bytes; at most {REPORT_DATA_BYTES}",
                 req.report_data.len()
             ))
@@ -81,14 +83,14 @@ impl AgentRpc {
         let tee = self.tee().await;
         let report = match fetch_from(tee, req.report_data).await {
             None => {
-                return Err(RpcFailure::FailedPrecondition(
+                return Err(AgentError::FailedPrecondition(
                     "this pod VM has no TEE: no SEV-SNP guest driver or configfs-tsm provider"
                         .to_owned(),
                 )
                 .into())
             }
             Some(Err(ReportError::Unavailable(reason))) => {
-                return Err(RpcFailure::FailedPrecondition(reason).into())
+                return Err(AgentError::FailedPrecondition(reason).into())
             }
             Some(report) => report?,
         };
@@ -103,7 +105,7 @@ impl AgentRpc {
 
     async fn do_update_interface(&self, req: UpdateInterfaceRequest) -> anyhow::Result<Interface> {
         let wanted = req.interface.into_option().ok_or_else(|| {
-            RpcFailure::InvalidArgument("UpdateInterface names no interface".to_owned())
+            AgentError::InvalidArgument("UpdateInterface names no interface".to_owned())
         })?;
         tokio::task::spawn_blocking(move || crate::network::update_interface(&wanted)).await?
     }
@@ -150,7 +152,7 @@ impl AgentRpc {
 
     async fn do_create_container(&self, req: CreateContainerRequest) -> anyhow::Result<()> {
         if let Some(reason) = self.state.sandbox.lock().await.refusal.clone() {
-            return Err(RpcFailure::FailedPrecondition(format!(
+            return Err(AgentError::FailedPrecondition(format!(
                 "this pod runs no containers: {reason}"
             ))
             .into());

@@ -8,64 +8,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use tokio::sync::Notify;
 
 use crate::cmdline::AgentSettings;
-use crate::container::ContainerRuntime;
-use crate::reaper::Reaper;
-use crate::sandbox::Sandbox;
-
-/// State shared by every RPC handler.
-pub struct AgentState {
-    pub reaper: Arc<Reaper>,
-    pub containers: ContainerRuntime,
-    pub sandbox: tokio::sync::Mutex<Sandbox>,
-    pub loaded_modules: Vec<String>,
-    /// Signalled by DestroySandbox: the server stops and the VM powers off.
-    pub shutdown: Notify,
-    /// The TEE, decided at its first use (it may ask the host for a simulated one), and the
-    /// report that question brought back, if any: its HOST_DATA serves the init-data check.
-    pub tee: tokio::sync::OnceCell<(cloak_protocol::agent::TeeKind, Option<Vec<u8>>)>,
-    pub ready_at_ms: std::sync::atomic::AtomicU64,
-}
-
-impl AgentState {
-    pub fn new(loaded_modules: Vec<String>) -> Self {
-        let reaper = Reaper::new();
-        Self {
-            containers: ContainerRuntime::new(reaper.clone()),
-            sandbox: tokio::sync::Mutex::new(Sandbox::default()),
-            reaper,
-            loaded_modules,
-            shutdown: Notify::new(),
-            tee: tokio::sync::OnceCell::new(),
-            ready_at_ms: std::sync::atomic::AtomicU64::new(0),
-        }
-    }
-}
-
-/// A failure the caller caused or can act on; anything else maps to INTERNAL.
-#[derive(Debug, thiserror::Error)]
-pub enum RpcFailure {
-    #[error("{0}")]
-    InvalidArgument(String),
-    #[error("{0}")]
-    NotFound(String),
-    #[error("{0}")]
-    AlreadyExists(String),
-    #[error("{0}")]
-    FailedPrecondition(String),
-}
+use crate::error::AgentError;
+use crate::state::AgentState;
 
 /// The one place handler errors become ttrpc statuses. The whole context chain goes into the
 /// message so the shim can show the user why.
 pub fn to_ttrpc<T>(method: &str, result: anyhow::Result<T>) -> ttrpc::Result<T> {
     result.map_err(|err| {
-        let code = match err.downcast_ref::<RpcFailure>() {
-            Some(RpcFailure::InvalidArgument(_)) => ttrpc::Code::INVALID_ARGUMENT,
-            Some(RpcFailure::NotFound(_)) => ttrpc::Code::NOT_FOUND,
-            Some(RpcFailure::AlreadyExists(_)) => ttrpc::Code::ALREADY_EXISTS,
-            Some(RpcFailure::FailedPrecondition(_)) => ttrpc::Code::FAILED_PRECONDITION,
+        let code = match err.downcast_ref::<AgentError>() {
+            Some(AgentError::InvalidArgument(_)) => ttrpc::Code::INVALID_ARGUMENT,
+            Some(AgentError::NotFound(_)) => ttrpc::Code::NOT_FOUND,
+            Some(AgentError::AlreadyExists(_)) => ttrpc::Code::ALREADY_EXISTS,
+            Some(AgentError::FailedPrecondition(_)) => ttrpc::Code::FAILED_PRECONDITION,
             None => ttrpc::Code::INTERNAL,
         };
         tracing::warn!(method, ?code, error = format!("{err:#}"), "rpc failed");
@@ -105,4 +61,46 @@ pub async fn serve(state: AgentState, settings: &AgentSettings) -> anyhow::Resul
     // host that keeps its connection open delay the power-off.
     let _ = tokio::time::timeout(Duration::from_millis(500), server.shutdown()).await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn code_and_message(result: anyhow::Result<()>) -> (ttrpc::Code, String) {
+        match to_ttrpc("Test", result) {
+            Err(ttrpc::Error::RpcStatus(status)) => (status.code(), status.message().to_owned()),
+            other => panic!("not a status: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn each_agent_error_has_its_code_and_anything_else_is_internal() {
+        for (error, code) in [
+            (
+                AgentError::InvalidArgument("a".into()),
+                ttrpc::Code::INVALID_ARGUMENT,
+            ),
+            (AgentError::NotFound("a".into()), ttrpc::Code::NOT_FOUND),
+            (
+                AgentError::AlreadyExists("a".into()),
+                ttrpc::Code::ALREADY_EXISTS,
+            ),
+            (
+                AgentError::FailedPrecondition("a".into()),
+                ttrpc::Code::FAILED_PRECONDITION,
+            ),
+        ] {
+            // Context added on the way up keeps the code and reaches the message.
+            let result = Err(anyhow::Error::new(error).context("creating c1"));
+            assert_eq!(
+                code_and_message(result),
+                (code, "creating c1: a".to_owned())
+            );
+        }
+        let (code, message) = code_and_message(Err(anyhow::anyhow!("disk on fire")));
+        assert_eq!(code, ttrpc::Code::INTERNAL);
+        assert_eq!(message, "disk on fire");
+        assert!(to_ttrpc("Test", Ok(())).is_ok());
+    }
 }

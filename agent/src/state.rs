@@ -1,0 +1,39 @@
+//! What every request handler of the agent shares: the containers, the pod's sandbox, the
+//! reaper, the TEE. Operations take it from here; the transport (`rpc/`) only hands it to them.
+
+use std::sync::Arc;
+
+use tokio::sync::Notify;
+
+use crate::container::ContainerRuntime;
+use crate::reaper::Reaper;
+use crate::sandbox::Sandbox;
+
+/// State shared by every RPC handler.
+pub struct AgentState {
+    pub reaper: Arc<Reaper>,
+    pub containers: ContainerRuntime,
+    pub sandbox: tokio::sync::Mutex<Sandbox>,
+    pub loaded_modules: Vec<String>,
+    /// Signalled by DestroySandbox: the server stops and the VM powers off.
+    pub shutdown: Notify,
+    /// The TEE, decided at its first use (it may ask the host for a simulated one), and the
+    /// report that question brought back, if any: its HOST_DATA serves the init-data check.
+    pub tee: tokio::sync::OnceCell<(cloak_protocol::agent::TeeKind, Option<Vec<u8>>)>,
+    pub ready_at_ms: std::sync::atomic::AtomicU64,
+}
+
+impl AgentState {
+    pub fn new(loaded_modules: Vec<String>) -> Self {
+        let reaper = Reaper::new();
+        Self {
+            containers: ContainerRuntime::new(reaper.clone()),
+            sandbox: tokio::sync::Mutex::new(Sandbox::default()),
+            reaper,
+            loaded_modules,
+            shutdown: Notify::new(),
+            tee: tokio::sync::OnceCell::new(),
+            ready_at_ms: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+}
