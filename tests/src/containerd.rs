@@ -165,12 +165,12 @@ impl PrivateContainerd {
             let bridge = crate::cri::bridge_name();
             crate::cri::write_cni_config(&conf_dir, &dir.path().join("cni/ipam"), &bridge)?;
             let with_cloak = install.is_none();
-            let plugin_config = if major >= 2 {
-                crate::cri::cri_plugin_config_v3(&pause_image(), &conf_dir, with_cloak)
-            } else {
-                crate::cri::cri_plugin_config(&pause_image(), &conf_dir, with_cloak)
-            };
-            config.push_str(&plugin_config);
+            config.push_str(&crate::cri::cri_plugin_config(
+                config_version,
+                &pause_image(),
+                &conf_dir,
+                with_cloak,
+            ));
             Some(bridge)
         } else {
             config.insert_str(0, "disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n");

@@ -33,6 +33,21 @@ pub fn cri_unavailable() -> Option<String> {
     None
 }
 
+/// What a CRI test needs: the guest image and the VM tools, the CNI plugins, the built shim;
+/// `None` after saying why `test` cannot run here.
+pub fn cri_test_env(test: &str) -> Option<(crate::VmTestEnv, PathBuf)> {
+    let env = crate::VmTestEnv::get(test)?;
+    if !crate::tools_on_path(test, &["virtiofsd", "ip", "runc"]) {
+        return None;
+    }
+    if let Some(reason) = cri_unavailable() {
+        crate::skip(test, &reason);
+        return None;
+    }
+    let shim = crate::containerd::shim_or_skip(test)?;
+    Some((env, shim))
+}
+
 /// A bridge name for this process's network, unique among concurrent test runs.
 pub fn bridge_name() -> String {
     format!("cloakbr{}", std::process::id() % 100_000)
@@ -69,65 +84,57 @@ pub fn write_cni_config(conf_dir: &Path, ipam_dir: &Path, bridge: &str) -> anyho
     Ok(())
 }
 
-/// The CRI part of a private containerd's configuration (config version 2), with the cloak
-/// runtime handler when `with_cloak` (else `cloak install` adds it).
-pub fn cri_plugin_config(sandbox_image: &str, cni_conf_dir: &Path, with_cloak: bool) -> String {
-    let cloak = if with_cloak {
-        format!(
-            r#"    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.{RUNTIME_HANDLER}]
-      runtime_type = "io.containerd.cloak.v2"
-      pod_annotations = ["io.cloak.*"]
-"#
-        )
-    } else {
-        String::new()
-    };
-    format!(
-        r#"[plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "{sandbox_image}"
-  disable_apparmor = true
-  # Without CAP_SYS_RESOURCE (a containerised CI host) runc cannot lower oom_score_adj.
-  restrict_oom_score_adj = true
-  [plugins."io.containerd.grpc.v1.cri".containerd]
-    default_runtime_name = "runc"
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
-      runtime_type = "io.containerd.runc.v2"
-{cloak}  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "{CNI_BIN_DIR}"
-    conf_dir = "{conf_dir}"
-"#,
-        conf_dir = cni_conf_dir.display()
-    )
-}
-
-/// The same for containerd 2.x (config version 3): images and runtime are plugins of their
+/// The CRI part of a private containerd's configuration, with the cloak runtime handler when
+/// `with_cloak` (else `cloak install` adds it). Config version 2 (containerd 1.6) keeps it all
+/// in one plugin; version 3 (containerd 2.x) splits images and runtime into plugins of their
 /// own, and the runtime plugin keeps containerd's defaults otherwise — among them
 /// `enable_unprivileged_ports` and `enable_unprivileged_icmp`, which put network sysctls into
 /// every sandbox's spec.
-pub fn cri_plugin_config_v3(sandbox_image: &str, cni_conf_dir: &Path, with_cloak: bool) -> String {
+pub fn cri_plugin_config(
+    config_version: u32,
+    sandbox_image: &str,
+    cni_conf_dir: &Path,
+    with_cloak: bool,
+) -> String {
+    let (runtime, sandbox, bin_dir) = if config_version >= 3 {
+        (
+            r#"plugins."io.containerd.cri.v1.runtime""#,
+            format!(
+                "[plugins.\"io.containerd.cri.v1.images\".pinned_images]\n  sandbox = \"{sandbox_image}\"\n"
+            ),
+            format!("bin_dirs = [\"{CNI_BIN_DIR}\"]"),
+        )
+    } else {
+        (
+            r#"plugins."io.containerd.grpc.v1.cri""#,
+            String::new(),
+            format!("bin_dir = \"{CNI_BIN_DIR}\""),
+        )
+    };
+    let image_line = if config_version >= 3 {
+        String::new()
+    } else {
+        format!("  sandbox_image = \"{sandbox_image}\"\n")
+    };
     let cloak = if with_cloak {
         format!(
-            r#"    [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.{RUNTIME_HANDLER}]
-      runtime_type = "io.containerd.cloak.v2"
-      pod_annotations = ["io.cloak.*"]
-"#
+            "    [{runtime}.containerd.runtimes.{RUNTIME_HANDLER}]\n      \
+             runtime_type = \"io.containerd.cloak.v2\"\n      pod_annotations = [\"io.cloak.*\"]\n"
         )
     } else {
         String::new()
     };
     format!(
-        r#"[plugins."io.containerd.cri.v1.images".pinned_images]
-  sandbox = "{sandbox_image}"
-[plugins."io.containerd.cri.v1.runtime"]
-  disable_apparmor = true
+        r#"{sandbox}[{runtime}]
+{image_line}  disable_apparmor = true
   # Without CAP_SYS_RESOURCE (a containerised CI host) runc cannot lower oom_score_adj.
   restrict_oom_score_adj = true
-  [plugins."io.containerd.cri.v1.runtime".containerd]
+  [{runtime}.containerd]
     default_runtime_name = "runc"
-    [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc]
+    [{runtime}.containerd.runtimes.runc]
       runtime_type = "io.containerd.runc.v2"
-{cloak}  [plugins."io.containerd.cri.v1.runtime".cni]
-    bin_dirs = ["{CNI_BIN_DIR}"]
+{cloak}  [{runtime}.cni]
+    {bin_dir}
     conf_dir = "{conf_dir}"
 "#,
         conf_dir = cni_conf_dir.display()
@@ -410,6 +417,23 @@ impl CriClient {
             .context("RemovePodSandbox")?;
         Ok(())
     }
+}
+
+/// Asserts that a private containerd's pods left nothing (processes, mounts, sockets, pod
+/// directories) and that the CNI network namespaces are those from before the pods.
+pub fn assert_pods_left_nothing(
+    containerd: &crate::containerd::PrivateContainerd,
+    netns_before: &[String],
+) {
+    assert_eq!(
+        containerd.wait_for_no_leftovers(false),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        cni_netns(),
+        netns_before,
+        "the pods' network namespaces are gone"
+    );
 }
 
 /// Network namespaces CNI pods have (`/var/run/netns/cni-*`).

@@ -7,19 +7,11 @@
 use std::time::Duration;
 
 use cloak_tests::containerd::{image, PrivateContainerd};
-use cloak_tests::cri::{cni_netns, cri_unavailable, CriClient, PodSpec, RUNTIME_HANDLER};
-use cloak_tests::{skip, vm_slot, VmTestEnv};
+use cloak_tests::cri::{cni_netns, cri_test_env, CriClient, PodSpec, RUNTIME_HANDLER};
+use cloak_tests::{vm_slot, VmTestEnv};
 
 fn cri_containerd(test: &str) -> Option<(VmTestEnv, PrivateContainerd)> {
-    let env = VmTestEnv::get(test)?;
-    if !cloak_tests::tools_on_path(test, &["containerd", "ctr", "virtiofsd", "ip"]) {
-        return None;
-    }
-    if let Some(reason) = cri_unavailable() {
-        skip(test, &reason);
-        return None;
-    }
-    let shim = cloak_tests::containerd::shim_or_skip(test)?;
+    let (env, shim) = cri_test_env(test)?;
     let containerd =
         PrivateContainerd::start_with_cri(&env, &shim).expect("private containerd starts");
     Some((env, containerd))
@@ -66,15 +58,7 @@ fn with_cri_pod(
         body(&mut cri, &pod, &pod_id, &containerd).await;
         cri.remove_pod(&pod_id).await.unwrap();
     });
-    assert_eq!(
-        containerd.wait_for_no_leftovers(false),
-        Vec::<String>::new()
-    );
-    assert_eq!(
-        cni_netns(),
-        netns_before,
-        "the pod's network namespace is gone"
-    );
+    cloak_tests::cri::assert_pods_left_nothing(&containerd, &netns_before);
     assert_eq!(
         cloak_tests::cri::links_named(cloak_shim::network::TAP_NAME),
         Vec::<String>::new()
@@ -247,17 +231,7 @@ fn a_pod_serves_http_at_its_cni_address_and_reaches_the_host() {
 fn the_containerd_config_cloak_install_writes_runs_a_pod() {
     let test = "the_containerd_config_cloak_install_writes_runs_a_pod";
     let _slot = vm_slot();
-    let Some(env) = VmTestEnv::get(test) else {
-        return;
-    };
-    if !cloak_tests::tools_on_path(test, &["virtiofsd", "ip"]) {
-        return;
-    }
-    if let Some(reason) = cri_unavailable() {
-        skip(test, &reason);
-        return;
-    }
-    let Some(shim) = cloak_tests::containerd::shim_or_skip(test) else {
+    let Some((env, shim)) = cri_test_env(test) else {
         return;
     };
     let Some(cloak) = cloak_tests::cloak_binary(test) else {

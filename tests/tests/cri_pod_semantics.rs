@@ -13,9 +13,9 @@ use std::path::Path;
 
 use cloak_tests::containerd::{image, PrivateContainerd};
 use cloak_tests::cri::{
-    cni_netns, container_config, cri_unavailable, CriClient, PodSpec, RUNTIME_HANDLER,
+    cni_netns, container_config, cri_test_env, CriClient, PodSpec, RUNTIME_HANDLER,
 };
-use cloak_tests::{skip, vm_slot, VmTestEnv};
+use cloak_tests::{skip, vm_slot};
 use k8s_cri::v1::{ContainerConfig, Mount, SecurityProfile};
 
 fn text(bytes: &[u8]) -> String {
@@ -34,15 +34,7 @@ fn on_runc_and_cloak<T>(
     scenario: impl AsyncFn(&mut CriClient, &PodSpec, &str, &PrivateContainerd) -> T,
 ) -> Option<(T, T)> {
     let _slot = vm_slot();
-    let env = VmTestEnv::get(test)?;
-    if !cloak_tests::tools_on_path(test, &["virtiofsd", "ip", "runc"]) {
-        return None;
-    }
-    if let Some(reason) = cri_unavailable() {
-        skip(test, &reason);
-        return None;
-    }
-    let shim = cloak_tests::containerd::shim_or_skip(test)?;
+    let (env, shim) = cri_test_env(test)?;
     let containerd =
         PrivateContainerd::start_with_cri(&env, &shim).expect("private containerd starts");
     let netns_before = cni_netns();
@@ -64,15 +56,7 @@ fn on_runc_and_cloak<T>(
         }
         results
     });
-    assert_eq!(
-        containerd.wait_for_no_leftovers(false),
-        Vec::<String>::new()
-    );
-    assert_eq!(
-        cni_netns(),
-        netns_before,
-        "the pods' network namespaces are gone"
-    );
+    cloak_tests::cri::assert_pods_left_nothing(&containerd, &netns_before);
     let mut results = results.into_iter();
     Some((results.next().unwrap(), results.next().unwrap()))
 }
@@ -108,31 +92,40 @@ async fn exec(cri: &mut CriClient, id: &str, command: &[&str]) -> (i32, String, 
     (out.exit_code, text(&out.stdout), text(&out.stderr))
 }
 
-#[test]
-fn a_pod_whose_sandbox_spec_has_network_sysctls_runs_and_has_them() {
-    let test = "a_pod_whose_sandbox_spec_has_network_sysctls_runs_and_has_them";
-    // The two sysctls containerd 2.x's CRI plugin adds to every sandbox (with these values).
-    let Some((runc, cloak)) = on_runc_and_cloak(
+type Exec = (i32, String, String);
+
+/// Runs a runc pod and a cloak pod with `sysctls` and reads them back in a container of each.
+fn sysctls_read_back(test: &str, sysctls: &[(&str, &str)]) -> Option<(Exec, Exec)> {
+    let paths: Vec<String> = sysctls
+        .iter()
+        .map(|(name, _)| format!("/proc/sys/{}", name.replace('.', "/")))
+        .collect();
+    on_runc_and_cloak(
         test,
         |pod| {
-            pod.sysctls = HashMap::from([
-                ("net.ipv4.ip_unprivileged_port_start".into(), "0".into()),
-                ("net.ipv4.ping_group_range".into(), "0 2147483647".into()),
-            ]);
+            pod.sysctls = sysctls
+                .iter()
+                .map(|(name, value)| (name.to_string(), value.to_string()))
+                .collect::<HashMap<_, _>>();
         },
         async |cri, pod, pod_id, _| {
             let id = sleeper(cri, pod, pod_id, "main").await;
-            exec(
-                cri,
-                &id,
-                &[
-                    "cat",
-                    "/proc/sys/net/ipv4/ip_unprivileged_port_start",
-                    "/proc/sys/net/ipv4/ping_group_range",
-                ],
-            )
-            .await
+            let mut command = vec!["cat"];
+            command.extend(paths.iter().map(String::as_str));
+            exec(cri, &id, &command).await
         },
+    )
+}
+
+#[test]
+fn a_pod_whose_sandbox_spec_has_network_sysctls_runs_and_has_them() {
+    // The two sysctls containerd 2.x's CRI plugin adds to every sandbox (with these values).
+    let Some((runc, cloak)) = sysctls_read_back(
+        "a_pod_whose_sandbox_spec_has_network_sysctls_runs_and_has_them",
+        &[
+            ("net.ipv4.ip_unprivileged_port_start", "0"),
+            ("net.ipv4.ping_group_range", "0 2147483647"),
+        ],
     ) else {
         return;
     };
@@ -291,7 +284,15 @@ fn exec_d_processes_run_under_the_container_s_seccomp_filter() {
             .await;
             let mode = exec(cri, &plain, &["stat", "-c", "%a", "/tmp/f"]).await;
             let filtered = exec(cri, &plain, &["grep", "^Seccomp:", "/proc/self/status"]).await;
-            let capabilities = exec(cri, &plain, &["grep", "^Cap", "/proc/self/status"]).await;
+            // Capabilities and no_new_privileges of an exec'd process, as runc applies them
+            // from the exec's process spec. (Not rlimits: the CRI sets none, and unset limits
+            // are inherited from the runtime: containerd's on the host, the agent's in the VM.)
+            let capabilities = exec(
+                cri,
+                &plain,
+                &["grep", "-E", "^(Cap|NoNewPrivs)", "/proc/self/status"],
+            )
+            .await;
             (init, hostname, chmod, mode, filtered, capabilities)
         },
     ) else {
@@ -321,7 +322,9 @@ fn exec_d_processes_run_under_the_container_s_seccomp_filter() {
     assert_eq!(mode, &cloak.3);
     assert_eq!(filtered, &cloak.4, "the exec'd process is filtered");
     // The capabilities lent to install the filter are gone before the payload runs.
-    assert_eq!(capabilities, &cloak.5);
+    assert!(capabilities.1.contains("CapEff:"), "{capabilities:?}");
+    assert!(capabilities.1.contains("NoNewPrivs:"), "{capabilities:?}");
+    assert_eq!(capabilities, &cloak.5, "capabilities and no_new_privileges");
 }
 
 /// Namespace identity of a container, as `readlink /proc/self/ns/<kind>` shows it.
@@ -416,28 +419,9 @@ fn a_pod_that_shares_its_process_namespace_sees_all_its_processes() {
 
 #[test]
 fn pod_sysctls_are_seen_by_its_containers() {
-    let test = "pod_sysctls_are_seen_by_its_containers";
-    let Some((runc, cloak)) = on_runc_and_cloak(
-        test,
-        |pod| {
-            pod.sysctls = HashMap::from([
-                ("kernel.shm_rmid_forced".into(), "1".into()),
-                ("fs.mqueue.msg_max".into(), "20".into()),
-            ]);
-        },
-        async |cri, pod, pod_id, _| {
-            let id = sleeper(cri, pod, pod_id, "main").await;
-            exec(
-                cri,
-                &id,
-                &[
-                    "cat",
-                    "/proc/sys/kernel/shm_rmid_forced",
-                    "/proc/sys/fs/mqueue/msg_max",
-                ],
-            )
-            .await
-        },
+    let Some((runc, cloak)) = sysctls_read_back(
+        "pod_sysctls_are_seen_by_its_containers",
+        &[("kernel.shm_rmid_forced", "1"), ("fs.mqueue.msg_max", "20")],
     ) else {
         return;
     };
