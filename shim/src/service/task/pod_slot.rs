@@ -1,0 +1,72 @@
+//! The pod slot: the one pod VM this shim serves. The first create boots it; creates count
+//! themselves pending while they use it, so the last delete shuts it down only when no create
+//! is in flight.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use super::super::bundle::PodRecord;
+use super::super::errors::{TaskError, TaskResult};
+use super::super::pod::Pod;
+use super::{locked, Inner};
+use crate::config::Configuration;
+use crate::sandbox::SandboxSetup;
+
+impl Inner {
+    pub(super) async fn current_pod(&self) -> TaskResult<Arc<Pod>> {
+        let pod = self.pod.lock().await.clone();
+        let pod =
+            pod.ok_or_else(|| TaskError::FailedPrecondition("no pod VM is running".into()))?;
+        if let Some(exit) = pod.died() {
+            return Err(TaskError::FailedPrecondition(format!(
+                "the pod VM is gone ({exit})"
+            )));
+        }
+        Ok(pod)
+    }
+
+    /// The running pod, or a new one booted for `pod_id`. Counts a pending create.
+    pub(super) async fn pod_for_create(
+        self: &Arc<Self>,
+        config: &Configuration,
+        pod_id: &str,
+        setup: SandboxSetup,
+    ) -> TaskResult<Arc<Pod>> {
+        let mut slot = self.pod.lock().await;
+        if let Some(pod) = slot.as_ref() {
+            if pod.record.pod_id != pod_id {
+                return Err(TaskError::InvalidArgument(format!(
+                    "this shim serves pod {}, not {pod_id}",
+                    pod.record.pod_id
+                )));
+            }
+            if let Some(exit) = pod.died() {
+                return Err(TaskError::FailedPrecondition(format!(
+                    "the pod VM is gone ({exit})"
+                )));
+            }
+            self.pending_creates.fetch_add(1, Ordering::SeqCst);
+            return Ok(pod.clone());
+        }
+        let record = PodRecord::new(pod_id, &config.runtime.run_dir);
+        let pod = Arc::new(Pod::boot(config, record, setup).await?);
+        tracing::info!(pod = %pod_id, vmm_pid = pod.vmm_pid(), "pod VM booted");
+        self.watch_pod(&pod);
+        *slot = Some(pod.clone());
+        self.pending_creates.fetch_add(1, Ordering::SeqCst);
+        Ok(pod)
+    }
+
+    /// Shuts the pod down once it has no containers and no create in flight.
+    pub(super) async fn release_pod_if_unused(&self) {
+        let mut slot = self.pod.lock().await;
+        let unused =
+            locked(&self.containers).is_empty() && self.pending_creates.load(Ordering::SeqCst) == 0;
+        if !unused {
+            return;
+        }
+        if let Some(pod) = slot.take() {
+            pod.shut_down().await;
+        }
+    }
+}
