@@ -9,7 +9,7 @@ use containerd_shim::api::Status;
 use tokio::sync::watch;
 
 use super::events::Exit;
-use super::fifo_io::{FifoPaths, StdioBridge};
+use super::fifo_io::{FifoPaths, OutputDrain, StdioBridge};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProcessState {
@@ -27,6 +27,8 @@ pub struct Process {
     /// The OCI process (JSON) of an exec that was added but not started yet.
     pub exec_spec: Option<Vec<u8>>,
     pub bridge: StdioBridge,
+    /// Signals that the output copies reached containerd's fifos; the exit waiter takes it.
+    pub drain: Option<OutputDrain>,
     exit: watch::Sender<Option<Exit>>,
 }
 
@@ -39,6 +41,7 @@ impl Process {
             state: ProcessState::Created,
             exec_spec: None,
             bridge: StdioBridge::default(),
+            drain: None,
             exit: watch::channel(None).0,
         }
     }

@@ -4,7 +4,6 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use cloak_protocol::agent::{CreateContainerRequest, Storage};
@@ -55,7 +54,7 @@ impl Inner {
             netns: crate::network::netns_of(&spec).filter(|path| path.exists()),
             ..Default::default()
         };
-        let pod = self.pod_for_create(&config, &pod_id, setup).await?;
+        let (pod, pending) = self.pod_for_create(&config, &pod_id, setup).await?;
         let host_dir = pod.record.container_dir(&req.id);
         let created = self
             .create_in_pod(&pod, &req, &bundle, &mut spec, &host_dir)
@@ -69,7 +68,7 @@ impl Inner {
                 Err(err)
             }
         };
-        self.pending_creates.fetch_sub(1, Ordering::SeqCst);
+        drop(pending);
         match result {
             Ok(pid) => {
                 let fifos = fifos_of(&req.stdin, &req.stdout, &req.stderr, req.terminal);
@@ -135,7 +134,7 @@ impl Inner {
         let mut init = Process::new("", fifos);
         init.pid = pid;
         init.bridge = bridge;
-        locked(&self.drains).insert((req.id.clone(), String::new()), drain);
+        init.drain = Some(drain);
         locked(&self.containers).insert(
             req.id.clone(),
             Container {

@@ -33,7 +33,6 @@ impl Inner {
                     .ok_or_else(|| not_found(&req.id, &req.exec_id))?
             };
             process.bridge.stop();
-            locked(&self.drains).remove(&(req.id.clone(), req.exec_id.clone()));
             return Ok(delete_response(&process));
         }
         let mut container = {
@@ -64,7 +63,6 @@ impl Inner {
         for exec in container.execs.values_mut() {
             exec.bridge.stop();
         }
-        locked(&self.drains).retain(|(id, _), _| id != &req.id);
         if let Err(err) = host_mounts::unmount_and_remove(&container.host_dir) {
             tracing::warn!(container = %req.id, error = %err, "removing the container's host mounts");
         }

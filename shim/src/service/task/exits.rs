@@ -108,7 +108,10 @@ impl Inner {
         exec_id: String,
         pid: u32,
     ) {
-        let drain = locked(&self.drains).remove(&(id.clone(), exec_id.clone()));
+        let drain = locked(&self.containers)
+            .get_mut(&id)
+            .and_then(|container| container.process_mut(&exec_id))
+            .and_then(|process| process.drain.take());
         let inner = self.clone();
         tokio::spawn(async move {
             let request = ProcessRequest {

@@ -31,7 +31,7 @@ use tokio::sync::Mutex;
 
 use super::errors::TaskError;
 use super::events::{timestamp, EventPublisher};
-use super::fifo_io::{FifoPaths, OutputDrain};
+use super::fifo_io::FifoPaths;
 use super::pod::Pod;
 use super::process::{Container, Process};
 
@@ -50,8 +50,6 @@ struct Inner {
     /// shut down under them.
     pending_creates: AtomicUsize,
     containers: StdMutex<HashMap<String, Container>>,
-    /// Output copies of created processes, taken by the waiter when the process starts.
-    drains: StdMutex<HashMap<(String, String), OutputDrain>>,
 }
 
 impl TaskService {
@@ -73,7 +71,6 @@ impl TaskService {
                 pod: Mutex::new(None),
                 pending_creates: AtomicUsize::new(0),
                 containers: StdMutex::new(HashMap::new()),
-                drains: StdMutex::new(HashMap::new()),
             }),
         }
     }

@@ -9,6 +9,28 @@ use super::super::bundle::PodRecord;
 use super::super::errors::{TaskError, TaskResult};
 use super::super::pod::Pod;
 use super::{locked, Inner};
+
+/// A create in flight on the pod: while one lives, the pod is not shut down. Dropping it —
+/// the create finished or failed, or containerd gave up and its future was dropped — ends
+/// the count, so no path can leak it.
+pub(super) struct PendingCreate {
+    inner: Arc<Inner>,
+}
+
+impl PendingCreate {
+    fn new(inner: &Arc<Inner>) -> Self {
+        inner.pending_creates.fetch_add(1, Ordering::SeqCst);
+        Self {
+            inner: inner.clone(),
+        }
+    }
+}
+
+impl Drop for PendingCreate {
+    fn drop(&mut self) {
+        self.inner.pending_creates.fetch_sub(1, Ordering::SeqCst);
+    }
+}
 use crate::config::Configuration;
 use crate::sandbox::SandboxSetup;
 
@@ -25,13 +47,13 @@ impl Inner {
         Ok(pod)
     }
 
-    /// The running pod, or a new one booted for `pod_id`. Counts a pending create.
+    /// The running pod, or a new one booted for `pod_id`, with the pending create that keeps it.
     pub(super) async fn pod_for_create(
         self: &Arc<Self>,
         config: &Configuration,
         pod_id: &str,
         setup: SandboxSetup,
-    ) -> TaskResult<Arc<Pod>> {
+    ) -> TaskResult<(Arc<Pod>, PendingCreate)> {
         let mut slot = self.pod.lock().await;
         if let Some(pod) = slot.as_ref() {
             if pod.record.pod_id != pod_id {
@@ -45,16 +67,14 @@ impl Inner {
                     "the pod VM is gone ({exit})"
                 )));
             }
-            self.pending_creates.fetch_add(1, Ordering::SeqCst);
-            return Ok(pod.clone());
+            return Ok((pod.clone(), PendingCreate::new(self)));
         }
         let record = PodRecord::new(pod_id, &config.runtime.run_dir);
         let pod = Arc::new(Pod::boot(config, record, setup).await?);
         tracing::info!(pod = %pod_id, vmm_pid = pod.vmm_pid(), "pod VM booted");
         self.watch_pod(&pod);
         *slot = Some(pod.clone());
-        self.pending_creates.fetch_add(1, Ordering::SeqCst);
-        Ok(pod)
+        Ok((pod, PendingCreate::new(self)))
     }
 
     /// Shuts the pod down once it has no containers and no create in flight.

@@ -7,7 +7,7 @@ use cloak_protocol::agent::{ContainerRequest, ExecProcessRequest as AgentExecReq
 use containerd_shim::api::{StartRequest, StartResponse};
 
 use super::super::errors::{TaskError, TaskResult};
-use super::super::fifo_io::StdioBridge;
+use super::super::fifo_io::{OutputDrain, StdioBridge};
 use super::super::process::ProcessState;
 use super::{locked, not_found, Inner};
 
@@ -67,9 +67,8 @@ impl Inner {
                 bridge.stop();
                 return Err(TaskError::agent(format!("exec {name}"))(err));
             }
-            locked(&self.drains).insert((req.id.clone(), req.exec_id.clone()), drain);
             let pid = self.guest_pid(&pod, &req.id, &req.exec_id).await;
-            self.mark_running(&req.id, &req.exec_id, Some(pid), Some(bridge))?;
+            self.mark_running(&req.id, &req.exec_id, Some(pid), Some((bridge, drain)))?;
             self.spawn_waiter(pod.clone(), req.id.clone(), req.exec_id.clone(), pid);
             self.events.exec_started(&req.id, &req.exec_id, pid).await;
             pid
@@ -87,7 +86,7 @@ impl Inner {
         id: &str,
         exec_id: &str,
         pid: Option<u32>,
-        bridge: Option<StdioBridge>,
+        stdio: Option<(StdioBridge, OutputDrain)>,
     ) -> TaskResult<u32> {
         let mut containers = locked(&self.containers);
         let process = containers
@@ -100,8 +99,9 @@ impl Inner {
         if let Some(pid) = pid {
             process.pid = pid;
         }
-        if let Some(bridge) = bridge {
+        if let Some((bridge, drain)) = stdio {
             process.bridge = bridge;
+            process.drain = Some(drain);
         }
         process.exec_spec = None;
         Ok(process.pid)
