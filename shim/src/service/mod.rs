@@ -10,6 +10,7 @@ pub mod host_mounts;
 pub mod logging;
 pub mod metrics;
 pub mod pod;
+mod pod_requests;
 pub mod process;
 pub mod server;
 pub mod start;

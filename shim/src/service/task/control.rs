@@ -3,9 +3,6 @@
 
 use std::sync::Arc;
 
-use cloak_protocol::agent::{
-    ContainerRequest, SignalProcessRequest, TtyWinResizeRequest, UpdateContainerRequest,
-};
 use containerd_shim::api::{CloseIORequest, KillRequest, ResizePtyRequest, UpdateTaskRequest};
 
 use super::super::errors::{TaskError, TaskResult};
@@ -32,15 +29,7 @@ impl Inner {
             .current_pod()
             .await
             .map_err(|err| TaskError::NotFound(err.to_string()))?;
-        let request = SignalProcessRequest {
-            container_id: req.id.clone(),
-            exec_id: req.exec_id.clone(),
-            signal: req.signal,
-            all: req.all,
-            ..Default::default()
-        };
-        pod.agent()
-            .signal_process(pod.context(), &request)
+        pod.signal_process(&req.id, &req.exec_id, req.signal, req.all)
             .await
             .map_err(TaskError::agent(format!(
                 "signalling {} {}",
@@ -60,18 +49,12 @@ impl Inner {
     pub(super) async fn do_pause(&self, id: &str, pause: bool) -> TaskResult<()> {
         self.ensure_container(id)?;
         let pod = self.current_pod().await?;
-        let request = ContainerRequest {
-            container_id: id.to_owned(),
-            ..Default::default()
-        };
         if pause {
-            pod.agent()
-                .pause_container(pod.context(), &request)
+            pod.pause_container(id)
                 .await
                 .map_err(TaskError::agent(format!("pausing {id}")))?;
         } else {
-            pod.agent()
-                .resume_container(pod.context(), &request)
+            pod.resume_container(id)
                 .await
                 .map_err(TaskError::agent(format!("resuming {id}")))?;
         }
@@ -94,13 +77,7 @@ impl Inner {
             .as_ref()
             .map(|any| any.value.clone())
             .ok_or_else(|| TaskError::InvalidArgument("update without resources".into()))?;
-        let request = UpdateContainerRequest {
-            container_id: req.id.clone(),
-            resources_json,
-            ..Default::default()
-        };
-        pod.agent()
-            .update_container(pod.context(), &request)
+        pod.update_container(&req.id, resources_json)
             .await
             .map_err(TaskError::agent(format!("updating {}", req.id)))?;
         Ok(())
@@ -108,15 +85,7 @@ impl Inner {
 
     pub(super) async fn do_resize_pty(&self, req: &ResizePtyRequest) -> TaskResult<()> {
         let pod = self.current_pod().await?;
-        let request = TtyWinResizeRequest {
-            container_id: req.id.clone(),
-            exec_id: req.exec_id.clone(),
-            rows: req.height,
-            columns: req.width,
-            ..Default::default()
-        };
-        pod.agent()
-            .tty_win_resize(pod.context(), &request)
+        pod.resize_terminal(&req.id, &req.exec_id, req.height, req.width)
             .await
             .map_err(TaskError::agent(format!(
                 "resizing the terminal of {}",

@@ -6,7 +6,6 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use cloak_protocol::agent::{CreateContainerRequest, Storage};
 use containerd_shim::api::{CreateTaskRequest, CreateTaskResponse, ExecProcessRequest};
 
 use super::super::bundle;
@@ -111,20 +110,12 @@ impl Inner {
         let (mut bridge, drain) = StdioBridge::start(&fifos, streams, &req.id).map_err(|err| {
             TaskError::Internal(anyhow::anyhow!("opening the stdio fifos: {err}"))
         })?;
-        let request = CreateContainerRequest {
-            container_id: req.id.clone(),
-            oci_spec_json: serde_json::to_vec(spec)
-                .map_err(|err| TaskError::Internal(err.into()))?,
-            rootfs: Some(Storage {
-                driver: "bind".into(),
-                source: guest_dir.join("rootfs").display().to_string(),
-                ..Default::default()
-            })
-            .into(),
-            stdio: Some(stdio).into(),
-            ..Default::default()
-        };
-        if let Err(err) = pod.agent().create_container(pod.context(), &request).await {
+        let spec_json = serde_json::to_vec(spec).map_err(|err| TaskError::Internal(err.into()))?;
+        let rootfs = guest_dir.join("rootfs").display().to_string();
+        if let Err(err) = pod
+            .create_container(&req.id, spec_json, rootfs, stdio)
+            .await
+        {
             bridge.stop();
             return Err(TaskError::agent(format!("creating container {}", req.id))(
                 err,

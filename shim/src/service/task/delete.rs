@@ -1,7 +1,6 @@
 //! Delete of an exec or a container (its guest side, stdio, host mounts; the pod with its
 //! last container), and the shim's shutdown.
 
-use cloak_protocol::agent::RemoveContainerRequest;
 use containerd_shim::api::{DeleteRequest, DeleteResponse};
 
 use super::super::errors::{TaskError, TaskResult};
@@ -51,11 +50,7 @@ impl Inner {
                 .ok_or_else(|| not_found(&req.id, ""))?
         };
         if let Ok(pod) = self.current_pod().await {
-            let request = RemoveContainerRequest {
-                container_id: req.id.clone(),
-                ..Default::default()
-            };
-            if let Err(err) = pod.agent().remove_container(pod.context(), &request).await {
+            if let Err(err) = pod.remove_container(&req.id).await {
                 tracing::warn!(container = %req.id, error = %err, "removing the container in the guest");
             }
         }

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use cloak_protocol::agent::{ContainerRequest, GetOOMEventRequest, ProcessRequest};
+use cloak_protocol::agent::GetOOMEventRequest;
 
 use super::super::events::Exit;
 use super::super::pod::{Pod, VM_DIED_EXIT_STATUS};
@@ -81,11 +81,7 @@ impl Inner {
     }
 
     pub(super) async fn guest_pid(&self, pod: &Pod, id: &str, exec_id: &str) -> u32 {
-        let request = ContainerRequest {
-            container_id: id.to_owned(),
-            ..Default::default()
-        };
-        match pod.agent().list_processes(pod.context(), &request).await {
+        match pod.list_processes(id).await {
             Ok(list) => list
                 .processes
                 .iter()
@@ -114,15 +110,7 @@ impl Inner {
             .and_then(|process| process.drain.take());
         let inner = self.clone();
         tokio::spawn(async move {
-            let request = ProcessRequest {
-                container_id: id.clone(),
-                exec_id: exec_id.clone(),
-                ..Default::default()
-            };
-            let waited = pod
-                .agent()
-                .wait_process(ttrpc::context::with_timeout(0), &request)
-                .await;
+            let waited = pod.wait_process(&id, &exec_id).await;
             let exit = match waited {
                 Ok(response) => {
                     exit_from_agent(response.exit_status, response.exited_at_unix_nanos)

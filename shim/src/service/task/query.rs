@@ -1,6 +1,5 @@
 //! Requests that only read: state, wait, pids, stats, connect.
 
-use cloak_protocol::agent::ContainerRequest;
 use containerd_shim::api::{
     ConnectRequest, ConnectResponse, PidsRequest, PidsResponse, StateRequest, StateResponse,
     StatsRequest, StatsResponse, WaitRequest, WaitResponse,
@@ -70,13 +69,8 @@ impl Inner {
     pub(super) async fn do_pids(&self, req: &PidsRequest) -> TaskResult<PidsResponse> {
         self.ensure_container(&req.id)?;
         let pod = self.current_pod().await?;
-        let request = ContainerRequest {
-            container_id: req.id.clone(),
-            ..Default::default()
-        };
         let list = pod
-            .agent()
-            .list_processes(pod.context(), &request)
+            .list_processes(&req.id)
             .await
             .map_err(TaskError::agent(format!(
                 "listing the processes of {}",
@@ -98,13 +92,8 @@ impl Inner {
     pub(super) async fn do_stats(&self, req: &StatsRequest) -> TaskResult<StatsResponse> {
         self.ensure_container(&req.id)?;
         let pod = self.current_pod().await?;
-        let request = ContainerRequest {
-            container_id: req.id.clone(),
-            ..Default::default()
-        };
         let stats = pod
-            .agent()
-            .stats_container(pod.context(), &request)
+            .stats_container(&req.id)
             .await
             .map_err(TaskError::agent(format!("stats of {}", req.id)))?;
         let metrics = metrics::to_cgroup_v2(&stats);

@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-use cloak_protocol::agent::{ContainerRequest, ExecProcessRequest as AgentExecRequest};
 use containerd_shim::api::{StartRequest, StartResponse};
 
 use super::super::errors::{TaskError, TaskResult};
@@ -33,12 +32,7 @@ impl Inner {
             )));
         }
         let pid = if req.exec_id.is_empty() {
-            let request = ContainerRequest {
-                container_id: req.id.clone(),
-                ..Default::default()
-            };
-            pod.agent()
-                .start_container(pod.context(), &request)
+            pod.start_container(&req.id)
                 .await
                 .map_err(TaskError::agent(format!("starting container {}", req.id)))?;
             let pid = self.mark_running(&req.id, "", None, None)?;
@@ -56,14 +50,10 @@ impl Inner {
                 StdioBridge::start(&fifos, streams, &name).map_err(|err| {
                     TaskError::Internal(anyhow::anyhow!("opening the stdio fifos: {err}"))
                 })?;
-            let request = AgentExecRequest {
-                container_id: req.id.clone(),
-                exec_id: req.exec_id.clone(),
-                process_json,
-                stdio: Some(stdio).into(),
-                ..Default::default()
-            };
-            if let Err(err) = pod.agent().exec_process(pod.context(), &request).await {
+            if let Err(err) = pod
+                .exec_process(&req.id, &req.exec_id, process_json, stdio)
+                .await
+            {
                 bridge.stop();
                 return Err(TaskError::agent(format!("exec {name}"))(err));
             }
