@@ -260,7 +260,10 @@ mod tests {
         }
         let refused = verify(&request(&psp, report, false));
         assert!(!refused.passed());
-        assert_eq!(refused.first_failure().map(|c| c.name), Some("ark"));
+        assert_eq!(
+            refused.first_failure().map(|c| c.name.as_str()),
+            Some("ark")
+        );
     }
 
     #[test]
@@ -270,7 +273,7 @@ mod tests {
         report[0x90] ^= 1;
         let verdict = verify(&request(&psp, report, true));
         assert_eq!(
-            verdict.first_failure().map(|c| c.name),
+            verdict.first_failure().map(|c| c.name.as_str()),
             Some("report-signature")
         );
         let other = SimulatedPsp::generate().expect("another platform");

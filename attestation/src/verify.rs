@@ -33,9 +33,68 @@ pub enum Outcome {
     Skipped,
 }
 
+/// The checks of a verdict, in the order a verdict lists them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum CheckName {
+    Report,
+    Ark,
+    Ask,
+    Vcek,
+    ReportSignature,
+    VcekTcb,
+    ChipId,
+    Measurement,
+    HostData,
+    ReportData,
+    PolicyDebug,
+    MinimumTcb,
+}
+
+impl CheckName {
+    /// Every check, in verdict order.
+    pub const ALL: [Self; 12] = [
+        Self::Report,
+        Self::Ark,
+        Self::Ask,
+        Self::Vcek,
+        Self::ReportSignature,
+        Self::VcekTcb,
+        Self::ChipId,
+        Self::Measurement,
+        Self::HostData,
+        Self::ReportData,
+        Self::PolicyDebug,
+        Self::MinimumTcb,
+    ];
+
+    /// The name `cloak attest verify` prints.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Report => "report",
+            Self::Ark => "ark",
+            Self::Ask => "ask",
+            Self::Vcek => "vcek",
+            Self::ReportSignature => "report-signature",
+            Self::VcekTcb => "vcek-tcb",
+            Self::ChipId => "chip-id",
+            Self::Measurement => "measurement",
+            Self::HostData => "host-data",
+            Self::ReportData => "report-data",
+            Self::PolicyDebug => "policy-debug",
+            Self::MinimumTcb => "minimum-tcb",
+        }
+    }
+}
+
+impl std::fmt::Display for CheckName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Check {
-    pub name: &'static str,
+    pub name: CheckName,
     pub outcome: Outcome,
     pub detail: String,
 }
@@ -62,7 +121,7 @@ impl Verdict {
         let signed = self
             .checks
             .iter()
-            .any(|c| c.name == "report-signature" && c.outcome == Outcome::Pass);
+            .any(|c| c.name == CheckName::ReportSignature && c.outcome == Outcome::Pass);
         signed && self.checks.iter().all(|c| c.outcome != Outcome::Fail)
     }
 
@@ -71,7 +130,7 @@ impl Verdict {
         self.checks.iter().find(|c| c.outcome == Outcome::Fail)
     }
 
-    fn record(&mut self, name: &'static str, result: Result<String, String>) -> bool {
+    fn record(&mut self, name: CheckName, result: Result<String, String>) -> bool {
         let (outcome, detail) = match result {
             Ok(detail) => (Outcome::Pass, detail),
             Err(detail) => (Outcome::Fail, detail),
@@ -84,12 +143,24 @@ impl Verdict {
         outcome == Outcome::Pass
     }
 
-    fn skip(&mut self, name: &'static str, detail: &str) {
+    fn skip(&mut self, name: CheckName, detail: &str) {
         self.checks.push(Check {
             name,
             outcome: Outcome::Skipped,
             detail: detail.to_owned(),
         });
+    }
+
+    /// Every check not recorded is "not reached"; the checks in verdict order. However
+    /// early verification stops, the verdict names every check once.
+    fn finish(mut self) -> Self {
+        for name in CheckName::ALL {
+            if !self.checks.iter().any(|check| check.name == name) {
+                self.skip(name, "not reached");
+            }
+        }
+        self.checks.sort_by_key(|check| check.name);
+        self
     }
 }
 
@@ -249,24 +320,6 @@ fn expect_bytes(name: &str, expected: &[u8], actual: &[u8]) -> Result<String, St
 
 pub fn verify(request: &VerifyRequest) -> Verdict {
     let mut verdict = Verdict::default();
-    let later = [
-        "ark",
-        "ask",
-        "vcek",
-        "report-signature",
-        "vcek-tcb",
-        "chip-id",
-        "measurement",
-        "host-data",
-        "report-data",
-        "policy-debug",
-        "minimum-tcb",
-    ];
-    let skip_rest = |verdict: &mut Verdict, from: usize| {
-        for name in &later[from..] {
-            verdict.skip(name, "not reached");
-        }
-    };
 
     // The report itself.
     let parsed = if request.report.len() != REPORT_BYTES {
@@ -288,23 +341,21 @@ pub fn verify(request: &VerifyRequest) -> Verdict {
     let report = match parsed {
         Ok(report) => {
             verdict.record(
-                "report",
+                CheckName::Report,
                 Ok(format!("version {}, VMPL {}", report.version, report.vmpl)),
             );
             report
         }
         Err(err) => {
-            verdict.record("report", Err(err));
-            skip_rest(&mut verdict, 0);
-            return verdict;
+            verdict.record(CheckName::Report, Err(err));
+            return verdict.finish();
         }
     };
     let vcek = match parse_certificate(&request.vcek) {
         Ok(vcek) => vcek,
         Err(err) => {
-            verdict.record("vcek", Err(err));
-            skip_rest(&mut verdict, 3);
-            return verdict;
+            verdict.record(CheckName::Vcek, Err(err));
+            return verdict.finish();
         }
     };
 
@@ -314,9 +365,8 @@ pub fn verify(request: &VerifyRequest) -> Verdict {
         Some(pem) => match parse_chain(pem) {
             Ok(chain) => (chain, None),
             Err(err) => {
-                verdict.record("ark", Err(err));
-                skip_rest(&mut verdict, 1);
-                return verdict;
+                verdict.record(CheckName::Ark, Err(err));
+                return verdict.finish();
             }
         },
         None => {
@@ -328,17 +378,16 @@ pub fn verify(request: &VerifyRequest) -> Verdict {
             match found {
                 Some(found) => found,
                 None => {
-                    verdict.skip("ark", "no chain given");
-                    verdict.skip("ask", "no chain given");
+                    verdict.skip(CheckName::Ark, "no chain given");
+                    verdict.skip(CheckName::Ask, "no chain given");
                     verdict.record(
-                        "vcek",
+                        CheckName::Vcek,
                         Err(
                             "no AMD product line's ASK (Milan, Genoa, Turin) signed this VCEK"
                                 .to_owned(),
                         ),
                     );
-                    skip_rest(&mut verdict, 3);
-                    return verdict;
+                    return verdict.finish();
                 }
             }
         }
@@ -350,7 +399,7 @@ pub fn verify(request: &VerifyRequest) -> Verdict {
     let simulated =
         String::from_utf8_lossy(&der_of(&chain.ark)).contains(crate::simulated_psp::SIMULATED_MARK);
     let ark_ok = verdict.record(
-        "ark",
+        CheckName::Ark,
         match ((&chain.ark, &chain.ark).verify(), known_root) {
             (Ok(()), Some(name)) => Ok(format!("AMD {name} root, self-signed")),
             (Ok(()), None) if simulated && request.allow_simulated => Ok(
@@ -367,14 +416,14 @@ pub fn verify(request: &VerifyRequest) -> Verdict {
         },
     );
     let ask_ok = verdict.record(
-        "ask",
+        CheckName::Ask,
         (&chain.ark, &chain.ask)
             .verify()
             .map(|()| "signed by the ARK".to_owned())
             .map_err(|err| format!("not signed by the ARK: {err}")),
     );
     let vcek_ok = verdict.record(
-        "vcek",
+        CheckName::Vcek,
         (&chain.ask, &vcek)
             .verify()
             .map(|()| match product.or(known_root) {
@@ -384,22 +433,30 @@ pub fn verify(request: &VerifyRequest) -> Verdict {
             .map_err(|err| format!("not signed by the ASK: {err}")),
     );
     if !(ark_ok && ask_ok && vcek_ok) {
-        skip_rest(&mut verdict, 3);
-        return verdict;
+        return verdict.finish();
     }
-    verdict.record("report-signature", verify_signature(&request.report, &vcek));
+    verdict.record(
+        CheckName::ReportSignature,
+        verify_signature(&request.report, &vcek),
+    );
 
     let extensions = VcekExtensions::from_der(&der_of(&vcek));
-    verdict.record("vcek-tcb", compare_tcb(&extensions, &report.reported_tcb));
+    verdict.record(
+        CheckName::VcekTcb,
+        compare_tcb(&extensions, &report.reported_tcb),
+    );
     match &extensions.hw_id {
         Some(hw_id) => {
-            verdict.record("chip-id", expect_bytes("CHIP_ID", hw_id, &report.chip_id));
+            verdict.record(
+                CheckName::ChipId,
+                expect_bytes("CHIP_ID", hw_id, &report.chip_id),
+            );
         }
-        None => verdict.skip("chip-id", "the certificate names no chip (a VLEK)"),
+        None => verdict.skip(CheckName::ChipId, "the certificate names no chip (a VLEK)"),
     }
 
     if request.measurements.is_empty() {
-        verdict.skip("measurement", "no reference values given");
+        verdict.skip(CheckName::Measurement, "no reference values given");
     } else {
         let measurement = LaunchDigest::from_bytes(report.measurement);
         let result = if request.measurements.contains(&measurement) {
@@ -410,29 +467,29 @@ pub fn verify(request: &VerifyRequest) -> Verdict {
                 request.measurements.len()
             ))
         };
-        verdict.record("measurement", result);
+        verdict.record(CheckName::Measurement, result);
     }
     match &request.host_data {
         Some(expected) => {
             verdict.record(
-                "host-data",
+                CheckName::HostData,
                 expect_bytes("HOST_DATA", expected, &report.host_data),
             );
         }
-        None => verdict.skip("host-data", "not requested"),
+        None => verdict.skip(CheckName::HostData, "not requested"),
     }
     match &request.report_data {
         Some(expected) => {
             verdict.record(
-                "report-data",
+                CheckName::ReportData,
                 expect_bytes("REPORT_DATA", expected, &report.report_data),
             );
         }
-        None => verdict.skip("report-data", "not requested"),
+        None => verdict.skip(CheckName::ReportData, "not requested"),
     }
     let debug = report.policy.debug_allowed();
     verdict.record(
-        "policy-debug",
+        CheckName::PolicyDebug,
         match (debug, request.allow_debug) {
             (false, _) => Ok("the guest policy forbids debugging".to_owned()),
             (true, true) => Ok("debugging allowed by the policy, and accepted".to_owned()),
@@ -455,7 +512,7 @@ pub fn verify(request: &VerifyRequest) -> Verdict {
             .map(|(name, have, need)| format!("{name} {have} < {need}"))
             .collect();
             verdict.record(
-                "minimum-tcb",
+                CheckName::MinimumTcb,
                 if low.is_empty() {
                     Ok("the reported TCB meets the minimum".to_owned())
                 } else {
@@ -463,9 +520,9 @@ pub fn verify(request: &VerifyRequest) -> Verdict {
                 },
             );
         }
-        None => verdict.skip("minimum-tcb", "not requested"),
+        None => verdict.skip(CheckName::MinimumTcb, "not requested"),
     }
-    verdict
+    verdict.finish()
 }
 
 /// Reads a report given as raw bytes or as hex text (whitespace ignored).
@@ -517,7 +574,7 @@ mod tests {
         verdict
             .checks
             .iter()
-            .find(|c| c.name == name)
+            .find(|c| c.name.as_str() == name)
             .map(|c| c.outcome)
             .unwrap_or_else(|| panic!("no {name} check in {verdict:?}"))
     }
@@ -625,7 +682,10 @@ mod tests {
             Outcome::Pass,
             "the Genoa root is AMD's"
         );
-        assert_eq!(verdict.first_failure().map(|c| c.name), Some("vcek"));
+        assert_eq!(
+            verdict.first_failure().map(|c| c.name.as_str()),
+            Some("vcek")
+        );
         assert_eq!(outcome(&verdict, "report-signature"), Outcome::Skipped);
     }
 
@@ -679,7 +739,10 @@ mod tests {
             ),
         ] {
             let verdict = verify(&request);
-            assert_eq!(verdict.first_failure().map(|c| c.name), Some(failing));
+            assert_eq!(
+                verdict.first_failure().map(|c| c.name.as_str()),
+                Some(failing)
+            );
         }
         if parsed.policy.debug_allowed() {
             let verdict = verify(&VerifyRequest {
@@ -687,7 +750,7 @@ mod tests {
                 ..base.clone()
             });
             assert_eq!(
-                verdict.first_failure().map(|c| c.name),
+                verdict.first_failure().map(|c| c.name.as_str()),
                 Some("policy-debug")
             );
         }
@@ -700,7 +763,10 @@ mod tests {
             vcek: vec![1, 2, 3],
             ..Default::default()
         });
-        assert_eq!(verdict.first_failure().map(|c| c.name), Some("report"));
+        assert_eq!(
+            verdict.first_failure().map(|c| c.name.as_str()),
+            Some("report")
+        );
         let (_, report, _, _) = real_reports().remove(0);
         let verdict = verify(&VerifyRequest {
             report,
@@ -708,6 +774,36 @@ mod tests {
             chain: Some(b"not pem".to_vec()),
             ..Default::default()
         });
-        assert_eq!(verdict.first_failure().map(|c| c.name), Some("vcek"));
+        assert_eq!(
+            verdict.first_failure().map(|c| c.name.as_str()),
+            Some("vcek")
+        );
+    }
+
+    #[test]
+    fn a_verdict_names_every_check_once_in_order_however_early_it_stops() {
+        let (_, report, vcek, _) = real_reports().remove(0);
+        let cases = [
+            ("garbage report", vec![0; 10], vcek.clone(), None),
+            // The VCEK is parsed before the chain: a bad one used to leave ark and ask out.
+            ("unreadable VCEK", report.clone(), vec![1, 2, 3], None),
+            (
+                "unreadable chain",
+                report.clone(),
+                vcek.clone(),
+                Some(b"x".to_vec()),
+            ),
+            ("good report", report, vcek, None),
+        ];
+        for (what, report, vcek, chain) in cases {
+            let verdict = verify(&VerifyRequest {
+                report,
+                vcek,
+                chain,
+                ..Default::default()
+            });
+            let names: Vec<CheckName> = verdict.checks.iter().map(|c| c.name).collect();
+            assert_eq!(names, CheckName::ALL, "{what}: {verdict:?}");
+        }
     }
 }

@@ -251,7 +251,7 @@ mod tests {
             .checks
             .iter()
             .filter(|c| c.outcome == cloak_attestation::verify::Outcome::Fail)
-            .map(|c| c.name)
+            .map(|c| c.name.as_str())
             .collect();
         assert_eq!(failed, vec!["measurement"]);
 
