@@ -248,25 +248,35 @@ impl<F: ConfigFs> TsmReports<F> {
 /// HOST_DATA of an SNP report (ATTESTATION_REPORT bytes 0xC0..0xE0).
 const HOST_DATA: std::ops::Range<usize> = 0xc0..0xe0;
 
+/// Why a pod's init-data is not the one its VM was launched with.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InitDataError {
+    #[error("the attestation report is {0} bytes, too short to hold HOST_DATA")]
+    ShortReport(usize),
+    #[error("the init-data's SHA-256 {init_data} is not the HOST_DATA {host_data} this VM was launched with")]
+    Mismatch {
+        /// Hex SHA-256 of the init-data the host handed over.
+        init_data: String,
+        /// Hex HOST_DATA of the VM's own report.
+        host_data: String,
+    },
+}
+
 /// Checks that the host launched this VM with `init_data`: its SHA-256 must be the HOST_DATA
 /// the AMD-SP put into the VM's own report (the host cannot change it after launch).
-pub fn check_init_data(init_data: &[u8], report: &[u8]) -> Result<(), String> {
+pub fn check_init_data(init_data: &[u8], report: &[u8]) -> Result<(), InitDataError> {
     use sha2::{Digest, Sha256};
-    let host_data = report.get(HOST_DATA).ok_or_else(|| {
-        format!(
-            "the attestation report is {} bytes, too short",
-            report.len()
-        )
-    })?;
+    let host_data = report
+        .get(HOST_DATA)
+        .ok_or(InitDataError::ShortReport(report.len()))?;
     let expected = Sha256::digest(init_data);
     if host_data == expected.as_slice() {
         Ok(())
     } else {
-        Err(format!(
-            "the init-data's SHA-256 {} is not the HOST_DATA {} this VM was launched with",
-            hex::encode(expected),
-            hex::encode(host_data)
-        ))
+        Err(InitDataError::Mismatch {
+            init_data: hex::encode(expected),
+            host_data: hex::encode(host_data),
+        })
     }
 }
 
@@ -354,7 +364,7 @@ mod tests {
         report[HOST_DATA].copy_from_slice(&Sha256::digest(b"policy v1"));
         assert_eq!(check_init_data(b"policy v1", &report), Ok(()));
         let err = check_init_data(b"policy v2", &report).expect_err("other init-data");
-        assert!(err.contains("HOST_DATA"), "{err}");
+        assert!(err.to_string().contains("HOST_DATA"), "{err}");
         assert!(check_init_data(b"", &report[..0x10]).is_err());
     }
 

@@ -11,8 +11,25 @@ pub enum VmExitReason {
     PoweredOff,
     /// The VMM was asked to stop.
     Stopped,
-    /// A vCPU failed; the reason.
-    Failed(String),
+    /// A vCPU failed.
+    Failed(VcpuFailure),
+}
+
+/// How a vCPU failed, with what it knew at the time.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VcpuFailure {
+    #[error("vCPU {vcpu}: converting guest memory for a memory fault: {reason}")]
+    MemoryConversion { vcpu: usize, reason: String },
+    #[error("vCPU {vcpu}: unexpected exit {exit} at {at}")]
+    UnexpectedExit {
+        vcpu: usize,
+        /// The exit as KVM reported it.
+        exit: String,
+        /// Where the guest stopped (rip and the code there).
+        at: String,
+    },
+    #[error("vCPU {vcpu}: KVM_RUN: {error}")]
+    KvmRun { vcpu: usize, error: String },
 }
 
 #[derive(Debug, Default)]

@@ -10,7 +10,7 @@ use std::time::Duration;
 use kvm_ioctls::{VcpuExit, VcpuFd};
 
 use crate::bus::Bus;
-use crate::control::{VmControl, VmExitReason};
+use crate::control::{VcpuFailure, VmControl, VmExitReason};
 
 /// The signal that interrupts KVM_RUN when the VM stops.
 pub fn kick_signal() -> libc::c_int {
@@ -102,10 +102,12 @@ pub fn run(mut vcpu: VcpuFd, context: VcpuContext) {
             Ok(VcpuExit::MemoryFault { flags, gpa, size }) => {
                 let conversion = crate::snp_launch::Conversion::from_memory_fault(flags, gpa, size);
                 if let Err(err) = conversion.apply(&context.vm) {
-                    context.control.request_exit(VmExitReason::Failed(format!(
-                        "vCPU {}: {err}",
-                        context.index
-                    )));
+                    context.control.request_exit(VmExitReason::Failed(
+                        VcpuFailure::MemoryConversion {
+                            vcpu: context.index,
+                            reason: err.to_string(),
+                        },
+                    ));
                     break;
                 }
             }
@@ -116,18 +118,23 @@ pub fn run(mut vcpu: VcpuFd, context: VcpuContext) {
             Ok(other) => {
                 let other = format!("{other:?}");
                 let at = where_it_stopped(&vcpu, &context.memory);
-                context.control.request_exit(VmExitReason::Failed(format!(
-                    "vCPU {}: unexpected exit {other} at {at}",
-                    context.index
-                )));
+                context
+                    .control
+                    .request_exit(VmExitReason::Failed(VcpuFailure::UnexpectedExit {
+                        vcpu: context.index,
+                        exit: other,
+                        at,
+                    }));
                 break;
             }
             Err(err) if err.errno() == libc::EINTR || err.errno() == libc::EAGAIN => {}
             Err(err) => {
-                context.control.request_exit(VmExitReason::Failed(format!(
-                    "vCPU {}: KVM_RUN: {err}",
-                    context.index
-                )));
+                context
+                    .control
+                    .request_exit(VmExitReason::Failed(VcpuFailure::KvmRun {
+                        vcpu: context.index,
+                        error: err.to_string(),
+                    }));
                 break;
             }
         }

@@ -142,10 +142,14 @@ impl AgentRpc {
         let (tee, probe_report) = self.tee_and_probe_report().await;
         // HOST_DATA is fixed at launch: the report that found the TEE tells it as well.
         if let Some(report) = probe_report {
-            return check_init_data(init_data, report).err();
+            return check_init_data(init_data, report)
+                .err()
+                .map(|err| err.to_string());
         }
         match fetch_from(*tee, Vec::new()).await? {
-            Ok(report) => check_init_data(init_data, &report.report).err(),
+            Ok(report) => check_init_data(init_data, &report.report)
+                .err()
+                .map(|err| err.to_string()),
             Err(err) => Some(format!("cannot read this VM's HOST_DATA: {err}")),
         }
     }

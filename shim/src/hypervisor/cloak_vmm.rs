@@ -182,13 +182,13 @@ impl Hypervisor for CloakVmm {
 
     async fn start(&mut self, config: &VmConfig) -> Result<(), HypervisorError> {
         if self.running.is_some() {
-            return Err(HypervisorError::Unsupported(
-                "this cloak-vmm instance already runs a VM".to_owned(),
-            ));
+            return Err(HypervisorError::AlreadyRunning {
+                backend: "cloak-vmm",
+            });
         }
         let encryption = host::memory_encryption();
         if let Some(reason) = unavailable_reason(&self.settings, host::kvm_usable(), encryption) {
-            return Err(HypervisorError::Unsupported(reason));
+            return Err(HypervisorError::Refused(reason));
         }
         let host_side = HostSide::prepare(&self.settings, config).await?;
         self.last_config = Some(config.clone());

@@ -110,8 +110,21 @@ pub enum HypervisorError {
     AgentTimeout,
     #[error("the VM is not running")]
     NotRunning,
+    #[error("this {backend} instance already runs a VM")]
+    AlreadyRunning { backend: &'static str },
+    /// This host or configuration cannot run the VM (no VMX/SVM, SNP under emulation, a
+    /// missing firmware...): the reason says which and what to do.
     #[error("{0}")]
-    Unsupported(String),
+    Refused(String),
+    #[error("tee = \"sim\": measuring the launch: {0}")]
+    Measurement(#[from] cloak_attestation::direct_launch::DirectLaunchError),
+    #[error("tee = \"sim\": creating the simulated AMD-SP: {0}")]
+    SimulatedPsp(#[from] cloak_attestation::simulated_psp::SimulatedPspError),
+    #[error("{what}: the blocking task failed: {source}")]
+    Join {
+        what: &'static str,
+        source: tokio::task::JoinError,
+    },
 }
 
 /// A VMM that boots pod VMs. The shim holds one per pod VM.

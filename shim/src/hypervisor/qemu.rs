@@ -209,7 +209,7 @@ impl Qemu {
     ) -> Result<Option<SnpLaunch>, HypervisorError> {
         match self.settings.tee {
             TeeKind::None | TeeKind::Sim => Ok(None),
-            TeeKind::Snp if accel == Accel::Tcg => Err(HypervisorError::Unsupported(
+            TeeKind::Snp if accel == Accel::Tcg => Err(HypervisorError::Refused(
                 "tee = \"snp\" needs KVM on an AMD host with SEV-SNP; this host runs guests under software emulation".to_owned(),
             )),
             TeeKind::Snp => Ok(Some(SnpLaunch::for_host(&self.settings, &config.init_data)?)),
@@ -256,9 +256,7 @@ impl Hypervisor for Qemu {
 
     async fn start(&mut self, config: &VmConfig) -> Result<(), HypervisorError> {
         if self.running.is_some() {
-            return Err(HypervisorError::Unsupported(
-                "this qemu instance already runs a VM".to_owned(),
-            ));
+            return Err(HypervisorError::AlreadyRunning { backend: "qemu" });
         }
         let accel = Accel::resolve(self.settings.accel);
         let snp = self.snp_launch(accel, config)?;

@@ -51,10 +51,7 @@ impl SimulatedLaunch {
                 config.memory_mib,
                 config.vcpus,
             )
-            .and_then(|launch| launch.digest())
-            .map_err(|err| {
-                HypervisorError::Unsupported(format!("tee = \"sim\": measuring the launch: {err}"))
-            })?;
+            .and_then(|launch| launch.digest())?;
             Ok(Self {
                 measurement: launch,
                 host_data: host_data_of(&config.init_data),
@@ -62,7 +59,10 @@ impl SimulatedLaunch {
             })
         })
         .await
-        .map_err(|err| HypervisorError::Unsupported(format!("measuring the launch: {err}")))?
+        .map_err(|source| HypervisorError::Join {
+            what: "measuring the launch",
+            source,
+        })?
     }
 }
 
@@ -96,11 +96,7 @@ impl SimPspServer {
 
     pub fn start(socket: &Path, launch: Option<SimulatedLaunch>) -> Result<Self, HypervisorError> {
         let psp = match launch {
-            Some(launch) => Some((
-                SimulatedPsp::generate()
-                    .map_err(|err| HypervisorError::Unsupported(format!("tee = \"sim\": {err}")))?,
-                launch,
-            )),
+            Some(launch) => Some((SimulatedPsp::generate()?, launch)),
             None => None,
         };
         let _ = std::fs::remove_file(socket);

@@ -42,13 +42,13 @@ impl SnpLaunch {
         encryption: Option<MemoryEncryption>,
     ) -> Result<Self, HypervisorError> {
         let encryption = encryption.filter(|e| e.sev_snp).ok_or_else(|| {
-            HypervisorError::Unsupported(
+            HypervisorError::Refused(
                 "tee = \"snp\": this CPU does not report SEV-SNP (CPUID Fn8000_001F EAX bit 4)"
                     .to_owned(),
             )
         })?;
         if !config.firmware.is_file() {
-            return Err(HypervisorError::Unsupported(format!(
+            return Err(HypervisorError::Refused(format!(
                 "tee = \"snp\": the firmware {} does not exist (an OVMF AmdSev build)",
                 config.firmware.display()
             )));
