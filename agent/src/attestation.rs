@@ -7,7 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
-pub const REPORT_DATA_BYTES: usize = 64;
+pub use cloak_snp_abi::REPORT_DATA_BYTES;
 const TSM_REPORT_ROOT: &str = "/sys/kernel/config/tsm/report";
 const RETRIES: usize = 3;
 
@@ -245,9 +245,6 @@ impl<F: ConfigFs> TsmReports<F> {
     }
 }
 
-/// HOST_DATA of an SNP report (ATTESTATION_REPORT bytes 0xC0..0xE0).
-const HOST_DATA: std::ops::Range<usize> = 0xc0..0xe0;
-
 /// Why a pod's init-data is not the one its VM was launched with.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum InitDataError {
@@ -265,11 +262,10 @@ pub enum InitDataError {
 /// Checks that the host launched this VM with `init_data`: its SHA-256 must be the HOST_DATA
 /// the AMD-SP put into the VM's own report (the host cannot change it after launch).
 pub fn check_init_data(init_data: &[u8], report: &[u8]) -> Result<(), InitDataError> {
-    use sha2::{Digest, Sha256};
-    let host_data = report
-        .get(HOST_DATA)
-        .ok_or(InitDataError::ShortReport(report.len()))?;
-    let expected = Sha256::digest(init_data);
+    use cloak_snp_abi::{field, host_data_of, read};
+    let host_data =
+        read(report, field::HOST_DATA).ok_or(InitDataError::ShortReport(report.len()))?;
+    let expected = host_data_of(init_data);
     if host_data == expected.as_slice() {
         Ok(())
     } else {
@@ -336,7 +332,7 @@ mod tests {
                 format!("{}\n", generation + 1 + extra).into_bytes(),
             );
             let mut report = vec![0u8; 1184];
-            report[0x50..0x90].copy_from_slice(bytes);
+            report[cloak_snp_abi::field::REPORT_DATA].copy_from_slice(bytes);
             files.insert(entry.join("outblob"), report);
             Ok(())
         }
@@ -348,7 +344,10 @@ mod tests {
         let reports = TsmReports::new(fake, PathBuf::from("/tsm/report"));
         let report = reports.report(b"nonce").expect("report");
         assert_eq!(report.provider, "sev_guest");
-        assert_eq!(&report.report[0x50..0x55], b"nonce");
+        assert_eq!(
+            &report.report[cloak_snp_abi::field::REPORT_DATA][..5],
+            b"nonce"
+        );
         assert!(report.report[0x55..0x90].iter().all(|b| *b == 0));
         assert!(report.certificates.is_empty());
         assert!(
@@ -361,7 +360,7 @@ mod tests {
     fn init_data_must_hash_to_the_reports_host_data() {
         use sha2::{Digest, Sha256};
         let mut report = vec![0u8; 1184];
-        report[HOST_DATA].copy_from_slice(&Sha256::digest(b"policy v1"));
+        report[cloak_snp_abi::field::HOST_DATA].copy_from_slice(&Sha256::digest(b"policy v1"));
         assert_eq!(check_init_data(b"policy v1", &report), Ok(()));
         let err = check_init_data(b"policy v2", &report).expect_err("other init-data");
         assert!(err.to_string().contains("HOST_DATA"), "{err}");

@@ -58,7 +58,7 @@ impl ReferenceValues {
             kernel_sha256: sha256_file(kernel)?,
             initrd_sha256: sha256_file(initrd)?,
             cmdline: cmdline.to_owned(),
-            default_host_data: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(b"")),
+            default_host_data: hex::encode(cloak_snp_abi::host_data_of(b"")),
             ..Default::default()
         };
         if let Some(firmware) = &launches.firmware {

@@ -16,8 +16,6 @@ use openssl::pkey::{PKey, Private};
 use openssl::x509::{X509Builder, X509Extension, X509Name, X509};
 use sha2::{Digest, Sha384};
 
-use crate::verify::REPORT_BYTES;
-
 /// Marks the simulated root's subject; the verifier looks for it.
 pub const SIMULATED_MARK: &str = "cloak SIMULATED";
 
@@ -183,31 +181,39 @@ impl SimulatedPsp {
 
     /// A signed report.
     pub fn report(&self, inputs: &ReportInputs) -> Result<Vec<u8>, SimulatedPspError> {
-        let mut report = vec![0u8; REPORT_BYTES];
+        use cloak_snp_abi::{field, ReportWriter, SIGNATURE_COMPONENT_BYTES};
         let tcb = tcb_version(SIMULATED_TCB);
-        report[0x00..0x04].copy_from_slice(&2u32.to_le_bytes()); // VERSION
-        report[0x08..0x10].copy_from_slice(&inputs.policy.to_le_bytes()); // POLICY
-        report[0x34..0x38].copy_from_slice(&1u32.to_le_bytes()); // SIGNATURE_ALGO: ECDSA P-384
-        report[0x38..0x40].copy_from_slice(&tcb); // CURRENT_TCB
-        report[0x40..0x48].copy_from_slice(&1u64.to_le_bytes()); // PLATFORM_INFO: SMT enabled
-        report[0x50..0x90].copy_from_slice(&inputs.report_data);
-        report[0x90..0xc0].copy_from_slice(&inputs.measurement);
-        report[0xc0..0xe0].copy_from_slice(&inputs.host_data);
-        openssl::rand::rand_bytes(&mut report[0x140..0x160])?; // REPORT_ID
-        report[0x180..0x188].copy_from_slice(&tcb); // REPORTED_TCB
-        report[0x1a0..0x1e0].copy_from_slice(&self.chip_id);
-        report[0x1e0..0x1e8].copy_from_slice(&tcb); // COMMITTED_TCB
-        report[0x1e8..0x1eb].copy_from_slice(&[55, 1, 1]); // CURRENT build, minor, major
-        report[0x1ec..0x1ef].copy_from_slice(&[55, 1, 1]); // COMMITTED build, minor, major
-        report[0x1f0..0x1f8].copy_from_slice(&tcb); // LAUNCH_TCB
-        let digest = Sha384::digest(&report[..0x2a0]);
+        let mut report = ReportWriter::default();
+        report
+            .set(field::VERSION, &2u32.to_le_bytes())
+            .set(field::POLICY, &inputs.policy.to_le_bytes())
+            // ECDSA P-384 with SHA-384
+            .set(field::SIGNATURE_ALGO, &1u32.to_le_bytes())
+            .set(field::CURRENT_TCB, &tcb)
+            // SMT enabled
+            .set(field::PLATFORM_INFO, &1u64.to_le_bytes())
+            .set(field::REPORT_DATA, &inputs.report_data)
+            .set(field::MEASUREMENT, &inputs.measurement)
+            .set(field::HOST_DATA, &inputs.host_data)
+            .set(field::REPORTED_TCB, &tcb)
+            .set(field::CHIP_ID, &self.chip_id)
+            .set(field::COMMITTED_TCB, &tcb)
+            // build, minor, major
+            .set(field::CURRENT_VERSION, &[55, 1, 1])
+            .set(field::COMMITTED_VERSION, &[55, 1, 1])
+            .set(field::LAUNCH_TCB, &tcb);
+        openssl::rand::rand_bytes(report.field_mut(field::REPORT_ID))?;
+        let digest = Sha384::digest(report.signed_part());
         let signature = EcdsaSig::sign(&digest, &self.vcek_key)?;
-        for (component, offset) in [(signature.r(), 0x2a0), (signature.s(), 0x2e8)] {
-            let mut little_endian = component.to_vec_padded(72)?;
+        for (component, place) in [
+            (signature.r(), field::SIGNATURE_R),
+            (signature.s(), field::SIGNATURE_S),
+        ] {
+            let mut little_endian = component.to_vec_padded(SIGNATURE_COMPONENT_BYTES as i32)?;
             little_endian.reverse();
-            report[offset..offset + 72].copy_from_slice(&little_endian);
+            report.set(place, &little_endian);
         }
-        Ok(report)
+        Ok(report.into_bytes())
     }
 }
 
@@ -249,7 +255,7 @@ mod tests {
     fn a_simulated_report_verifies_only_when_simulation_is_allowed() {
         let psp = SimulatedPsp::generate().expect("psp");
         let report = psp.report(&inputs()).expect("report");
-        assert_eq!(report.len(), REPORT_BYTES);
+        assert_eq!(report.len(), cloak_snp_abi::REPORT_BYTES);
         let accepted = verify(&request(&psp, report.clone(), true));
         let lines: Vec<String> = accepted.checks.iter().map(ToString::to_string).collect();
         assert!(accepted.passed(), "{}", lines.join("\n"));

@@ -19,11 +19,11 @@ use sha2::{Digest, Sha384};
 use crate::launch_digest::LaunchDigest;
 use crate::vcek_extensions::VcekExtensions;
 
-pub const REPORT_BYTES: usize = 1184;
-const SIGNED_BYTES: usize = 0x2a0;
-const SIGNATURE_R: usize = 0x2a0;
-const SIGNATURE_S: usize = 0x2e8;
-const SIGNATURE_COMPONENT_BYTES: usize = 72;
+pub use cloak_snp_abi::REPORT_BYTES;
+use cloak_snp_abi::{field, SIGNATURE_COMPONENT_BYTES};
+const SIGNED_BYTES: usize = field::SIGNED.end;
+const SIGNATURE_R: usize = field::SIGNATURE_R.start;
+const SIGNATURE_S: usize = field::SIGNATURE_S.start;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {

@@ -12,7 +12,7 @@
 pub const SIM_PSP_VSOCK_PORT: u32 = 1027;
 
 /// What a request carries: the guest's REPORT_DATA, zero-padded to this size.
-pub const REPORT_DATA_BYTES: usize = 64;
+pub use cloak_snp_abi::REPORT_DATA_BYTES;
 
 /// Bounds a reader needs: no answer is larger.
 pub const MAX_RESPONSE_BYTES: usize = 256 * 1024;

@@ -7,7 +7,6 @@
 use std::path::PathBuf;
 
 use base64::Engine as _;
-use sha2::{Digest, Sha256};
 
 use super::host::{self, MemoryEncryption};
 use super::HypervisorError;
@@ -24,10 +23,9 @@ pub struct SnpLaunch {
     pub host_data: [u8; 32],
 }
 
-/// HOST_DATA for `init_data` (empty by default).
-pub fn host_data_of(init_data: &[u8]) -> [u8; 32] {
-    Sha256::digest(init_data).into()
-}
+/// HOST_DATA for `init_data` (empty by default): the one rule, shared with the agent and the
+/// reference values.
+pub use cloak_snp_abi::host_data_of;
 
 impl SnpLaunch {
     /// The launch for this host, or why this host cannot launch SNP guests.

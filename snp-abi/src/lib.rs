@@ -1,0 +1,142 @@
+//! The SEV-SNP attestation report's layout and the rule that binds a pod's init-data into it,
+//! in one place. The simulated AMD-SP writes reports with it, the agent reads HOST_DATA and
+//! REPORT_DATA of its own reports with it, the verifier checks the signature over its signed
+//! part, and the shim, the agent and the reference values derive HOST_DATA from init-data with
+//! the same function. It needs nothing but SHA-256, so the static guest agent can use it.
+//!
+//! Layout: SEV-SNP Firmware ABI (AMD 56860), table "ATTESTATION_REPORT Structure".
+
+use std::ops::Range;
+
+use sha2::{Digest, Sha256};
+
+/// Size of an attestation report.
+pub const REPORT_BYTES: usize = 1184;
+/// Size of REPORT_DATA, the guest's 64 bytes bound into its report.
+pub const REPORT_DATA_BYTES: usize = 64;
+/// Size of HOST_DATA, the host's 32 bytes given at SNP_LAUNCH_FINISH.
+pub const HOST_DATA_BYTES: usize = 32;
+/// Size of each ECDSA P-384 signature component (R, S), little-endian, zero-padded.
+pub const SIGNATURE_COMPONENT_BYTES: usize = 72;
+
+/// Byte ranges of the report's fields.
+pub mod field {
+    use std::ops::Range;
+
+    pub const VERSION: Range<usize> = 0x00..0x04;
+    pub const POLICY: Range<usize> = 0x08..0x10;
+    pub const SIGNATURE_ALGO: Range<usize> = 0x34..0x38;
+    pub const CURRENT_TCB: Range<usize> = 0x38..0x40;
+    pub const PLATFORM_INFO: Range<usize> = 0x40..0x48;
+    pub const REPORT_DATA: Range<usize> = 0x50..0x90;
+    pub const MEASUREMENT: Range<usize> = 0x90..0xc0;
+    pub const HOST_DATA: Range<usize> = 0xc0..0xe0;
+    pub const REPORT_ID: Range<usize> = 0x140..0x160;
+    pub const REPORTED_TCB: Range<usize> = 0x180..0x188;
+    pub const CHIP_ID: Range<usize> = 0x1a0..0x1e0;
+    pub const COMMITTED_TCB: Range<usize> = 0x1e0..0x1e8;
+    /// CURRENT_BUILD, CURRENT_MINOR, CURRENT_MAJOR.
+    pub const CURRENT_VERSION: Range<usize> = 0x1e8..0x1eb;
+    /// COMMITTED_BUILD, COMMITTED_MINOR, COMMITTED_MAJOR.
+    pub const COMMITTED_VERSION: Range<usize> = 0x1ec..0x1ef;
+    pub const LAUNCH_TCB: Range<usize> = 0x1f0..0x1f8;
+    /// What the signature covers.
+    pub const SIGNED: Range<usize> = 0x000..0x2a0;
+    pub const SIGNATURE_R: Range<usize> = 0x2a0..0x2e8;
+    pub const SIGNATURE_S: Range<usize> = 0x2e8..0x330;
+}
+
+// The layout is checked when the crate compiles: the fields have the ABI's sizes, the
+// signature follows the signed part, and everything lies inside the report.
+const _: () = {
+    const fn len(range: Range<usize>) -> usize {
+        range.end - range.start
+    }
+    assert!(len(field::REPORT_DATA) == REPORT_DATA_BYTES);
+    assert!(len(field::HOST_DATA) == HOST_DATA_BYTES);
+    assert!(len(field::MEASUREMENT) == 48);
+    assert!(len(field::CHIP_ID) == 64);
+    assert!(len(field::SIGNATURE_R) == SIGNATURE_COMPONENT_BYTES);
+    assert!(len(field::SIGNATURE_S) == SIGNATURE_COMPONENT_BYTES);
+    assert!(field::SIGNED.end == field::SIGNATURE_R.start);
+    assert!(field::SIGNATURE_S.end <= REPORT_BYTES);
+};
+
+/// HOST_DATA for a pod's init-data: its SHA-256. The host gives it at launch, the agent
+/// compares it with its own report, the verifier and the reference values expect it.
+pub fn host_data_of(init_data: &[u8]) -> [u8; HOST_DATA_BYTES] {
+    Sha256::digest(init_data).into()
+}
+
+/// Reads a field of a report; `None` when the report is too short to hold it.
+pub fn read(report: &[u8], field: Range<usize>) -> Option<&[u8]> {
+    report.get(field)
+}
+
+/// A zeroed report buffer and writes into it, for whoever signs reports (the simulated
+/// AMD-SP).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReportWriter {
+    bytes: Vec<u8>,
+}
+
+impl Default for ReportWriter {
+    fn default() -> Self {
+        Self {
+            bytes: vec![0; REPORT_BYTES],
+        }
+    }
+}
+
+impl ReportWriter {
+    /// Sets `field` to `value`, which must be exactly the field's size (a mismatch is a bug of
+    /// the caller's and panics, as a slice copy does).
+    pub fn set(&mut self, field: Range<usize>, value: &[u8]) -> &mut Self {
+        self.bytes[field].copy_from_slice(value);
+        self
+    }
+
+    /// A mutable view of `field`, for values made in place (random ids, signatures).
+    pub fn field_mut(&mut self, field: Range<usize>) -> &mut [u8] {
+        &mut self.bytes[field]
+    }
+
+    /// The bytes the signature covers.
+    pub fn signed_part(&self) -> &[u8] {
+        &self.bytes[field::SIGNED]
+    }
+
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.bytes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_data_is_the_sha256_of_the_init_data() {
+        // SHA-256("") from FIPS 180-2's test vectors' well-known empty digest.
+        assert_eq!(
+            host_data_of(b"")
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>(),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+    }
+
+    #[test]
+    fn a_written_field_reads_back_and_short_reports_have_none() {
+        let mut writer = ReportWriter::default();
+        writer.set(field::HOST_DATA, &host_data_of(b"policy"));
+        let report = writer.into_bytes();
+        assert_eq!(report.len(), REPORT_BYTES);
+        assert_eq!(
+            read(&report, field::HOST_DATA),
+            Some(&host_data_of(b"policy")[..])
+        );
+        assert_eq!(read(&report[..0x10], field::HOST_DATA), None);
+    }
+}
