@@ -3,10 +3,11 @@
 //! on a port-I/O and an MMIO bus; each vCPU runs in its own thread; booting is a sequence of
 //! small steps (builder.rs).
 //!
-//! This first part runs tiny real-mode guests — what this project's hosts (a KVM that cannot
-//! boot Linux) can run — with the serial console, the i8042 reset line and virtio-mmio
-//! transports. The Linux boot and the SEV-SNP direct launch (whose plan and digest already
-//! live in cloak-attestation's direct_launch.rs) build on it.
+//! It boots Linux from the direct-launch plan (the same description that predicts the SEV-SNP
+//! launch digest, in cloak-attestation's direct_launch.rs) on in-kernel APICs and PIT, COM1,
+//! and ACPI-described virtio-mmio devices (vsock, fs through virtiofsd, net, blk, rng), and
+//! launches the same plan as an SEV-SNP guest where the host has SNP. Tiny hand-assembled
+//! guests (TinyVmConfig) exercise the machine on hosts whose KVM cannot boot Linux.
 
 pub mod builder;
 pub mod bus;
