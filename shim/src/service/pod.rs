@@ -171,7 +171,7 @@ impl Pod {
         let weak = Arc::downgrade(pod);
         let path = pod.record.pod_dir.join("console.log");
         let pod_id = pod.record.pod_id.clone();
-        tokio::spawn(async move {
+        tokio::spawn(tracing::Instrument::in_current_span(async move {
             let mut follower = ConsoleFollower::default();
             loop {
                 tokio::time::sleep(CONSOLE_FORWARD_INTERVAL).await;
@@ -186,7 +186,7 @@ impl Pod {
                     break;
                 }
             }
-        });
+        }));
     }
 
     /// Powers the VM off and removes the pod's host directories. After a VM death the

@@ -22,6 +22,10 @@ use std::collections::HashMap;
 use super::events::EventPublisher;
 use super::task::TaskService;
 
+/// The pod the server serves, passed by `start` (the server's `-id` is the container that
+/// happened to start it).
+pub(super) const POD_ID_VARIABLE: &str = "CLOAK_POD_ID";
+
 const TASK_SERVICE_V3: &str = "containerd.task.v3.Task";
 const TASK_SERVICE_V2: &str = "containerd.task.v2.Task";
 
@@ -89,9 +93,14 @@ pub async fn serve(flags: Flags) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("connecting to containerd at {ttrpc_address}"))?;
     let exit = Arc::new(ExitSignal::default());
+    // Every line of the pod's work carries its id: the Task handlers run in this span, and
+    // what they spawn inherits it.
+    let pod_id = std::env::var(POD_ID_VARIABLE).unwrap_or_else(|_| flags.id.clone());
+    let pod_span = tracing::info_span!("pod", id = %pod_id);
     let task = Arc::new(TaskService::new(
         EventPublisher::new(&flags.namespace, publisher),
         exit.clone(),
+        pod_span.clone(),
     ));
     let listener = Listener::try_from(listener).context("a ttrpc listener")?;
     let mut server = Server::new()
@@ -99,7 +108,9 @@ pub async fn serve(flags: Flags) -> anyhow::Result<()> {
         .register_service(task_services(task.clone()));
     server.start().await.context("starting the ttrpc server")?;
     signal_serving();
-    tracing::info!(id = %flags.id, namespace = %flags.namespace, socket = %flags.socket, "shim serving");
+    pod_span.in_scope(|| {
+        tracing::info!(container = %flags.id, namespace = %flags.namespace, socket = %flags.socket, "shim serving");
+    });
 
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;

@@ -18,7 +18,12 @@ pub async fn spawn_server(opts: StartOpts) -> containerd_shim::Result<String> {
     // Containers of one pod share the shim: its socket name is derived from the pod id, and
     // a second server for the same pod finds the socket serving and leaves.
     let pod_id = bundle::pod_id_of(&spec, &opts.id);
-    let address = containerd_shim::spawn(opts, &pod_id, Vec::new()).await?;
+    let address = containerd_shim::spawn(
+        opts,
+        &pod_id,
+        vec![(super::server::POD_ID_VARIABLE, &pod_id)],
+    )
+    .await?;
     containerd_shim::asynchronous::util::write_str_to_file(bundle.join("address"), &address)
         .await?;
     Ok(address)

@@ -10,6 +10,7 @@ use containerd_shim::api::{
     UpdateTaskRequest, WaitRequest, WaitResponse,
 };
 use containerd_shim::{Task, TtrpcContext, TtrpcResult};
+use tracing::Instrument as _;
 
 use super::super::errors::TaskError;
 use super::TaskService;
@@ -26,28 +27,43 @@ impl Task for TaskService {
         req: CreateTaskRequest,
     ) -> TtrpcResult<CreateTaskResponse> {
         log_request("create", &req.id, "");
-        Ok(self.inner.do_create(req).await?)
+        Ok(self
+            .inner
+            .do_create(req)
+            .instrument(self.span.clone())
+            .await?)
     }
 
     async fn start(&self, _ctx: &TtrpcContext, req: StartRequest) -> TtrpcResult<StartResponse> {
         log_request("start", &req.id, &req.exec_id);
-        Ok(self.inner.do_start(req).await?)
+        Ok(self
+            .inner
+            .do_start(req)
+            .instrument(self.span.clone())
+            .await?)
     }
 
     async fn delete(&self, _ctx: &TtrpcContext, req: DeleteRequest) -> TtrpcResult<DeleteResponse> {
         log_request("delete", &req.id, &req.exec_id);
-        Ok(self.inner.do_delete(req).await?)
+        Ok(self
+            .inner
+            .do_delete(req)
+            .instrument(self.span.clone())
+            .await?)
     }
 
     async fn kill(&self, _ctx: &TtrpcContext, req: KillRequest) -> TtrpcResult<Empty> {
         log_request("kill", &req.id, &req.exec_id);
-        self.inner.do_kill(req).await?;
+        self.inner
+            .do_kill(req)
+            .instrument(self.span.clone())
+            .await?;
         Ok(Empty::new())
     }
 
     async fn exec(&self, _ctx: &TtrpcContext, req: ExecProcessRequest) -> TtrpcResult<Empty> {
         log_request("exec", &req.id, &req.exec_id);
-        self.inner.do_exec(&req)?;
+        self.span.in_scope(|| self.inner.do_exec(&req))?;
         self.inner.events.exec_added(&req.id, &req.exec_id).await;
         Ok(Empty::new())
     }
@@ -58,22 +74,36 @@ impl Task for TaskService {
 
     async fn wait(&self, _ctx: &TtrpcContext, req: WaitRequest) -> TtrpcResult<WaitResponse> {
         log_request("wait", &req.id, &req.exec_id);
-        Ok(self.inner.do_wait(&req).await?)
+        Ok(self
+            .inner
+            .do_wait(&req)
+            .instrument(self.span.clone())
+            .await?)
     }
 
     async fn pids(&self, _ctx: &TtrpcContext, req: PidsRequest) -> TtrpcResult<PidsResponse> {
-        Ok(self.inner.do_pids(&req).await?)
+        Ok(self
+            .inner
+            .do_pids(&req)
+            .instrument(self.span.clone())
+            .await?)
     }
 
     async fn pause(&self, _ctx: &TtrpcContext, req: PauseRequest) -> TtrpcResult<Empty> {
         log_request("pause", &req.id, "");
-        self.inner.do_pause(&req.id, true).await?;
+        self.inner
+            .do_pause(&req.id, true)
+            .instrument(self.span.clone())
+            .await?;
         Ok(Empty::new())
     }
 
     async fn resume(&self, _ctx: &TtrpcContext, req: ResumeRequest) -> TtrpcResult<Empty> {
         log_request("resume", &req.id, "");
-        self.inner.do_pause(&req.id, false).await?;
+        self.inner
+            .do_pause(&req.id, false)
+            .instrument(self.span.clone())
+            .await?;
         Ok(Empty::new())
     }
 
@@ -91,23 +121,33 @@ impl Task for TaskService {
 
     async fn close_io(&self, _ctx: &TtrpcContext, req: CloseIORequest) -> TtrpcResult<Empty> {
         log_request("close_io", &req.id, &req.exec_id);
-        self.inner.do_close_io(&req)?;
+        self.span.in_scope(|| self.inner.do_close_io(&req))?;
         Ok(Empty::new())
     }
 
     async fn resize_pty(&self, _ctx: &TtrpcContext, req: ResizePtyRequest) -> TtrpcResult<Empty> {
-        self.inner.do_resize_pty(&req).await?;
+        self.inner
+            .do_resize_pty(&req)
+            .instrument(self.span.clone())
+            .await?;
         Ok(Empty::new())
     }
 
     async fn update(&self, _ctx: &TtrpcContext, req: UpdateTaskRequest) -> TtrpcResult<Empty> {
         log_request("update", &req.id, "");
-        self.inner.do_update(&req).await?;
+        self.inner
+            .do_update(&req)
+            .instrument(self.span.clone())
+            .await?;
         Ok(Empty::new())
     }
 
     async fn stats(&self, _ctx: &TtrpcContext, req: StatsRequest) -> TtrpcResult<StatsResponse> {
-        Ok(self.inner.do_stats(&req).await?)
+        Ok(self
+            .inner
+            .do_stats(&req)
+            .instrument(self.span.clone())
+            .await?)
     }
 
     async fn connect(
@@ -115,12 +155,16 @@ impl Task for TaskService {
         _ctx: &TtrpcContext,
         req: ConnectRequest,
     ) -> TtrpcResult<ConnectResponse> {
-        Ok(self.inner.do_connect(&req).await?)
+        Ok(self
+            .inner
+            .do_connect(&req)
+            .instrument(self.span.clone())
+            .await?)
     }
 
     async fn shutdown(&self, _ctx: &TtrpcContext, _req: ShutdownRequest) -> TtrpcResult<Empty> {
         log_request("shutdown", "", "");
-        self.inner.do_shutdown().await;
+        self.inner.do_shutdown().instrument(self.span.clone()).await;
         Ok(Empty::new())
     }
 }

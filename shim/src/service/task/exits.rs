@@ -29,14 +29,14 @@ impl Inner {
         Pod::forward_console(pod);
         let inner = self.clone();
         let watched = pod.clone();
-        tokio::spawn(async move {
+        tokio::spawn(tracing::Instrument::in_current_span(async move {
             if let Some(exit) = watched.watch_vm().await {
                 inner.fail_all_processes(&exit.to_string()).await;
             }
-        });
+        }));
         let inner = self.clone();
         let agent = pod.agent().clone();
-        tokio::spawn(async move {
+        tokio::spawn(tracing::Instrument::in_current_span(async move {
             loop {
                 let event = agent
                     .get_oom_event(ttrpc::context::with_timeout(0), &GetOOMEventRequest::new())
@@ -52,7 +52,7 @@ impl Inner {
                     }
                 }
             }
-        });
+        }));
     }
 
     /// Reports every live process exited after the VM died.
@@ -109,7 +109,7 @@ impl Inner {
             .and_then(|container| container.process_mut(&exec_id))
             .and_then(|process| process.drain.take());
         let inner = self.clone();
-        tokio::spawn(async move {
+        tokio::spawn(tracing::Instrument::in_current_span(async move {
             let waited = pod.wait_process(&id, &exec_id).await;
             let exit = match waited {
                 Ok(response) => {
@@ -136,7 +136,7 @@ impl Inner {
                 tracing::info!(container = %id, exec = %exec_id, status = exit.status, "process exited");
                 inner.events.exited(&id, &exec_id, pid, exit).await;
             }
-        });
+        }));
     }
 }
 

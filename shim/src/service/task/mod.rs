@@ -40,6 +40,8 @@ const OUTPUT_DRAIN_LIMIT: Duration = Duration::from_secs(30);
 
 pub struct TaskService {
     inner: Arc<Inner>,
+    /// The pod's span: every handler runs in it.
+    span: tracing::Span,
 }
 
 struct Inner {
@@ -63,8 +65,9 @@ impl TaskService {
         true
     }
 
-    pub fn new(events: EventPublisher, exit_signal: Arc<ExitSignal>) -> Self {
+    pub fn new(events: EventPublisher, exit_signal: Arc<ExitSignal>, span: tracing::Span) -> Self {
         Self {
+            span,
             inner: Arc::new(Inner {
                 events,
                 exit_signal,
