@@ -3,8 +3,8 @@
 use std::io::Write;
 
 use clap::Args;
-use cloak_shim::config::{Configuration, TeeKind};
-use cloak_shim::hypervisor::host;
+use cloak_host::config::{Configuration, TeeKind};
+use cloak_host::hypervisor::host;
 
 use crate::runtime_args::RuntimeArgs;
 
@@ -39,27 +39,27 @@ fn version_of(program: &std::path::Path) -> Result<String, String> {
 /// The VMM and its backends, the pod network tools, containerd and the guest image.
 fn node(out: &mut impl Write, args: &CheckArgs, config: &Configuration) -> anyhow::Result<bool> {
     let mut all = true;
-    let accel = cloak_shim::hypervisor::qemu::Accel::resolve(config.hypervisor.accel);
+    let accel = cloak_host::hypervisor::qemu::Accel::resolve(config.hypervisor.accel);
     line(
         out,
         "VM acceleration",
         true,
         match accel {
-            cloak_shim::hypervisor::qemu::Accel::Kvm => "KVM",
-            cloak_shim::hypervisor::qemu::Accel::Tcg => {
+            cloak_host::hypervisor::qemu::Accel::Kvm => "KVM",
+            cloak_host::hypervisor::qemu::Accel::Tcg => {
                 "none: QEMU software emulation (TCG), slower boots"
             }
         },
     )?;
-    let vmm = cloak_vmm::kvm_available().map(|()| {
-        cloak_shim::hypervisor::cloak_vmm::unavailable_reason(
+    let vmm = cloak_host::hypervisor::host::kvm_creates_vms().map(|()| {
+        cloak_host::hypervisor::cloak_vmm::unavailable_reason(
             &config.hypervisor,
-            cloak_shim::hypervisor::host::kvm_usable(),
-            cloak_shim::hypervisor::host::memory_encryption(),
+            cloak_host::hypervisor::host::kvm_usable(),
+            cloak_host::hypervisor::host::memory_encryption(),
         )
     });
     let vmm_runs_pods = matches!(vmm, Ok(None));
-    if config.hypervisor.kind == cloak_shim::config::HypervisorKind::CloakVmm {
+    if config.hypervisor.kind == cloak_host::config::HypervisorKind::CloakVmm {
         // The configured VMM: pods depend on it.
         all &= vmm_runs_pods;
     }

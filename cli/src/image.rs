@@ -72,8 +72,8 @@ fn build(args: BuildArgs) -> anyhow::Result<()> {
         manifest.modules.len()
     )?;
     let runtime = match &args.runtime_config {
-        Some(path) => cloak_shim::Configuration::load(path)?,
-        None => cloak_shim::Configuration::default(),
+        Some(path) => cloak_host::Configuration::load(path)?,
+        None => cloak_host::Configuration::default(),
     };
     let written = write_reference_values(&args.out, &manifest, &runtime, &launches)?;
     writeln!(stdout, "{written}")?;
@@ -85,14 +85,14 @@ fn build(args: BuildArgs) -> anyhow::Result<()> {
 fn write_reference_values(
     out: &std::path::Path,
     manifest: &cloak_image::Manifest,
-    runtime: &cloak_shim::Configuration,
+    runtime: &cloak_host::Configuration,
     launches: &cloak_image::ReferenceLaunches,
 ) -> anyhow::Result<String> {
     use cloak_attestation::reference_values::{ReferenceLaunchSet, ReferenceValues};
     // The command line exactly as the shim passes it to a pod VM of this image.
     let mut image_runtime = runtime.clone();
     image_runtime.guest.image_dir = out.to_owned();
-    let vm = cloak_shim::pod_vm::vm_config_for(&image_runtime, manifest, "reference");
+    let vm = cloak_host::pod_vm::vm_config_for(&image_runtime, manifest, "reference");
     let launch_set = ReferenceLaunchSet {
         firmware: launches.firmware.clone(),
         vcpus: launches.vcpus.clone(),

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use anyhow::Context as _;
 use clap::Args;
-use cloak_shim::config::Configuration;
+use cloak_host::config::Configuration;
 
 use crate::runtime_args::RuntimeArgs;
 
@@ -25,10 +25,10 @@ pub fn run(args: ProbeArgs) -> anyhow::Result<()> {
 async fn probe(config: Configuration) -> anyhow::Result<()> {
     let manifest = cloak_image::Manifest::load(&config.guest.image_dir)?;
     let id = format!("probe-{}", std::process::id());
-    let vm_config = cloak_shim::pod_vm::vm_config_for(&config, &manifest, &id);
-    let hypervisor = cloak_shim::hypervisor::from_config(&config.hypervisor)?;
+    let vm_config = cloak_host::pod_vm::vm_config_for(&config, &manifest, &id);
+    let hypervisor = cloak_host::hypervisor::from_config(&config.hypervisor)?;
     let started = Instant::now();
-    let vm = cloak_shim::PodVm::boot(
+    let vm = cloak_host::PodVm::boot(
         hypervisor,
         vm_config.clone(),
         config.boot_timeout(),

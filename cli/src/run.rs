@@ -6,13 +6,13 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use clap::Args;
+use cloak_host::config::Configuration;
+use cloak_host::host_mounts;
+use cloak_host::sandbox::{PodSandbox, SandboxSetup};
+use cloak_host::stdio_streams::StdioWanted;
 use cloak_protocol::agent::{
     ContainerRequest, CreateContainerRequest, ProcessRequest, RemoveContainerRequest, Storage,
 };
-use cloak_shim::config::Configuration;
-use cloak_shim::sandbox::{PodSandbox, SandboxSetup};
-use cloak_shim::service::host_mounts;
-use cloak_shim::stdio_streams::StdioWanted;
 use nix::mount::{umount2, MntFlags};
 use tokio::io::AsyncWriteExt;
 

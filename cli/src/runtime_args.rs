@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use cloak_shim::config::{Configuration, DEFAULT_CONFIG_PATH};
+use cloak_host::config::{Configuration, DEFAULT_CONFIG_PATH};
 
 #[derive(Args)]
 pub struct RuntimeArgs {

@@ -371,7 +371,7 @@ impl PrivateContainerd {
     /// Mount points below this containerd's directories or cloak's run directory, deepest
     /// first.
     pub fn mounts_left(&self) -> Vec<String> {
-        cloak_shim::service::host_mounts::mounts_below(self.dir.path())
+        cloak_host::host_mounts::mounts_below(self.dir.path())
             .iter()
             .map(|point| point.display().to_string())
             .collect()
@@ -488,7 +488,7 @@ impl Drop for EventLog {
     }
 }
 
-fn toml_of(config: &cloak_shim::Configuration) -> anyhow::Result<String> {
+fn toml_of(config: &cloak_host::Configuration) -> anyhow::Result<String> {
     Ok(toml::to_string(config)?)
 }
 

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use cloak_shim::config::Configuration;
+use cloak_host::config::Configuration;
 
 /// Environment variables the Makefile sets for the suite.
 pub const ENV_GUEST_DIR: &str = "CLOAK_GUEST_DIR";

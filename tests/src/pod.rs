@@ -5,12 +5,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context as _;
+use cloak_host::sandbox::PodSandbox;
 use cloak_protocol::agent::{
     ContainerRequest, CreateContainerRequest, ExecProcessRequest, ProcessRequest,
     RemoveContainerRequest, SignalProcessRequest, StdioConfig, Storage, WaitProcessResponse,
 };
 use cloak_protocol::SHARED_DIR_IN_GUEST;
-use cloak_shim::sandbox::PodSandbox;
 use oci_spec::runtime::Spec;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
@@ -90,7 +90,7 @@ impl TestPod {
     /// A pod whose configuration `configure` adjusts, launched with `init_data`.
     pub async fn boot_with(
         env: &VmTestEnv,
-        configure: impl FnOnce(&mut cloak_shim::Configuration),
+        configure: impl FnOnce(&mut cloak_host::Configuration),
         init_data: &[u8],
     ) -> anyhow::Result<Self> {
         let shared = tempfile::tempdir()?;
@@ -98,7 +98,7 @@ impl TestPod {
         let run_root = tempfile::tempdir()?;
         let mut config = env.configuration(run_root.path());
         configure(&mut config);
-        let setup = cloak_shim::sandbox::SandboxSetup {
+        let setup = cloak_host::sandbox::SandboxSetup {
             hostname: "cloak-pod".into(),
             shared_dir: shared.path().to_owned(),
             init_data: init_data.to_owned(),
@@ -137,7 +137,7 @@ impl TestPod {
             .open_stdio(
                 container_id,
                 exec_id,
-                cloak_shim::stdio_streams::StdioWanted::output_and(streams.stdin, streams.terminal),
+                cloak_host::stdio_streams::StdioWanted::output_and(streams.stdin, streams.terminal),
             )
             .await?;
         let handles = ProcessStreams {

@@ -10,11 +10,11 @@ use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use cloak_host::config::TeeKind as ConfiguredTee;
 use cloak_protocol::agent::{
     AttestationReportRequest, CreateContainerRequest, CreateSandboxRequest, GuestDetailsRequest,
     TeeKind,
 };
-use cloak_shim::config::TeeKind as ConfiguredTee;
 use cloak_tests::pod::{busybox_spec, TestPod};
 use cloak_tests::{skip, vm_slot, VmTestEnv};
 use sha2::{Digest, Sha256};
@@ -49,7 +49,7 @@ fn setup(test: &str) -> Option<Setup> {
     })
 }
 
-fn simulated(config: &mut cloak_shim::Configuration) {
+fn simulated(config: &mut cloak_host::Configuration) {
     config.hypervisor.tee = ConfiguredTee::Sim;
 }
 
@@ -134,7 +134,7 @@ fn failed_checks(output: &str) -> Vec<&str> {
 
 async fn boot_or_panic(
     env: &VmTestEnv,
-    configure: impl FnOnce(&mut cloak_shim::Configuration),
+    configure: impl FnOnce(&mut cloak_host::Configuration),
     init_data: &[u8],
 ) -> TestPod {
     TestPod::boot_with(env, configure, init_data)
@@ -265,10 +265,10 @@ fn init_data_that_does_not_hash_to_host_data_refuses_containers() {
         let mut config = setup.env.configuration(run_root.path());
         simulated(&mut config);
         let mut vm_config =
-            cloak_shim::pod_vm::vm_config_for(&config, &setup.env.manifest, "mismatch");
+            cloak_host::pod_vm::vm_config_for(&config, &setup.env.manifest, "mismatch");
         vm_config.init_data = b"policy launched".to_vec();
-        let hypervisor = cloak_shim::hypervisor::from_config(&config.hypervisor).unwrap();
-        let vm = cloak_shim::pod_vm::PodVm::boot(
+        let hypervisor = cloak_host::hypervisor::from_config(&config.hypervisor).unwrap();
+        let vm = cloak_host::pod_vm::PodVm::boot(
             hypervisor,
             vm_config,
             config.boot_timeout(),

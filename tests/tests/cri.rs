@@ -60,7 +60,7 @@ fn with_cri_pod(
     });
     cloak_tests::cri::assert_pods_left_nothing(&containerd, &netns_before);
     assert_eq!(
-        cloak_tests::cri::links_named(cloak_shim::network::TAP_NAME),
+        cloak_tests::cri::links_named(cloak_host::network::TAP_NAME),
         Vec::<String>::new()
     );
 }

@@ -7,9 +7,9 @@
 
 use std::time::{Duration, Instant};
 
-use cloak_shim::hypervisor;
-use cloak_shim::pod_vm::vm_config_for;
-use cloak_shim::PodVm;
+use cloak_host::hypervisor;
+use cloak_host::pod_vm::vm_config_for;
+use cloak_host::PodVm;
 use cloak_tests::{processes_mentioning, sockets_below, vm_slot, VmTestEnv};
 
 /// No process mentions the run directory any longer (within 5 s) and no socket is left in it.
@@ -202,7 +202,7 @@ fn cloak_vmm_boots_the_guest_image_and_the_agent_answers() {
     let _slot = vm_slot();
     let run_root = tempfile::tempdir().unwrap();
     let mut config = env.configuration(run_root.path());
-    config.hypervisor.kind = cloak_shim::config::HypervisorKind::CloakVmm;
+    config.hypervisor.kind = cloak_host::config::HypervisorKind::CloakVmm;
     config.hypervisor.cloak_vmm_path = binary;
     let vm_config = vm_config_for(&config, &env.manifest, "vmm-boot-test");
     runtime().block_on(async {
@@ -235,9 +235,9 @@ fn cloak_vmm_backend_refuses_this_host_with_the_reason() {
         return;
     }
     let run_root = tempfile::tempdir().unwrap();
-    let mut config = cloak_shim::config::Configuration::default();
+    let mut config = cloak_host::config::Configuration::default();
     config.runtime.run_dir = run_root.path().to_owned();
-    config.hypervisor.kind = cloak_shim::config::HypervisorKind::CloakVmm;
+    config.hypervisor.kind = cloak_host::config::HypervisorKind::CloakVmm;
     let vm_config = hypervisor::VmConfig {
         id: "refused".into(),
         kernel: run_root.path().join("vmlinuz"),
@@ -266,4 +266,17 @@ fn cloak_vmm_backend_refuses_this_host_with_the_reason() {
         assert!(message.contains("kind = \"qemu\""), "{message}");
     });
     assert_eq!(processes_mentioning(run_root.path()), Vec::<String>::new());
+}
+
+/// `cloak check` asks cloak-host whether KVM can create a VM (a raw KVM_CREATE_VM, so the
+/// command does not link the VMM); cloak-vmm's own answer, through kvm-ioctls, is the oracle.
+#[test]
+fn the_host_s_kvm_probe_agrees_with_cloak_vmm_s() {
+    let host = cloak_host::hypervisor::host::kvm_creates_vms();
+    let vmm = cloak_vmm::kvm_available();
+    assert_eq!(
+        host.is_ok(),
+        vmm.is_ok(),
+        "host: {host:?}, cloak-vmm: {vmm:?}"
+    );
 }

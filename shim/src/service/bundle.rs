@@ -74,13 +74,13 @@ impl PodRecord {
     pub fn new(pod_id: &str, run_dir: &Path) -> Self {
         Self {
             pod_id: pod_id.to_owned(),
-            pod_dir: run_dir.join(crate::pod_vm::pod_dir_name(pod_id)),
+            pod_dir: cloak_host::run_dir::pod_dir(run_dir, pod_id),
         }
     }
 
     /// Shared with the guest through virtio-fs.
     pub fn shared_dir(&self) -> PathBuf {
-        self.pod_dir.join("shared")
+        cloak_host::run_dir::shared_dir(&self.pod_dir)
     }
 
     /// A container's part of the shared directory.

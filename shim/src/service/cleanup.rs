@@ -12,7 +12,7 @@ use nix::unistd::Pid;
 
 use super::bundle::PodRecord;
 use super::events::timestamp;
-use super::host_mounts;
+use cloak_host::host_mounts;
 
 /// What containerd is told about the container of a dead shim: killed.
 const DEAD_SHIM_EXIT_STATUS: u32 = 128 + libc::SIGKILL as u32;
@@ -100,7 +100,10 @@ fn keep_only_console_log(pod_dir: &Path) {
     };
     for entry in entries.flatten() {
         let path = entry.path();
-        if path.file_name().is_some_and(|name| name == "console.log") {
+        if path
+            .file_name()
+            .is_some_and(|name| name == cloak_host::run_dir::CONSOLE_LOG)
+        {
             continue;
         }
         let _ = if path.is_dir() {

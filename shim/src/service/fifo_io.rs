@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use tokio::task::{AbortHandle, JoinHandle};
 
-use crate::stdio_streams::{ProcessStdio, StdioWanted};
+use cloak_host::stdio_streams::{ProcessStdio, StdioWanted};
 
 /// The fifo paths containerd gives one process; an empty path means no such stream.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

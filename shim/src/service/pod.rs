@@ -10,11 +10,11 @@ use cloak_protocol::agent_ttrpc::AgentServiceClient;
 use tokio::sync::Mutex;
 
 use super::bundle::PodRecord;
-use super::host_mounts;
-use crate::config::Configuration;
-use crate::hypervisor::VmExit;
-use crate::sandbox::{PodSandbox, SandboxSetup};
-use crate::stdio_streams::{ProcessStdio, StdioWanted, StreamError};
+use cloak_host::config::Configuration;
+use cloak_host::host_mounts;
+use cloak_host::hypervisor::VmExit;
+use cloak_host::sandbox::{PodSandbox, SandboxSetup};
+use cloak_host::stdio_streams::{ProcessStdio, StdioWanted, StreamError};
 
 /// Exit status reported for every process of a pod whose VM died under it: not a status a
 /// process inside gives itself by dying from a signal (128 + n).
@@ -151,7 +151,7 @@ impl Pod {
                 pod = %self.record.pod_id,
                 exit = %exit,
                 console_log = %sandbox.console_log().display(),
-                console_tail = %crate::console::tail(sandbox.console_log(), 20),
+                console_tail = %cloak_host::console::tail(sandbox.console_log(), 20),
                 "the pod VM exited unexpectedly"
             );
             *self.died.lock().expect("died lock is never poisoned") = Some(exit.clone());
@@ -169,7 +169,7 @@ impl Pod {
             return;
         }
         let weak = Arc::downgrade(pod);
-        let path = pod.record.pod_dir.join("console.log");
+        let path = cloak_host::run_dir::console_log(&pod.record.pod_dir);
         let pod_id = pod.record.pod_id.clone();
         tokio::spawn(tracing::Instrument::in_current_span(async move {
             let mut follower = ConsoleFollower::default();

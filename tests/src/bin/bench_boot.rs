@@ -10,10 +10,10 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use cloak_shim::hybrid_vsock;
-use cloak_shim::hypervisor;
-use cloak_shim::pod_vm::vm_config_for;
-use cloak_shim::PodVm;
+use cloak_host::hybrid_vsock;
+use cloak_host::hypervisor;
+use cloak_host::pod_vm::vm_config_for;
+use cloak_host::PodVm;
 use cloak_tests::bench::{join, median};
 use cloak_tests::{build_image_with_init, VmTestEnv, ENV_FLOOR_INIT_BIN};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

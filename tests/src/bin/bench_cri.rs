@@ -34,7 +34,7 @@ async fn start_pod(cri: &mut CriClient, spec: &PodSpec) -> anyhow::Result<(f64, 
 fn print_pod_overhead(containerd: &PrivateContainerd, cloak_pod: &str) {
     let pod_dir = containerd
         .run_dir
-        .join(cloak_shim::pod_vm::pod_dir_name(cloak_pod));
+        .join(cloak_host::run_dir::pod_dir_name(cloak_pod));
     let vm_processes = cloak_tests::processes_mentioning(&pod_dir);
     let shims = cloak_tests::processes_mentioning(&containerd.address);
     let total_mib = cloak_tests::bench::print_pod_memory(&vm_processes, &shims);

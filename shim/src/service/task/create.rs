@@ -11,12 +11,12 @@ use containerd_shim::api::{CreateTaskRequest, CreateTaskResponse, ExecProcessReq
 use super::super::bundle;
 use super::super::errors::{TaskError, TaskResult};
 use super::super::fifo_io::StdioBridge;
-use super::super::host_mounts;
 use super::super::pod::Pod;
 use super::super::process::{Container, Process};
 use super::runtime_options::load_configuration;
 use super::{fifos_of, locked, not_found, Inner};
-use crate::sandbox::{PodSandbox, SandboxSetup};
+use cloak_host::host_mounts;
+use cloak_host::sandbox::{PodSandbox, SandboxSetup};
 
 impl Inner {
     pub(super) async fn do_create(
@@ -50,7 +50,7 @@ impl Inner {
         let setup = SandboxSetup {
             hostname,
             init_data: bundle::init_data_of(&spec).map_err(TaskError::InvalidArgument)?,
-            netns: crate::network::netns_of(&spec).filter(|path| path.exists()),
+            netns: cloak_host::network::netns_of(&spec).filter(|path| path.exists()),
             ..Default::default()
         };
         let (pod, pending) = self.pod_for_create(&config, &pod_id, setup).await?;
@@ -97,7 +97,7 @@ impl Inner {
             .write(bundle)
             .map_err(|err| TaskError::Internal(err.into()))?;
         let guest_dir = PodSandbox::guest_path(Path::new(&req.id));
-        host_mounts::mount_rootfs(&req.rootfs, bundle, spec, &host_dir.join("rootfs"))
+        super::super::rootfs::mount_rootfs(&req.rootfs, bundle, spec, &host_dir.join("rootfs"))
             .await
             .map_err(|err| TaskError::InvalidArgument(format!("rootfs: {err}")))?;
         host_mounts::share_bind_mounts(spec, &host_dir.join("mounts"), &guest_dir.join("mounts"))

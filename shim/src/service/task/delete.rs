@@ -4,9 +4,9 @@
 use containerd_shim::api::{DeleteRequest, DeleteResponse};
 
 use super::super::errors::{TaskError, TaskResult};
-use super::super::host_mounts;
 use super::super::process::ProcessState;
 use super::{delete_response, locked, not_found, Inner};
+use cloak_host::host_mounts;
 
 impl Inner {
     pub(super) async fn do_delete(&self, req: DeleteRequest) -> TaskResult<DeleteResponse> {

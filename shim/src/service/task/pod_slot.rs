@@ -31,8 +31,8 @@ impl Drop for PendingCreate {
         self.inner.pending_creates.fetch_sub(1, Ordering::SeqCst);
     }
 }
-use crate::config::Configuration;
-use crate::sandbox::SandboxSetup;
+use cloak_host::config::Configuration;
+use cloak_host::sandbox::SandboxSetup;
 
 impl Inner {
     pub(super) async fn current_pod(&self) -> TaskResult<Arc<Pod>> {

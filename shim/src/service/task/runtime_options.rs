@@ -6,7 +6,7 @@ use containerd_shim::api::Empty;
 use containerd_shim::protos::protobuf::well_known_types::any::Any;
 
 use super::super::errors::{TaskError, TaskResult};
-use crate::config::Configuration;
+use cloak_host::config::Configuration;
 
 /// The runtime configuration: the `ConfigPath` runtime option (containerd's runtime options,
 /// `ctr run --runtime-config-path`), else `CLOAK_CONFIG`, else the default path. Only the
@@ -18,7 +18,7 @@ pub(super) fn load_configuration(options: Option<&Any>) -> TaskResult<Configurat
     let path = match named {
         Some(path) => path,
         None => {
-            let default = PathBuf::from(crate::config::DEFAULT_CONFIG_PATH);
+            let default = PathBuf::from(cloak_host::config::DEFAULT_CONFIG_PATH);
             if !default.exists() {
                 return Ok(Configuration::default());
             }

@@ -21,7 +21,7 @@ impl VirtiofsBackend {
         run_dir: &Path,
         shared_dir: &Path,
     ) -> Result<Self, HypervisorError> {
-        let socket = run_dir.join("virtiofs.sock");
+        let socket = crate::run_dir::virtiofs_socket(run_dir);
         let _ = std::fs::remove_file(&socket);
         let mut command = Command::new(program);
         command

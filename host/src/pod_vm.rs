@@ -121,30 +121,6 @@ impl PodVm {
     }
 }
 
-/// Longer pod ids get a shortened directory name: the VM's Unix sockets live in it, and a
-/// socket path may not exceed 108 bytes (CRI sandbox ids alone are 64 characters).
-const MAX_POD_DIR_NAME: usize = 24;
-
-/// The name of pod `id`'s directory below the run directory: the id itself when short, else
-/// its first 12 characters and 12 hex digits of its SHA-256 (unique, still recognisable).
-pub fn pod_dir_name(id: &str) -> String {
-    use sha2::{Digest, Sha256};
-    if id.len() <= MAX_POD_DIR_NAME {
-        return id.to_owned();
-    }
-    let prefix: String = id.chars().take(12).collect();
-    let hash = hex_prefix(&Sha256::digest(id.as_bytes()), 6);
-    format!("{prefix}-{hash}")
-}
-
-fn hex_prefix(bytes: &[u8], count: usize) -> String {
-    bytes
-        .iter()
-        .take(count)
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
 /// Builds the VM config for sandbox `id` from the configuration and the guest image manifest.
 pub fn vm_config_for(
     config: &Configuration,
@@ -164,7 +140,7 @@ pub fn vm_config_for(
         cmdline,
         vcpus: config.hypervisor.vcpus,
         memory_mib: config.hypervisor.memory_mib,
-        run_dir: config.runtime.run_dir.join(pod_dir_name(id)),
+        run_dir: crate::run_dir::pod_dir(&config.runtime.run_dir, id),
         shared_dir: None,
         init_data: Vec::new(),
         network: None,
@@ -187,26 +163,5 @@ async fn fail(
         reason,
         console_tail: crate::console::tail(&console_log, CONSOLE_TAIL_LINES),
         console_log: console_log.display().to_string(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn long_pod_ids_get_short_distinct_directory_names() {
-        assert_eq!(pod_dir_name("pod-7"), "pod-7");
-        let sandbox = "785e9653a801291d7381ef9d496abaea00c0dcca24cd3e1d1fea7555c020af49";
-        let name = pod_dir_name(sandbox);
-        assert!(name.starts_with("785e9653a801-"), "{name}");
-        assert_eq!(name.len(), 25);
-        let other = sandbox.replace("49", "50");
-        assert_ne!(pod_dir_name(&other), name);
-        // Deep socket below /run/cloak stays far below the 108-byte limit.
-        let socket = std::path::Path::new("/run/cloak")
-            .join(&name)
-            .join("vhost-vsock.sock");
-        assert!(socket.as_os_str().len() < 108);
     }
 }

@@ -1,13 +1,13 @@
 //! Host mounts that make a container's files reachable in the pod VM: the pod's shared
 //! directory is a shared mount point (so mounts made below it after virtiofsd started still
-//! reach virtiofsd's own mount namespace), the rootfs containerd hands over is mounted below
-//! it, and host bind mounts in the spec are bound below it and rewritten to guest paths.
+//! reach virtiofsd's own mount namespace), a container's rootfs is mounted below it (by the
+//! shim, from containerd's mounts), and host bind mounts in the spec are bound below it and
+//! rewritten to guest paths.
 //! Everything is undone by unmounting below a directory before removing it, never by
 //! deleting through a mount.
 
 use std::path::{Path, PathBuf};
 
-use containerd_shim::protos::types::mount::Mount;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use oci_spec::runtime::Spec;
 
@@ -35,7 +35,8 @@ pub enum MountError {
     },
 }
 
-fn create_dir(path: &Path) -> Result<(), MountError> {
+/// Creates `path` and its parents.
+pub fn create_dir(path: &Path) -> Result<(), MountError> {
     std::fs::create_dir_all(path).map_err(|source| MountError::Create {
         path: path.display().to_string(),
         source,
@@ -59,38 +60,6 @@ pub fn make_shared_mount_point(dir: &Path) -> Result<(), MountError> {
         None::<&str>,
     )
     .map_err(failed)
-}
-
-/// Mounts containerd's rootfs mounts (or, with none, the spec's root path taken relative to
-/// the bundle) on `target`.
-pub async fn mount_rootfs(
-    mounts: &[Mount],
-    bundle: &Path,
-    spec: &Spec,
-    target: &Path,
-) -> Result<(), MountError> {
-    create_dir(target)?;
-    if mounts.is_empty() {
-        let root = spec
-            .root()
-            .as_ref()
-            .map(|root| bundle.join(root.path()))
-            .unwrap_or_else(|| bundle.join("rootfs"));
-        if !root.exists() {
-            return Err(MountError::MissingSource(root.display().to_string()));
-        }
-        return bind(&root, target, false);
-    }
-    for rootfs_mount in mounts {
-        containerd_shim::asynchronous::util::mount_rootfs(rootfs_mount, target)
-            .await
-            .map_err(|err| MountError::Mount {
-                what: format!("{} {}", rootfs_mount.type_, rootfs_mount.source),
-                target: target.display().to_string(),
-                reason: err.to_string(),
-            })?;
-    }
-    Ok(())
 }
 
 /// Binds `source` (recursively) on `target`, read-only if asked.

@@ -30,6 +30,32 @@ pub fn kvm_usable() -> bool {
             .is_ok()
 }
 
+/// `KVM_CREATE_VM`: _IO(KVMIO = 0xAE, 0x01) (linux/kvm.h).
+const KVM_CREATE_VM: libc::c_ulong = 0xae01;
+
+/// Whether this host's KVM can create a VM at all (even one that cannot boot Linux), or why
+/// not. What `cloak check` reports for cloak-vmm, without linking the VMM.
+pub fn kvm_creates_vms() -> Result<(), String> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let kvm = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .map_err(|err| format!("/dev/kvm: {err}"))?;
+    // SAFETY: KVM_CREATE_VM takes the machine type (0: default) by value and returns a new
+    // descriptor or -1; no memory of ours is passed.
+    let vm = unsafe { libc::ioctl(kvm.as_raw_fd(), KVM_CREATE_VM, 0) };
+    if vm < 0 {
+        return Err(format!(
+            "KVM_CREATE_VM: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    // SAFETY: `vm` is a descriptor the kernel just returned to us and nothing else owns.
+    drop(unsafe { OwnedFd::from_raw_fd(vm) });
+    Ok(())
+}
+
 /// The host TSC frequency in kHz, from the first "cpu MHz" in /proc/cpuinfo. Under software
 /// emulation the guest kernel is told this (`tsc_early_khz=`), because calibrating against
 /// the emulated PIT can hang a loaded host (DESIGN.md).

@@ -50,18 +50,18 @@ pub struct VmNetwork {
 impl VmConfig {
     /// Hybrid-vsock socket the host connects to (`CONNECT <port>\n`).
     pub fn vsock_socket(&self) -> PathBuf {
-        self.run_dir.join("vsock.sock")
+        crate::run_dir::vsock_socket(&self.run_dir)
     }
 
     /// Guest serial console, kept after the VM stops for post-mortems.
     pub fn console_log(&self) -> PathBuf {
-        self.run_dir.join("console.log")
+        crate::run_dir::console_log(&self.run_dir)
     }
 
     /// Listener for guest connections to host port `port` (the hybrid-vsock convention:
     /// `<vsock socket>_<port>`).
     pub fn host_port_socket(&self, port: u32) -> PathBuf {
-        self.run_dir.join(format!("vsock.sock_{port}"))
+        crate::run_dir::host_port_socket(&self.run_dir, port)
     }
 }
 

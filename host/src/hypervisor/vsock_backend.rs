@@ -26,7 +26,7 @@ impl VsockBackend {
         run_dir: &Path,
         vsock_socket: &Path,
     ) -> Result<Self, HypervisorError> {
-        let vhost_socket = run_dir.join("vhost-vsock.sock");
+        let vhost_socket = crate::run_dir::vhost_vsock_socket(run_dir);
         for stale in [&vhost_socket, &vsock_socket.to_path_buf()] {
             let _ = std::fs::remove_file(stale);
         }
