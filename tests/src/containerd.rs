@@ -162,6 +162,7 @@ impl PrivateContainerd {
         }
         let cni_bridge = if cri {
             let conf_dir = dir.path().join("cni/net.d");
+            crate::cri::remove_stale_bridges();
             let bridge = crate::cri::bridge_name();
             crate::cri::write_cni_config(&conf_dir, &dir.path().join("cni/ipam"), &bridge)?;
             let with_cloak = install.is_none();

@@ -48,9 +48,33 @@ pub fn cri_test_env(test: &str) -> Option<(crate::VmTestEnv, PathBuf)> {
     Some((env, shim))
 }
 
+const BRIDGE_PREFIX: &str = "cloakbr";
+
 /// A bridge name for this process's network, unique among concurrent test runs.
 pub fn bridge_name() -> String {
-    format!("cloakbr{}", std::process::id() % 100_000)
+    format!("{BRIDGE_PREFIX}{}", std::process::id() % 100_000)
+}
+
+/// Deletes test bridges whose test process is gone. A killed run leaves its bridge behind,
+/// still holding the pod subnet's route, and the next run's host → pod traffic then goes
+/// there ("No route to host").
+pub fn remove_stale_bridges() {
+    let live: Vec<u32> = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse().ok())
+        .collect();
+    for name in links_named(BRIDGE_PREFIX) {
+        let Ok(tag) = name[BRIDGE_PREFIX.len()..].parse::<u32>() else {
+            continue;
+        };
+        if !live.iter().any(|pid| pid % 100_000 == tag) {
+            let _ = std::process::Command::new("ip")
+                .args(["link", "del", &name])
+                .status();
+        }
+    }
 }
 
 /// The CNI configuration: a bridge with host-local addresses, the bridge as gateway, no
