@@ -33,11 +33,17 @@ impl PayloadExecutor {
     /// have once libcontainer dropped its capabilities: runc installs it before that drop. Here
     /// the process is given what it lacks (CAP_SYS_ADMIN, and CAP_SETPCAP to give it back from
     /// the bounding set), and `exec` takes it away again right after the filter is in — the
-    /// payload starts with exactly the capabilities it asked for, under the filter.
+    /// payload starts with exactly the capabilities it asked for, under the filter. A process
+    /// spec without capabilities keeps all of them (libcontainer drops nothing), so it needs
+    /// no loan.
     pub fn for_exec(seccomp: Option<LinuxSeccomp>, process: &mut Process) -> Self {
-        let lent = match &seccomp {
-            Some(_) if process.no_new_privileges() != Some(true) => lend_capabilities(process),
-            _ => Vec::new(),
+        let needs_loan = seccomp.is_some()
+            && process.no_new_privileges() != Some(true)
+            && process.capabilities().is_some();
+        let lent = if needs_loan {
+            lend_capabilities(process)
+        } else {
+            Vec::new()
         };
         Self { seccomp, lent }
     }
@@ -188,6 +194,16 @@ mod tests {
                 .lent
                 .is_empty(),
             "no_new_privileges lets anyone install a filter"
+        );
+        assert!(exec.capabilities().is_none());
+
+        // Without a capabilities section libcontainer drops nothing: no loan, and the spec
+        // stays without one (a loan would turn "all capabilities" into "none").
+        let mut exec = process(r#"{"args":["sh"],"cwd":"/","user":{"uid":0,"gid":0}}"#);
+        assert!(
+            PayloadExecutor::for_exec(Some(LinuxSeccomp::default()), &mut exec)
+                .lent
+                .is_empty()
         );
         assert!(exec.capabilities().is_none());
     }
