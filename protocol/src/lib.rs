@@ -39,6 +39,12 @@ pub const SHARED_DIR_IN_GUEST: &str = "/run/cloak/shared";
 /// Incompatible protocol changes bump this; Health.Version reports it.
 pub const PROTOCOL_VERSION: u32 = 1;
 
+/// CRI annotation naming the pod (sandbox) a container belongs to: the shim groups a pod's
+/// containers by it, the agent joins the sandbox's namespaces through it.
+pub const CRI_SANDBOX_ID_ANNOTATION: &str = "io.kubernetes.cri.sandbox-id";
+/// CRI annotation saying whether a container is a pod's sandbox or one of its containers.
+pub const CRI_CONTAINER_TYPE_ANNOTATION: &str = "io.kubernetes.cri.container-type";
+
 /// What the agent writes on the readiness connection before closing it.
 pub const READY_MESSAGE: &[u8] = b"READY\n";
 

@@ -34,23 +34,20 @@ const POD_NAMESPACES: [LinuxNamespaceType; 3] = [
     LinuxNamespaceType::Uts,
 ];
 
-/// CRI annotations: whether a container is a pod's sandbox or one of its containers, and
-/// which sandbox it belongs to.
-pub const CONTAINER_TYPE_ANNOTATION: &str = "io.kubernetes.cri.container-type";
-pub const SANDBOX_ID_ANNOTATION: &str = "io.kubernetes.cri.sandbox-id";
+use cloak_protocol::{CRI_CONTAINER_TYPE_ANNOTATION, CRI_SANDBOX_ID_ANNOTATION};
 
 /// The sandbox a CRI container (not a sandbox itself) belongs to, if the spec names one.
 pub fn sandbox_of(spec: &Spec) -> Option<String> {
     let annotations = spec.annotations().as_ref()?;
     if annotations
-        .get(CONTAINER_TYPE_ANNOTATION)
+        .get(CRI_CONTAINER_TYPE_ANNOTATION)
         .map(String::as_str)
         != Some("container")
     {
         return None;
     }
     annotations
-        .get(SANDBOX_ID_ANNOTATION)
+        .get(CRI_SANDBOX_ID_ANNOTATION)
         .filter(|id| !id.is_empty())
         .cloned()
 }

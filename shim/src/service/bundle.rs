@@ -3,11 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
+use cloak_protocol::CRI_SANDBOX_ID_ANNOTATION;
 use oci_spec::runtime::Spec;
 use serde::{Deserialize, Serialize};
-
-/// CRI annotation naming the pod (sandbox) a container belongs to.
-pub const SANDBOX_ID_ANNOTATION: &str = "io.kubernetes.cri.sandbox-id";
 
 /// Pod annotation with the pod's init-data (agent policy and settings), base64: its SHA-256
 /// becomes the VM's HOST_DATA, which the agent checks and attestation reports carry.
@@ -56,7 +54,7 @@ pub fn init_data_of(spec: &Spec) -> Result<Vec<u8>, String> {
 pub fn pod_id_of(spec: &Spec, container_id: &str) -> String {
     spec.annotations()
         .as_ref()
-        .and_then(|annotations| annotations.get(SANDBOX_ID_ANNOTATION))
+        .and_then(|annotations| annotations.get(CRI_SANDBOX_ID_ANNOTATION))
         .filter(|id| !id.is_empty())
         .cloned()
         .unwrap_or_else(|| container_id.to_owned())
@@ -129,12 +127,12 @@ mod tests {
         let mut spec = Spec::default();
         assert_eq!(pod_id_of(&spec, "c1"), "c1");
         spec.set_annotations(Some(HashMap::from([(
-            SANDBOX_ID_ANNOTATION.to_owned(),
+            CRI_SANDBOX_ID_ANNOTATION.to_owned(),
             "pod-7".to_owned(),
         )])));
         assert_eq!(pod_id_of(&spec, "c1"), "pod-7");
         spec.set_annotations(Some(HashMap::from([(
-            SANDBOX_ID_ANNOTATION.to_owned(),
+            CRI_SANDBOX_ID_ANNOTATION.to_owned(),
             String::new(),
         )])));
         assert_eq!(pod_id_of(&spec, "c1"), "c1");
