@@ -8,8 +8,9 @@ use anyhow::Context as _;
 use clap::Args;
 use cloak_host::config::Configuration;
 use cloak_host::host_mounts;
-use cloak_host::sandbox::{PodSandbox, SandboxSetup};
+use cloak_host::pod_vm::guest_path;
 use cloak_host::stdio_streams::StdioWanted;
+use cloak_host::{PodSetup, PodVm};
 use cloak_protocol::agent::{
     ContainerRequest, CreateContainerRequest, ProcessRequest, RemoveContainerRequest, Storage,
 };
@@ -90,23 +91,22 @@ async fn run_in_pod(
         Some(path) => std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
         None => Vec::new(),
     };
-    let setup = SandboxSetup {
+    let setup = PodSetup {
         hostname: args.hostname.clone(),
         shared_dir: shared.to_owned(),
         init_data,
         netns: None,
     };
-    let sandbox = PodSandbox::boot(config, &manifest, id, &setup).await?;
-    let result = run_container(&sandbox, args).await;
-    if let Err(err) = sandbox.shutdown().await {
-        tracing::warn!(error = %err, "shutting the pod VM down");
-    }
+    let pod = PodVm::create_pod(config, &manifest, id, &setup).await?;
+    let result = run_container(&pod, args).await;
+    pod.shutdown().await;
     result
 }
 
-async fn run_container(sandbox: &PodSandbox, args: &RunArgs) -> anyhow::Result<u8> {
+async fn run_container(pod: &PodVm, args: &RunArgs) -> anyhow::Result<u8> {
     let container_id = "main";
-    let (stdio, stdio_config) = sandbox
+    let client = pod.agent();
+    let (stdio, stdio_config) = client
         .open_stdio(container_id, "", StdioWanted::output_and(false, false))
         .await?;
     let request = CreateContainerRequest {
@@ -114,9 +114,7 @@ async fn run_container(sandbox: &PodSandbox, args: &RunArgs) -> anyhow::Result<u
         oci_spec_json: spec_for(args)?,
         rootfs: Some(Storage {
             driver: "bind".into(),
-            source: PodSandbox::guest_path(Path::new("rootfs"))
-                .display()
-                .to_string(),
+            source: guest_path(Path::new("rootfs")).display().to_string(),
             overlay_in_memory: true,
             ..Default::default()
         })
@@ -124,8 +122,8 @@ async fn run_container(sandbox: &PodSandbox, args: &RunArgs) -> anyhow::Result<u
         stdio: Some(stdio_config).into(),
         ..Default::default()
     };
-    let agent = sandbox.agent();
-    let context = || sandbox.vm().agent().context();
+    let agent = client.agent();
+    let context = || client.context();
     agent
         .create_container(context(), &request)
         .await

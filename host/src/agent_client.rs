@@ -1,6 +1,7 @@
-//! The shim's client of the agent API: ttrpc over a hybrid-vsock stream to port 1024.
+//! The host's client of a pod VM's agent: the agent API over ttrpc on a hybrid-vsock stream to
+//! port 1024, and the per-process stdio streams on the same socket.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use cloak_protocol::agent::{DestroySandboxRequest, GuestDetailsRequest, GuestDetailsResponse};
@@ -9,6 +10,7 @@ use cloak_protocol::health::{health_check_response::ServingStatus, CheckRequest}
 use cloak_protocol::health_ttrpc::HealthClient;
 
 use crate::hybrid_vsock::{self, HandshakeError};
+use crate::stdio_streams::{ProcessStdio, StdioWanted, StreamError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentClientError {
@@ -30,6 +32,8 @@ pub struct AgentClient {
     agent: AgentServiceClient,
     health: HealthClient,
     request_timeout: Duration,
+    /// The VM's hybrid-vsock socket: stdio streams start here too.
+    vsock_socket: PathBuf,
 }
 
 /// Pause between connection attempts while the guest is not listening yet.
@@ -48,6 +52,7 @@ impl AgentClient {
             agent: AgentServiceClient::new(client.clone()),
             health: HealthClient::new(client),
             request_timeout,
+            vsock_socket: vsock_socket.to_owned(),
         })
     }
 
@@ -84,7 +89,20 @@ impl AgentClient {
 
     /// A request context with the configured timeout.
     pub fn context(&self) -> ttrpc::context::Context {
-        ttrpc::context::with_timeout(self.request_timeout.as_nanos() as i64)
+        ttrpc::context::with_timeout(
+            i64::try_from(self.request_timeout.as_nanos()).unwrap_or(i64::MAX),
+        )
+    }
+
+    /// Opens the stdio streams of a process about to be created (before its create request,
+    /// which carries the returned config).
+    pub async fn open_stdio(
+        &self,
+        container_id: &str,
+        exec_id: &str,
+        wanted: StdioWanted,
+    ) -> Result<(ProcessStdio, cloak_protocol::agent::StdioConfig), StreamError> {
+        ProcessStdio::open(&self.vsock_socket, container_id, exec_id, wanted).await
     }
 
     /// The generated client, for calls without a wrapper here.

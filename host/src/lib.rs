@@ -12,10 +12,9 @@ pub mod hypervisor;
 pub mod network;
 pub mod pod_vm;
 pub mod run_dir;
-pub mod sandbox;
 pub mod stdio_streams;
 
 pub use agent_client::{AgentClient, AgentClientError};
 pub use config::Configuration;
-pub use hypervisor::{Hypervisor, HypervisorError, VmConfig, VmExit};
-pub use pod_vm::{BootError, PodVm};
+pub use hypervisor::{Hypervisor, HypervisorError, RunningVm, VmConfig, VmExit};
+pub use pod_vm::{BootError, PodError, PodSetup, PodVm};

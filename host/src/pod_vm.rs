@@ -1,16 +1,28 @@
-//! A pod VM: booted through a `Hypervisor`, with a connected agent. Boot is a few ordered
-//! steps; if any fails the VM is stopped before the error is returned, and the error carries
-//! the end of the guest console, which is where a guest that did not come up says why.
+//! A pod VM: launched through a `Hypervisor`, its agent connected and — for a pod — the pod
+//! created in the guest (shared directory mounted by the agent, pod network attached and
+//! configured). Boot is a few named ordered steps; if any fails, what it started is stopped
+//! before the error returns, and a boot error carries the end of the guest console, which is
+//! where a guest that did not come up says why. Containers of the pod are then created through
+//! the agent, their root filesystems below the shared directory.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+
+use cloak_protocol::agent::{
+    CreateSandboxRequest, Storage, UpdateInterfaceRequest, UpdateRoutesRequest,
+};
+use cloak_protocol::{SHARED_DIR_IN_GUEST, SHARED_FS_TAG};
 
 use crate::agent_client::AgentClient;
 use crate::config::Configuration;
-use crate::hypervisor::{Hypervisor, HypervisorError, VmConfig};
+use crate::hypervisor::{Hypervisor, RunningVm, VmConfig, VmExit, VmNetwork};
+use crate::network::PodNetwork;
 
 /// Console lines carried by boot errors.
 const CONSOLE_TAIL_LINES: usize = 30;
+
+/// How long a VM the agent was asked to power off may take to exit by itself.
+const POWER_OFF_GRACE: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 #[error("pod VM {id}: {stage} failed: {reason}\n--- last guest console lines ({console_log}) ---\n{console_tail}")]
@@ -22,73 +34,165 @@ pub struct BootError {
     pub console_tail: String,
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum PodError {
+    #[error(transparent)]
+    Boot(#[from] BootError),
+    #[error("creating the pod in the guest: {0}")]
+    CreateInGuest(ttrpc::Error),
+    #[error("pod network: {0}")]
+    Network(#[from] crate::network::NetworkError),
+    #[error("configuring the guest's pod interface: {0}")]
+    GuestNetwork(ttrpc::Error),
+}
+
+/// What a pod is set up with besides its configuration.
+#[derive(Debug, Clone, Default)]
+pub struct PodSetup {
+    pub hostname: String,
+    /// Shared into the VM with virtio-fs (container root filesystems, volumes).
+    pub shared_dir: PathBuf,
+    /// Bound into a TEE launch as HOST_DATA, checked by the agent.
+    pub init_data: Vec<u8>,
+    /// The pod's network namespace (set up by CNI); its interface becomes the guest's.
+    pub netns: Option<PathBuf>,
+}
+
 pub struct PodVm {
     id: String,
-    hypervisor: Box<dyn Hypervisor>,
+    vm: Box<dyn RunningVm>,
     agent: AgentClient,
     run_dir: PathBuf,
+    /// Attached before the VM launched, detached once it stopped.
+    network: Option<PodNetwork>,
 }
 
 impl PodVm {
-    /// Starts the VM and waits until the agent answers Check, or `boot_timeout` passes.
+    /// Launches the VM and waits until the agent answers Check, or `boot_timeout` passes:
+    /// a VM with an agent and nothing else (`cloak probe`, boot benchmarks).
     pub async fn boot(
-        mut hypervisor: Box<dyn Hypervisor>,
+        hypervisor: &dyn Hypervisor,
         config: VmConfig,
         boot_timeout: Duration,
         request_timeout: Duration,
     ) -> Result<Self, BootError> {
         let started = Instant::now();
         let deadline = started + boot_timeout;
-        let step = match hypervisor.start(&config).await {
-            Ok(()) => hypervisor
-                .wait_for_agent(deadline)
-                .await
-                .map_err(|err| ("waiting for the agent", err.to_string())),
-            Err(err) => Err(("starting the VM", err.to_string())),
+        let mut vm = match hypervisor.launch(&config).await {
+            Ok(vm) => vm,
+            Err(err) => return Err(boot_error(&config, "starting the VM", err.to_string())),
         };
-        if let Err((stage, reason)) = step {
-            return Err(fail(hypervisor, &config, stage, reason).await);
-        }
-        let vsock_socket = config.vsock_socket();
-        let connected = AgentClient::connect_until(
-            &vsock_socket,
-            cloak_protocol::AGENT_VSOCK_PORT,
-            request_timeout,
-            deadline,
-            || {
-                hypervisor
-                    .try_exit()
-                    .map(|exit| format!("the VM exited ({exit})"))
-            },
-        )
-        .await;
-        let agent = match connected {
+        let agent = match connect_agent(vm.as_mut(), &config, deadline, request_timeout).await {
             Ok(agent) => agent,
-            Err(err) => {
-                return Err(fail(
-                    hypervisor,
-                    &config,
-                    "connecting to the agent",
-                    err.to_string(),
-                )
-                .await)
+            Err((stage, reason)) => {
+                vm.stop().await;
+                return Err(boot_error(&config, stage, reason));
             }
         };
-        if let Err(err) = agent.check().await {
-            return Err(fail(hypervisor, &config, "checking the agent", err.to_string()).await);
-        }
         tracing::info!(
-            sandbox = %config.id,
+            pod = %config.id,
             hypervisor = hypervisor.name(),
             boot_ms = started.elapsed().as_millis() as u64,
             "pod VM ready"
         );
         Ok(Self {
             id: config.id.clone(),
-            hypervisor,
+            vm,
             agent,
             run_dir: config.run_dir.clone(),
+            network: None,
         })
+    }
+
+    /// Boots the pod VM and creates the pod in the guest: shared directory mounted, pod
+    /// network attached and configured. On failure nothing of the VM or its network is left.
+    pub async fn create_pod(
+        config: &Configuration,
+        manifest: &cloak_image::Manifest,
+        id: &str,
+        setup: &PodSetup,
+    ) -> Result<Self, PodError> {
+        let network = match &setup.netns {
+            Some(netns) => PodNetwork::discover(netns).await?,
+            None => None,
+        };
+        if let Some(network) = &network {
+            network.attach().await?;
+        }
+        let mut vm_config = vm_config_for(config, manifest, id);
+        vm_config.shared_dir = Some(setup.shared_dir.clone());
+        vm_config.init_data = setup.init_data.clone();
+        vm_config.network = network.as_ref().map(|network| VmNetwork {
+            netns: network.netns.clone(),
+            tap: network.tap.clone(),
+            mac: network.interface.mac.clone(),
+        });
+        let hypervisor = crate::hypervisor::from_config(&config.hypervisor);
+        let booted = Self::boot(
+            hypervisor.as_ref(),
+            vm_config,
+            config.boot_timeout(),
+            config.request_timeout(),
+        )
+        .await;
+        let mut pod = match booted {
+            Ok(pod) => pod,
+            Err(err) => {
+                if let Some(network) = &network {
+                    network.detach().await;
+                }
+                return Err(err.into());
+            }
+        };
+        pod.network = network;
+        if let Err(err) = pod.create_in_guest(setup).await {
+            pod.shutdown().await;
+            return Err(err);
+        }
+        Ok(pod)
+    }
+
+    async fn create_in_guest(&self, setup: &PodSetup) -> Result<(), PodError> {
+        let agent = &self.agent;
+        if let Some(network) = &self.network {
+            let interface = UpdateInterfaceRequest {
+                interface: Some(network.guest_interface()).into(),
+                ..Default::default()
+            };
+            agent
+                .agent()
+                .update_interface(agent.context(), &interface)
+                .await
+                .map_err(PodError::GuestNetwork)?;
+            let routes = UpdateRoutesRequest {
+                routes: network.routes.clone(),
+                ..Default::default()
+            };
+            agent
+                .agent()
+                .update_routes(agent.context(), &routes)
+                .await
+                .map_err(PodError::GuestNetwork)?;
+            tracing::info!(pod = %self.id, addresses = ?network.interface.addresses, "pod network attached");
+        }
+        let request = CreateSandboxRequest {
+            sandbox_id: self.id.clone(),
+            hostname: setup.hostname.clone(),
+            storages: vec![Storage {
+                driver: "virtio-fs".into(),
+                source: SHARED_FS_TAG.into(),
+                mount_point: SHARED_DIR_IN_GUEST.into(),
+                ..Default::default()
+            }],
+            init_data: setup.init_data.clone(),
+            ..Default::default()
+        };
+        agent
+            .agent()
+            .create_sandbox(agent.context(), &request)
+            .await
+            .map_err(PodError::CreateInGuest)?;
+        Ok(())
     }
 
     pub fn id(&self) -> &str {
@@ -99,29 +203,87 @@ impl PodVm {
         &self.agent
     }
 
-    pub fn hypervisor(&mut self) -> &mut dyn Hypervisor {
-        self.hypervisor.as_mut()
+    /// The backend that runs the VM ("qemu", "cloak-vmm").
+    pub fn backend(&self) -> &'static str {
+        self.vm.backend()
     }
 
-    pub fn run_dir(&self) -> &std::path::Path {
+    pub fn run_dir(&self) -> &Path {
         &self.run_dir
     }
 
-    /// Asks the agent to power off, waits briefly for the VM to exit by itself, then stops
-    /// every host process of the VM.
-    pub async fn shutdown(mut self) -> Result<(), HypervisorError> {
-        if let Err(err) = self.agent.destroy_sandbox().await {
-            tracing::warn!(sandbox = %self.id, error = %err, "agent did not take the shutdown request");
+    /// The guest's serial console; it outlives the VM.
+    pub fn console_log(&self) -> PathBuf {
+        crate::run_dir::console_log(&self.run_dir)
+    }
+
+    /// `Some` once the VM has exited by itself.
+    pub fn try_exit(&mut self) -> Option<VmExit> {
+        self.vm.try_exit()
+    }
+
+    /// Host processes of the VM (VMM first, then its helpers).
+    pub fn process_ids(&self) -> Vec<u32> {
+        self.vm.process_ids()
+    }
+
+    /// Stops the host processes of a VM that already exited (its helpers outlive it) and
+    /// detaches its network.
+    pub async fn stop_exited(&mut self) -> VmExit {
+        let exit = self.vm.stop().await;
+        if let Some(network) = self.network.take() {
+            network.detach().await;
         }
-        let grace = Instant::now() + Duration::from_secs(5);
-        while self.hypervisor.try_exit().is_none() && Instant::now() < grace {
+        exit
+    }
+
+    /// Asks the agent to power off, waits briefly for the VM to exit by itself, then stops
+    /// every host process of the VM and detaches its network.
+    pub async fn shutdown(mut self) -> VmExit {
+        if let Err(err) = self.agent.destroy_sandbox().await {
+            tracing::warn!(pod = %self.id, error = %err, "agent did not take the shutdown request");
+        }
+        let grace = Instant::now() + POWER_OFF_GRACE;
+        while self.vm.try_exit().is_none() && Instant::now() < grace {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        self.hypervisor.stop().await
+        self.stop_exited().await
     }
 }
 
-/// Builds the VM config for sandbox `id` from the configuration and the guest image manifest.
+/// Where a path below the pod's shared directory appears in the guest.
+pub fn guest_path(relative: &Path) -> PathBuf {
+    Path::new(SHARED_DIR_IN_GUEST).join(relative)
+}
+
+/// The boot steps after the launch: the agent's readiness, a connection, a Check. The error
+/// names the step.
+async fn connect_agent(
+    vm: &mut dyn RunningVm,
+    config: &VmConfig,
+    deadline: Instant,
+    request_timeout: Duration,
+) -> Result<AgentClient, (&'static str, String)> {
+    vm.wait_for_agent(deadline)
+        .await
+        .map_err(|err| ("waiting for the agent", err.to_string()))?;
+    let agent = AgentClient::connect_until(
+        &config.vsock_socket(),
+        cloak_protocol::AGENT_VSOCK_PORT,
+        request_timeout,
+        deadline,
+        || vm.try_exit().map(|exit| format!("the VM exited ({exit})")),
+    )
+    .await
+    .map_err(|err| ("connecting to the agent", err.to_string()))?;
+    agent
+        .check()
+        .await
+        .map_err(|err| ("checking the agent", err.to_string()))?;
+    Ok(agent)
+}
+
+/// Builds the VM config for pod `id` from the configuration and the guest image manifest.
 pub fn vm_config_for(
     config: &Configuration,
     manifest: &cloak_image::Manifest,
@@ -147,15 +309,7 @@ pub fn vm_config_for(
     }
 }
 
-async fn fail(
-    mut hypervisor: Box<dyn Hypervisor>,
-    config: &VmConfig,
-    stage: &'static str,
-    reason: String,
-) -> BootError {
-    if let Err(err) = hypervisor.stop().await {
-        tracing::warn!(sandbox = %config.id, error = %err, "stopping the failed VM");
-    }
+fn boot_error(config: &VmConfig, stage: &'static str, reason: String) -> BootError {
     let console_log = config.console_log();
     BootError {
         id: config.id.clone(),

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use cloak_host::sandbox::PodSandbox;
+use cloak_host::PodVm;
 use cloak_protocol::agent::{
     ContainerRequest, CreateContainerRequest, ExecProcessRequest, ProcessRequest,
     RemoveContainerRequest, SignalProcessRequest, StdioConfig, Storage, WaitProcessResponse,
@@ -21,7 +21,7 @@ use crate::VmTestEnv;
 pub const BUSYBOX_ROOTFS: &str = "rootfs-busybox";
 
 pub struct TestPod {
-    sandbox: Option<PodSandbox>,
+    vm: Option<PodVm>,
     pub shared: tempfile::TempDir,
     pub run_root: tempfile::TempDir,
 }
@@ -98,28 +98,26 @@ impl TestPod {
         let run_root = tempfile::tempdir()?;
         let mut config = env.configuration(run_root.path());
         configure(&mut config);
-        let setup = cloak_host::sandbox::SandboxSetup {
+        let setup = cloak_host::PodSetup {
             hostname: "cloak-pod".into(),
             shared_dir: shared.path().to_owned(),
             init_data: init_data.to_owned(),
             netns: None,
         };
-        let sandbox = PodSandbox::boot(&config, &env.manifest, "pod", &setup).await?;
+        let vm = PodVm::create_pod(&config, &env.manifest, "pod", &setup).await?;
         Ok(Self {
-            sandbox: Some(sandbox),
+            vm: Some(vm),
             shared,
             run_root,
         })
     }
 
-    pub fn sandbox(&self) -> &PodSandbox {
-        self.sandbox
-            .as_ref()
-            .expect("the sandbox runs until shutdown")
+    pub fn vm(&self) -> &PodVm {
+        self.vm.as_ref().expect("the pod VM runs until shutdown")
     }
 
     pub fn agent(&self) -> &cloak_protocol::agent_ttrpc::AgentServiceClient {
-        self.sandbox().agent()
+        self.vm().agent().agent()
     }
 
     pub fn console_log(&self) -> PathBuf {
@@ -133,7 +131,8 @@ impl TestPod {
         streams: Streams,
     ) -> anyhow::Result<(StdioConfig, ProcessStreams)> {
         let (stdio, config) = self
-            .sandbox()
+            .vm()
+            .agent()
             .open_stdio(
                 container_id,
                 exec_id,
@@ -295,8 +294,8 @@ impl TestPod {
     }
 
     pub async fn shutdown(mut self) -> anyhow::Result<()> {
-        if let Some(sandbox) = self.sandbox.take() {
-            sandbox.shutdown().await?;
+        if let Some(vm) = self.vm.take() {
+            vm.shutdown().await;
         }
         Ok(())
     }

@@ -61,7 +61,7 @@ struct FetchedReport {
 
 impl FetchedReport {
     async fn fetch(pod: &TestPod) -> Self {
-        let agent = pod.sandbox().vm().agent();
+        let agent = pod.vm().agent();
         let details = agent
             .agent()
             .get_guest_details(agent.context(), &GuestDetailsRequest::default())
@@ -267,9 +267,9 @@ fn init_data_that_does_not_hash_to_host_data_refuses_containers() {
         let mut vm_config =
             cloak_host::pod_vm::vm_config_for(&config, &setup.env.manifest, "mismatch");
         vm_config.init_data = b"policy launched".to_vec();
-        let hypervisor = cloak_host::hypervisor::from_config(&config.hypervisor).unwrap();
+        let hypervisor = cloak_host::hypervisor::from_config(&config.hypervisor);
         let vm = cloak_host::pod_vm::PodVm::boot(
-            hypervisor,
+            hypervisor.as_ref(),
             vm_config,
             config.boot_timeout(),
             config.request_timeout(),
@@ -297,7 +297,7 @@ fn init_data_that_does_not_hash_to_host_data_refuses_containers() {
             .agent()
             .create_container(agent.context(), &request)
             .await;
-        vm.shutdown().await.unwrap();
+        vm.shutdown().await;
         match refused {
             Err(ttrpc::Error::RpcStatus(status)) => {
                 assert_eq!(status.code(), ttrpc::Code::FAILED_PRECONDITION);

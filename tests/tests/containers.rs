@@ -440,7 +440,7 @@ fn bad_input_is_rejected_and_leaves_nothing_behind() {
                 };
                 async move {
                     pod.agent()
-                        .get_attestation_report(pod.sandbox().vm().agent().context(), &request)
+                        .get_attestation_report(pod.vm().agent().context(), &request)
                         .await
                 }
             };

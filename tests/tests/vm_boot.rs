@@ -37,9 +37,9 @@ fn agent_answers_and_shutdown_leaves_nothing_behind() {
     let vm_config = vm_config_for(&config, &env.manifest, "boot-test");
 
     runtime().block_on(async {
-        let backend = hypervisor::from_config(&config.hypervisor).unwrap();
-        let mut vm = PodVm::boot(
-            backend,
+        let backend = hypervisor::from_config(&config.hypervisor);
+        let vm = PodVm::boot(
+            backend.as_ref(),
             vm_config.clone(),
             config.boot_timeout(),
             config.request_timeout(),
@@ -48,7 +48,7 @@ fn agent_answers_and_shutdown_leaves_nothing_behind() {
         .unwrap_or_else(|err| panic!("boot failed: {err}"));
 
         // The VM's host processes exist while it runs...
-        let pids = vm.hypervisor().process_ids();
+        let pids = vm.process_ids();
         assert_eq!(pids.len(), 2, "qemu and the vsock backend");
         assert!(!processes_mentioning(run_root.path()).is_empty());
 
@@ -72,7 +72,7 @@ fn agent_answers_and_shutdown_leaves_nothing_behind() {
         let (protocol, _) = vm.agent().version().await.unwrap();
         assert_eq!(protocol, cloak_protocol::PROTOCOL_VERSION);
 
-        vm.shutdown().await.unwrap();
+        vm.shutdown().await;
     });
 
     // ...and none is left afterwards, nor any socket.
@@ -95,9 +95,9 @@ fn boot_expecting_failure(
     let vm_config = vm_config_for(&config, &manifest, id);
     let started = Instant::now();
     let result = runtime().block_on(async {
-        let backend = hypervisor::from_config(&config.hypervisor).unwrap();
+        let backend = hypervisor::from_config(&config.hypervisor);
         PodVm::boot(
-            backend,
+            backend.as_ref(),
             vm_config,
             config.boot_timeout(),
             config.request_timeout(),
@@ -206,21 +206,21 @@ fn cloak_vmm_boots_the_guest_image_and_the_agent_answers() {
     config.hypervisor.cloak_vmm_path = binary;
     let vm_config = vm_config_for(&config, &env.manifest, "vmm-boot-test");
     runtime().block_on(async {
-        let backend = hypervisor::from_config(&config.hypervisor).unwrap();
-        let mut vm = PodVm::boot(
-            backend,
+        let backend = hypervisor::from_config(&config.hypervisor);
+        let vm = PodVm::boot(
+            backend.as_ref(),
             vm_config.clone(),
             config.boot_timeout(),
             config.request_timeout(),
         )
         .await
         .unwrap_or_else(|err| panic!("boot failed: {err}"));
-        assert_eq!(vm.hypervisor().name(), "cloak-vmm");
+        assert_eq!(vm.backend(), "cloak-vmm");
         vm.agent().check().await.unwrap();
         let details = vm.agent().guest_details().await.unwrap();
         assert_eq!(details.kernel_release, env.manifest.kernel.release);
         assert_eq!(details.online_vcpus, config.hypervisor.vcpus);
-        vm.shutdown().await.unwrap();
+        vm.shutdown().await;
     });
     assert_nothing_left(run_root.path());
 }
@@ -251,9 +251,9 @@ fn cloak_vmm_backend_refuses_this_host_with_the_reason() {
         network: None,
     };
     runtime().block_on(async {
-        let backend = hypervisor::from_config(&config.hypervisor).unwrap();
+        let backend = hypervisor::from_config(&config.hypervisor);
         let err = PodVm::boot(
-            backend,
+            backend.as_ref(),
             vm_config,
             Duration::from_secs(5),
             Duration::from_secs(5),

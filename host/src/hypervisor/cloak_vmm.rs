@@ -9,14 +9,9 @@
 //! the init-data's SHA-256 as HOST_DATA, this CPU's C-bit); no firmware is involved.
 
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
-use tokio::process::Command;
-
-use super::child::{enter_netns_on_exec, ChildProcess};
-use super::virtiofs_backend::VirtiofsBackend;
-use super::vm_processes::{HostSide, VmProcesses};
-use super::{host, Hypervisor, HypervisorError, VmConfig, VmExit};
+use super::launch::VmmCommand;
+use super::{host, Hypervisor, HypervisorError, RunningVm, VmConfig};
 use crate::config::{HypervisorConfig, TeeKind};
 
 /// Everything the `cloak-vmm run` command line depends on.
@@ -136,23 +131,16 @@ fn snp_launch(
 
 pub struct CloakVmm {
     settings: HypervisorConfig,
-    running: Option<VmProcesses>,
-    last_config: Option<VmConfig>,
 }
 
 impl CloakVmm {
     pub fn new(settings: HypervisorConfig) -> Self {
-        Self {
-            settings,
-            running: None,
-            last_config: None,
-        }
+        Self { settings }
     }
 
     fn launch_for(
         &self,
         config: &VmConfig,
-        virtiofs_socket: Option<&Path>,
         encryption: Option<host::MemoryEncryption>,
     ) -> CloakVmmLaunch {
         let snp = snp_launch(&self.settings, config, encryption);
@@ -167,7 +155,10 @@ impl CloakVmm {
             memory_mib: config.memory_mib,
             console_log: config.console_log(),
             vsock_socket: config.vsock_socket(),
-            virtiofs_socket: virtiofs_socket.map(Path::to_owned),
+            virtiofs_socket: config
+                .shared_dir
+                .as_ref()
+                .map(|_| crate::run_dir::virtiofs_socket(&config.run_dir)),
             network: config.network.clone(),
             snp,
         }
@@ -180,89 +171,21 @@ impl Hypervisor for CloakVmm {
         "cloak-vmm"
     }
 
-    async fn start(&mut self, config: &VmConfig) -> Result<(), HypervisorError> {
-        if self.running.is_some() {
-            return Err(HypervisorError::AlreadyRunning {
-                backend: "cloak-vmm",
-            });
-        }
+    async fn launch(&self, config: &VmConfig) -> Result<Box<dyn RunningVm>, HypervisorError> {
         let encryption = host::memory_encryption();
         if let Some(reason) = unavailable_reason(&self.settings, host::kvm_usable(), encryption) {
             return Err(HypervisorError::Refused(reason));
         }
-        let host_side = HostSide::prepare(&self.settings, config).await?;
-        self.last_config = Some(config.clone());
-        let mut virtiofs =
-            VirtiofsBackend::start_for(&self.settings.virtiofsd_path, config).await?;
-        let launch = self.launch_for(
-            config,
-            virtiofs.as_ref().map(VirtiofsBackend::socket),
-            encryption,
-        );
-        let _ = std::fs::remove_file(&launch.console_log);
-        let mut command = Command::new(&self.settings.cloak_vmm_path);
-        command.args(launch.args());
-        let spawned = match &config.network {
-            Some(network) => enter_netns_on_exec(&mut command, &network.netns),
-            None => Ok(()),
-        }
-        .and_then(|()| ChildProcess::spawn("cloak-vmm", command, &config.run_dir));
-        let vmm = match spawned {
-            Ok(vmm) => vmm,
-            Err(err) => {
-                if let Some(backend) = virtiofs.as_mut() {
-                    backend.stop().await;
-                }
-                return Err(err);
-            }
-        };
-        tracing::info!(
-            sandbox = %config.id,
-            pid = vmm.pid(),
-            vcpus = launch.vcpus,
-            memory_mib = launch.memory_mib,
-            "cloak-vmm started"
-        );
-        self.running = Some(VmProcesses {
+        let command = VmmCommand {
             name: "cloak-vmm",
-            vmm,
-            virtiofs,
-            ready: host_side.ready,
-            sim_psp: host_side.sim_psp,
-            config: config.clone(),
-        });
-        Ok(())
-    }
-
-    async fn wait_for_agent(&mut self, deadline: Instant) -> Result<(), HypervisorError> {
-        let running = self.running.as_mut().ok_or(HypervisorError::NotRunning)?;
-        running.wait_for_agent(deadline).await
-    }
-
-    fn try_exit(&mut self) -> Option<VmExit> {
-        self.running.as_mut().and_then(VmProcesses::try_exit)
-    }
-
-    async fn stop(&mut self) -> Result<(), HypervisorError> {
-        if let Some(running) = self.running.take() {
-            let vsock_socket = running.config.vsock_socket();
-            // SIGTERM: cloak-vmm stops its vCPUs and removes its vsock socket; a killed one
-            // cannot, so make sure.
-            running.stop().await;
-            let _ = std::fs::remove_file(vsock_socket);
-        }
-        Ok(())
-    }
-
-    fn last_config(&self) -> Option<&VmConfig> {
-        self.last_config.as_ref()
-    }
-
-    fn process_ids(&self) -> Vec<u32> {
-        self.running
-            .as_ref()
-            .map(VmProcesses::pids)
-            .unwrap_or_default()
+            program: self.settings.cloak_vmm_path.clone(),
+            args: self.launch_for(config, encryption).args(),
+            // cloak-vmm serves the hybrid-vsock socket itself.
+            vsock_backend: false,
+        };
+        Ok(Box::new(
+            super::launch::launch(&self.settings, config, command).await?,
+        ))
     }
 }
 

@@ -1,10 +1,13 @@
-//! The one trait through which the shim reaches a VMM, and what every backend shares: the VM's
-//! run directory layout, host virtualization detection, child processes, and the readiness
-//! listener the agent connects to once it serves.
+//! The two traits through which the host reaches a VMM — a `Hypervisor` backend launches a
+//! `VmConfig` into a `RunningVm` — and what every backend shares: the launch sequence, host
+//! virtualization detection, child processes, and the readiness listener the agent connects
+//! to once it serves. A VM that exists is started (Cloud Hypervisor's `create_vm`): "not
+//! started" and "started twice" are not states any caller can reach.
 
 pub mod child;
 pub mod cloak_vmm;
 pub mod host;
+mod launch;
 pub mod qemu;
 pub mod readiness;
 pub mod sim_psp;
@@ -108,10 +111,6 @@ pub enum HypervisorError {
     VmExited(VmExit),
     #[error("the agent did not report ready within the deadline")]
     AgentTimeout,
-    #[error("the VM is not running")]
-    NotRunning,
-    #[error("this {backend} instance already runs a VM")]
-    AlreadyRunning { backend: &'static str },
     /// This host or configuration cannot run the VM (no VMX/SVM, SNP under emulation, a
     /// missing firmware...): the reason says which and what to do.
     #[error("{0}")]
@@ -127,50 +126,46 @@ pub enum HypervisorError {
     },
 }
 
-/// A VMM that boots pod VMs. The shim holds one per pod VM.
+/// A VMM backend: turns a `VmConfig` into a running VM. It holds only its settings, so one
+/// backend can launch any number of VMs.
 #[async_trait::async_trait]
 pub trait Hypervisor: Send + Sync {
     /// Backend name for logs and errors ("qemu", "cloak-vmm").
     fn name(&self) -> &'static str;
 
-    /// Boots the VM; returns once the VMM runs (not once the guest is up).
-    async fn start(&mut self, config: &VmConfig) -> Result<(), HypervisorError>;
+    /// Boots the VM; returns once the VMM runs (not once the guest is up). Refusals (this host
+    /// cannot give what the configuration asks) come before any process starts; on any error
+    /// nothing of the VM is left running.
+    async fn launch(&self, config: &VmConfig) -> Result<Box<dyn RunningVm>, HypervisorError>;
+}
+
+/// A VM whose VMM was started: its host processes until it is stopped or dropped (dropping
+/// kills them).
+#[async_trait::async_trait]
+pub trait RunningVm: Send + Sync {
+    /// The backend that launched it.
+    fn backend(&self) -> &'static str;
 
     /// Waits until the agent reports ready, the VM exits, or `deadline` passes.
     async fn wait_for_agent(&mut self, deadline: Instant) -> Result<(), HypervisorError>;
 
-    /// `Some` once the VM has exited (it is reaped then).
+    /// `Some` once the VMM has exited (it is reaped then).
     fn try_exit(&mut self) -> Option<VmExit>;
 
-    /// Stops the VM and every helper process and removes their sockets; the console log stays.
-    /// Stopping a VM that is not running is not an error.
-    async fn stop(&mut self) -> Result<(), HypervisorError>;
+    /// Stops the VMM and every helper process and removes their sockets; the console log
+    /// stays. Stopping again returns the same exit.
+    async fn stop(&mut self) -> VmExit;
 
-    /// The configuration of the VM started last (it outlives the VM for post-mortems).
-    fn last_config(&self) -> Option<&VmConfig>;
-
-    /// Guest console log.
-    fn console_log(&self) -> Option<PathBuf> {
-        self.last_config().map(VmConfig::console_log)
-    }
-
-    /// Hybrid-vsock socket to reach the agent.
-    fn vsock_socket(&self) -> Option<PathBuf> {
-        self.last_config().map(VmConfig::vsock_socket)
-    }
-
-    /// Host processes serving this VM (VMM and backends), for accounting and cleanup.
+    /// Host processes serving this VM, the VMM first, for accounting and cleanup.
     fn process_ids(&self) -> Vec<u32>;
 }
 
 /// The backend the configuration names.
-pub fn from_config(
-    config: &crate::config::HypervisorConfig,
-) -> Result<Box<dyn Hypervisor>, HypervisorError> {
+pub fn from_config(config: &crate::config::HypervisorConfig) -> Box<dyn Hypervisor> {
     match config.kind {
-        crate::config::HypervisorKind::Qemu => Ok(Box::new(qemu::Qemu::new(config.clone()))),
+        crate::config::HypervisorKind::Qemu => Box::new(qemu::Qemu::new(config.clone())),
         crate::config::HypervisorKind::CloakVmm => {
-            Ok(Box::new(cloak_vmm::CloakVmm::new(config.clone())))
+            Box::new(cloak_vmm::CloakVmm::new(config.clone()))
         }
     }
 }

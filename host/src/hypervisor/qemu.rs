@@ -4,17 +4,11 @@
 //! a failed power-off) into a QEMU exit, so a dead guest is never a silent hang.
 
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
-use tokio::process::Command;
-
-use super::child::ChildProcess;
 use super::host;
+use super::launch::VmmCommand;
 use super::snp::{SnpLaunch, SNP_OBJECT_ID};
-use super::virtiofs_backend::VirtiofsBackend;
-use super::vm_processes::{HostSide, VmProcesses};
-use super::vsock_backend::VsockBackend;
-use super::{Hypervisor, HypervisorError, VmConfig, VmExit};
+use super::{Hypervisor, HypervisorError, RunningVm, VmConfig};
 use crate::config::{AccelSetting, HypervisorConfig, TeeKind};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -178,25 +172,13 @@ pub fn host_kernel_params(accel: Accel) -> Vec<String> {
     }
 }
 
-struct RunningVm {
-    processes: VmProcesses,
-    /// vhost-device-vsock: QEMU's vsock lives outside the VMM.
-    vsock: VsockBackend,
-}
-
 pub struct Qemu {
     settings: HypervisorConfig,
-    running: Option<RunningVm>,
-    last_config: Option<VmConfig>,
 }
 
 impl Qemu {
     pub fn new(settings: HypervisorConfig) -> Self {
-        Self {
-            settings,
-            running: None,
-            last_config: None,
-        }
+        Self { settings }
     }
 
     /// The SNP part of the launch, or why this host cannot give the configured TEE. Decided
@@ -216,16 +198,9 @@ impl Qemu {
         }
     }
 
-    /// The simulated AMD-SP's port, listening before the VM starts: reports for a
-    /// `tee = "sim"` VM, a quick "no simulated TEE" for the others.
-    fn launch_for(
-        &self,
-        config: &VmConfig,
-        accel: Accel,
-        snp: Option<SnpLaunch>,
-        vhost_vsock_socket: &Path,
-        virtiofs_socket: Option<&Path>,
-    ) -> QemuLaunch {
+    /// The command line for `config` on this host; the helpers' sockets are the run
+    /// directory's, which `launch` starts them on.
+    fn launch_for(&self, config: &VmConfig, accel: Accel, snp: Option<SnpLaunch>) -> QemuLaunch {
         let mut cmdline = config.cmdline.clone();
         for param in host_kernel_params(accel) {
             cmdline.push(' ');
@@ -240,8 +215,11 @@ impl Qemu {
             initrd: config.initrd.clone(),
             cmdline,
             console_log: config.console_log(),
-            vhost_vsock_socket: vhost_vsock_socket.to_owned(),
-            virtiofs_socket: virtiofs_socket.map(Path::to_owned),
+            vhost_vsock_socket: crate::run_dir::vhost_vsock_socket(&config.run_dir),
+            virtiofs_socket: config
+                .shared_dir
+                .as_ref()
+                .map(|_| crate::run_dir::virtiofs_socket(&config.run_dir)),
             snp,
             network: config.network.clone(),
         }
@@ -254,117 +232,20 @@ impl Hypervisor for Qemu {
         "qemu"
     }
 
-    async fn start(&mut self, config: &VmConfig) -> Result<(), HypervisorError> {
-        if self.running.is_some() {
-            return Err(HypervisorError::AlreadyRunning { backend: "qemu" });
-        }
+    async fn launch(&self, config: &VmConfig) -> Result<Box<dyn RunningVm>, HypervisorError> {
         let accel = Accel::resolve(self.settings.accel);
         let snp = self.snp_launch(accel, config)?;
-        let host_side = HostSide::prepare(&self.settings, config).await?;
-        self.last_config = Some(config.clone());
-        let mut vsock = VsockBackend::start(
-            &self.settings.vsock_backend_path,
-            &config.run_dir,
-            &config.vsock_socket(),
-        )
-        .await?;
-        let mut virtiofs =
-            match VirtiofsBackend::start_for(&self.settings.virtiofsd_path, config).await {
-                Ok(backend) => backend,
-                Err(err) => {
-                    vsock.stop().await;
-                    return Err(err);
-                }
-            };
-        let launch = self.launch_for(
-            config,
-            accel,
-            snp,
-            vsock.vhost_socket(),
-            virtiofs.as_ref().map(VirtiofsBackend::socket),
-        );
-        let _ = std::fs::remove_file(&launch.console_log);
-        let mut command = Command::new(&self.settings.qemu_path);
-        command.args(launch.args());
-        if let Some(network) = &config.network {
-            if let Err(err) = super::child::enter_netns_on_exec(&mut command, &network.netns) {
-                vsock.stop().await;
-                if let Some(backend) = virtiofs.as_mut() {
-                    backend.stop().await;
-                }
-                return Err(err);
-            }
-        }
-        let qemu = match ChildProcess::spawn("qemu", command, &config.run_dir) {
-            Ok(qemu) => qemu,
-            Err(err) => {
-                vsock.stop().await;
-                if let Some(backend) = virtiofs.as_mut() {
-                    backend.stop().await;
-                }
-                return Err(err);
-            }
+        let launch = self.launch_for(config, accel, snp);
+        tracing::debug!(pod = %config.id, accel = ?launch.accel, machine = %launch.machine, "qemu launch");
+        let command = VmmCommand {
+            name: "qemu",
+            program: self.settings.qemu_path.clone(),
+            args: launch.args(),
+            vsock_backend: true,
         };
-        tracing::info!(
-            sandbox = %config.id,
-            pid = qemu.pid(),
-            accel = ?launch.accel,
-            machine = %launch.machine,
-            vcpus = launch.vcpus,
-            memory_mib = launch.memory_mib,
-            "qemu started"
-        );
-        self.running = Some(RunningVm {
-            processes: VmProcesses {
-                name: "qemu",
-                vmm: qemu,
-                virtiofs,
-                ready: host_side.ready,
-                sim_psp: host_side.sim_psp,
-                config: config.clone(),
-            },
-            vsock,
-        });
-        Ok(())
-    }
-
-    async fn wait_for_agent(&mut self, deadline: Instant) -> Result<(), HypervisorError> {
-        let running = self.running.as_mut().ok_or(HypervisorError::NotRunning)?;
-        running.processes.wait_for_agent(deadline).await
-    }
-
-    fn try_exit(&mut self) -> Option<VmExit> {
-        self.running
-            .as_mut()
-            .and_then(|running| running.processes.try_exit())
-    }
-
-    async fn stop(&mut self) -> Result<(), HypervisorError> {
-        if let Some(RunningVm {
-            processes,
-            mut vsock,
-        }) = self.running.take()
-        {
-            processes.stop().await;
-            vsock.stop().await;
-        }
-        Ok(())
-    }
-
-    fn last_config(&self) -> Option<&VmConfig> {
-        self.last_config.as_ref()
-    }
-
-    fn process_ids(&self) -> Vec<u32> {
-        self.running
-            .as_ref()
-            .map(|running| {
-                // The VMM first: callers take the first pid as the VM's.
-                let mut pids = running.processes.pids();
-                pids.push(running.vsock.pid());
-                pids
-            })
-            .unwrap_or_default()
+        Ok(Box::new(
+            super::launch::launch(&self.settings, config, command).await?,
+        ))
     }
 }
 

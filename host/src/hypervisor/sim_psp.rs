@@ -85,7 +85,7 @@ impl SimPspServer {
         let launch = match settings.tee {
             crate::config::TeeKind::Sim => {
                 let launch = SimulatedLaunch::of(config, settings.snp_policy).await?;
-                tracing::info!(sandbox = %config.id, measurement = %launch.measurement, "simulated TEE launch");
+                tracing::info!(pod = %config.id, measurement = %launch.measurement, "simulated TEE launch");
                 Some(launch)
             }
             crate::config::TeeKind::None | crate::config::TeeKind::Snp => None,

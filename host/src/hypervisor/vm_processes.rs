@@ -1,15 +1,16 @@
-//! What a running pod VM holds on the host whichever VMM runs it — the VMM process, the
-//! virtio-fs daemon, the readiness listener and the simulated AMD-SP — how they are set up
+//! What a running pod VM holds on the host whichever VMM runs it — the VMM process, its
+//! helper daemons, the readiness listener and the simulated AMD-SP — how they are set up
 //! before the VMM starts and the order they are stopped in, so every backend prepares, waits,
-//! reports and cleans up the same way.
+//! reports and cleans up the same way. `VmProcesses` is the `RunningVm` of both backends.
 
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use super::child::ChildProcess;
+use super::launch::Helpers;
 use super::readiness::ReadyListener;
 use super::sim_psp::SimPspServer;
-use super::virtiofs_backend::VirtiofsBackend;
-use super::{HypervisorError, VmConfig, VmExit};
+use super::{HypervisorError, RunningVm, VmConfig, VmExit};
 
 /// How long a VMM may take to stop after SIGTERM before it is killed.
 const STOP_GRACE: Duration = Duration::from_secs(3);
@@ -17,6 +18,7 @@ const STOP_GRACE: Duration = Duration::from_secs(3);
 /// What every backend sets up before its VMM: the kernel and initrd checked, the run
 /// directory, the simulated AMD-SP's port and the listener the agent reports ready on.
 pub struct HostSide {
+    /// Dropped with the VM: stops serving and removes its socket.
     pub sim_psp: SimPspServer,
     pub ready: ReadyListener,
 }
@@ -49,39 +51,45 @@ pub struct VmProcesses {
     /// "qemu", "cloak-vmm": for logs and errors.
     pub name: &'static str,
     pub vmm: ChildProcess,
-    pub virtiofs: Option<VirtiofsBackend>,
-    pub ready: ReadyListener,
-    /// Dropped with the VM: stops serving and removes its socket.
-    pub sim_psp: SimPspServer,
-    pub config: VmConfig,
+    pub helpers: Helpers,
+    pub host_side: HostSide,
+    /// The pod's id, for logs.
+    pub id: String,
+    /// Served by the VMM or by vhost-device-vsock; removed once both are gone (a killed VMM
+    /// cannot remove it itself).
+    pub vsock_socket: PathBuf,
 }
 
-impl VmProcesses {
-    pub async fn wait_for_agent(&mut self, deadline: Instant) -> Result<(), HypervisorError> {
-        self.ready
+#[async_trait::async_trait]
+impl RunningVm for VmProcesses {
+    fn backend(&self) -> &'static str {
+        self.name
+    }
+
+    async fn wait_for_agent(&mut self, deadline: Instant) -> Result<(), HypervisorError> {
+        self.host_side
+            .ready
             .wait_for_vmm(self.name, &mut self.vmm, deadline)
             .await
     }
 
-    pub fn try_exit(&mut self) -> Option<VmExit> {
+    fn try_exit(&mut self) -> Option<VmExit> {
         self.vmm.try_exit()
     }
 
-    /// The VMM first (nothing uses the daemons after it), then the virtio-fs daemon; the
-    /// listeners close as `self` goes.
-    pub async fn stop(mut self) -> VmExit {
+    /// The VMM first (nothing uses the daemons after it), then the daemons; the listeners
+    /// close as `self` goes.
+    async fn stop(&mut self) -> VmExit {
         let exit = self.vmm.terminate(STOP_GRACE).await;
-        if let Some(backend) = self.virtiofs.as_mut() {
-            backend.stop().await;
-        }
-        tracing::info!(sandbox = %self.config.id, vmm = self.name, %exit, "VM stopped");
+        self.helpers.stop().await;
+        let _ = std::fs::remove_file(&self.vsock_socket);
+        tracing::info!(pod = %self.id, vmm = self.name, %exit, "VM stopped");
         exit
     }
 
-    /// The VMM's pid, then the virtio-fs daemon's.
-    pub fn pids(&self) -> Vec<u32> {
+    fn process_ids(&self) -> Vec<u32> {
         let mut pids = vec![self.vmm.pid()];
-        pids.extend(self.virtiofs.as_ref().map(VirtiofsBackend::pid));
+        pids.extend(self.helpers.pids());
         pids
     }
 }

@@ -2,7 +2,6 @@
 //! client the Task API uses and the host directories of the pod. A watcher notices a VM that
 //! exits by itself; the VM is shut down when the pod's last container is deleted.
 
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
 
@@ -13,8 +12,7 @@ use super::bundle::PodRecord;
 use cloak_host::config::Configuration;
 use cloak_host::host_mounts;
 use cloak_host::hypervisor::VmExit;
-use cloak_host::sandbox::{PodSandbox, SandboxSetup};
-use cloak_host::stdio_streams::{ProcessStdio, StdioWanted, StreamError};
+use cloak_host::{AgentClient, PodSetup, PodVm};
 
 /// Exit status reported for every process of a pod whose VM died under it: not a status a
 /// process inside gives itself by dying from a signal (128 + n).
@@ -62,12 +60,11 @@ const VM_WATCH_INTERVAL: Duration = Duration::from_millis(200);
 
 pub struct Pod {
     pub record: PodRecord,
-    agent: AgentServiceClient,
-    request_timeout: Duration,
-    vsock_socket: PathBuf,
+    /// A clone of the VM's, usable without taking the VM's lock.
+    client: AgentClient,
     vmm_pid: u32,
     /// `None` once the pod was shut down.
-    sandbox: Mutex<Option<PodSandbox>>,
+    vm: Mutex<Option<PodVm>>,
     /// Set once the VM exited without being asked to.
     died: StdMutex<Option<VmExit>>,
 }
@@ -77,15 +74,15 @@ impl Pod {
     pub async fn boot(
         config: &Configuration,
         record: PodRecord,
-        mut setup: SandboxSetup,
+        mut setup: PodSetup,
     ) -> anyhow::Result<Self> {
         let manifest = cloak_image::Manifest::load(&config.guest.image_dir)?;
         let shared = record.shared_dir();
         host_mounts::make_shared_mount_point(&shared)?;
         setup.shared_dir = shared.clone();
-        let booted = PodSandbox::boot(config, &manifest, &record.pod_id, &setup).await;
-        let mut sandbox = match booted {
-            Ok(sandbox) => sandbox,
+        let booted = PodVm::create_pod(config, &manifest, &record.pod_id, &setup).await;
+        let vm = match booted {
+            Ok(vm) => vm,
             Err(err) => {
                 if let Err(cleanup) = host_mounts::unmount_and_remove(&shared) {
                     tracing::warn!(pod = %record.pod_id, error = %cleanup, "removing the shared directory");
@@ -93,40 +90,32 @@ impl Pod {
                 return Err(err.into());
             }
         };
-        let vmm_pid = sandbox.process_ids().first().copied().unwrap_or(0);
+        let vmm_pid = vm.process_ids().first().copied().unwrap_or(0);
         Ok(Self {
-            agent: sandbox.agent().clone(),
-            request_timeout: config.request_timeout(),
-            vsock_socket: sandbox.vsock_socket().to_owned(),
+            client: vm.agent().clone(),
             vmm_pid,
             record,
-            sandbox: Mutex::new(Some(sandbox)),
+            vm: Mutex::new(Some(vm)),
             died: StdMutex::new(None),
         })
     }
 
     pub fn agent(&self) -> &AgentServiceClient {
-        &self.agent
+        self.client.agent()
+    }
+
+    /// The agent client with the pod's stdio streams (`open_stdio`).
+    pub fn client(&self) -> &AgentClient {
+        &self.client
     }
 
     /// Context for an ordinary agent request.
     pub fn context(&self) -> ttrpc::context::Context {
-        ttrpc::context::with_timeout(
-            i64::try_from(self.request_timeout.as_nanos()).unwrap_or(i64::MAX),
-        )
+        self.client.context()
     }
 
     pub fn vmm_pid(&self) -> u32 {
         self.vmm_pid
-    }
-
-    pub async fn open_stdio(
-        &self,
-        container_id: &str,
-        exec_id: &str,
-        wanted: StdioWanted,
-    ) -> Result<(ProcessStdio, cloak_protocol::agent::StdioConfig), StreamError> {
-        ProcessStdio::open(&self.vsock_socket, container_id, exec_id, wanted).await
     }
 
     /// How the VM died, if it did.
@@ -142,22 +131,21 @@ impl Pod {
     pub async fn watch_vm(&self) -> Option<VmExit> {
         loop {
             tokio::time::sleep(VM_WATCH_INTERVAL).await;
-            let mut guard = self.sandbox.lock().await;
-            let sandbox = guard.as_mut()?;
-            let Some(exit) = sandbox.try_exit() else {
+            let mut guard = self.vm.lock().await;
+            let vm = guard.as_mut()?;
+            let Some(exit) = vm.try_exit() else {
                 continue;
             };
+            let console_log = vm.console_log();
             tracing::error!(
                 pod = %self.record.pod_id,
                 exit = %exit,
-                console_log = %sandbox.console_log().display(),
-                console_tail = %cloak_host::console::tail(sandbox.console_log(), 20),
+                console_log = %console_log.display(),
+                console_tail = %cloak_host::console::tail(&console_log, 20),
                 "the pod VM exited unexpectedly"
             );
             *self.died.lock().expect("died lock is never poisoned") = Some(exit.clone());
-            if let Err(err) = sandbox.stop_exited().await {
-                tracing::warn!(pod = %self.record.pod_id, error = %err, "stopping the VM's helpers");
-            }
+            vm.stop_exited().await;
             return Some(exit);
         }
     }
@@ -176,7 +164,7 @@ impl Pod {
             loop {
                 tokio::time::sleep(CONSOLE_FORWARD_INTERVAL).await;
                 let running = match weak.upgrade() {
-                    Some(pod) => pod.sandbox.lock().await.is_some(),
+                    Some(pod) => pod.vm.lock().await.is_some(),
                     None => false,
                 };
                 for line in follower.new_lines(&path) {
@@ -192,22 +180,20 @@ impl Pod {
     /// Powers the VM off and removes the pod's host directories. After a VM death the
     /// console log is kept for the post-mortem.
     pub async fn shut_down(&self) {
-        let Some(mut sandbox) = self.sandbox.lock().await.take() else {
+        let Some(mut vm) = self.vm.lock().await.take() else {
             return;
         };
         // A VM that is gone before we asked it to stop died on its own, even if the watcher
         // (which polls) has not noticed yet: the failed agent wait of its processes can bring
         // the last Delete here first.
         if self.died().is_none() {
-            if let Some(exit) = sandbox.try_exit() {
+            if let Some(exit) = vm.try_exit() {
                 tracing::error!(pod = %self.record.pod_id, exit = %exit, "the pod VM exited unexpectedly");
                 *self.died.lock().expect("died lock is never poisoned") = Some(exit);
             }
         }
-        let console_log = sandbox.console_log().to_owned();
-        if let Err(err) = sandbox.shutdown().await {
-            tracing::warn!(pod = %self.record.pod_id, error = %err, "shutting the VM down");
-        }
+        let console_log = vm.console_log();
+        vm.shutdown().await;
         let to_remove = if self.died().is_some() {
             tracing::info!(pod = %self.record.pod_id, console_log = %console_log.display(), "console log kept");
             self.record.shared_dir()

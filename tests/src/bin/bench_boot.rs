@@ -28,7 +28,7 @@ async fn boot_agent(env: &VmTestEnv, run_root: &Path, run: usize) -> anyhow::Res
     let vm_config = vm_config_for(&config, &env.manifest, &format!("bench-agent-{run}"));
     let started = Instant::now();
     let vm = PodVm::boot(
-        hypervisor::from_config(&config.hypervisor)?,
+        hypervisor::from_config(&config.hypervisor).as_ref(),
         vm_config,
         config.boot_timeout(),
         config.request_timeout(),
@@ -36,7 +36,7 @@ async fn boot_agent(env: &VmTestEnv, run_root: &Path, run: usize) -> anyhow::Res
     .await?;
     let total_ms = started.elapsed().as_secs_f64() * 1000.0;
     let details = vm.agent().guest_details().await?;
-    vm.shutdown().await?;
+    vm.shutdown().await;
     Ok(AgentBoot {
         total_ms,
         agent_ready_ms: details.agent_ready_ms as f64,
@@ -53,13 +53,11 @@ async fn boot_floor(
     config.guest.image_dir = floor_dir.to_owned();
     let manifest = cloak_image::Manifest::load(floor_dir)?;
     let vm_config = vm_config_for(&config, &manifest, &format!("bench-floor-{run}"));
-    let mut backend = hypervisor::from_config(&config.hypervisor)?;
+    let backend = hypervisor::from_config(&config.hypervisor);
     let started = Instant::now();
-    backend.start(&vm_config).await?;
+    let mut vm = backend.launch(&vm_config).await?;
     let result = async {
-        backend
-            .wait_for_agent(started + config.boot_timeout())
-            .await?;
+        vm.wait_for_agent(started + config.boot_timeout()).await?;
         let mut stream =
             hybrid_vsock::connect(&vm_config.vsock_socket(), cloak_protocol::AGENT_VSOCK_PORT)
                 .await?;
@@ -70,7 +68,7 @@ async fn boot_floor(
         Ok::<_, anyhow::Error>(started.elapsed().as_secs_f64() * 1000.0)
     }
     .await;
-    backend.stop().await?;
+    vm.stop().await;
     result
 }
 

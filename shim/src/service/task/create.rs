@@ -16,7 +16,8 @@ use super::super::process::{Container, Process};
 use super::runtime_options::load_configuration;
 use super::{fifos_of, locked, not_found, Inner};
 use cloak_host::host_mounts;
-use cloak_host::sandbox::{PodSandbox, SandboxSetup};
+use cloak_host::pod_vm::guest_path;
+use cloak_host::PodSetup;
 
 impl Inner {
     pub(super) async fn do_create(
@@ -47,7 +48,7 @@ impl Inner {
         let pod_id = bundle::pod_id_of(&spec, &req.id);
         let hostname = spec.hostname().clone().unwrap_or_else(|| pod_id.clone());
         // Pod-level settings come from the pod's first container (the CRI sandbox).
-        let setup = SandboxSetup {
+        let setup = PodSetup {
             hostname,
             init_data: bundle::init_data_of(&spec).map_err(TaskError::InvalidArgument)?,
             netns: cloak_host::network::netns_of(&spec).filter(|path| path.exists()),
@@ -96,7 +97,7 @@ impl Inner {
         pod.record
             .write(bundle)
             .map_err(|err| TaskError::Internal(err.into()))?;
-        let guest_dir = PodSandbox::guest_path(Path::new(&req.id));
+        let guest_dir = guest_path(Path::new(&req.id));
         super::super::rootfs::mount_rootfs(&req.rootfs, bundle, spec, &host_dir.join("rootfs"))
             .await
             .map_err(|err| TaskError::InvalidArgument(format!("rootfs: {err}")))?;
@@ -104,6 +105,7 @@ impl Inner {
             .map_err(|err| TaskError::InvalidArgument(format!("mounts: {err}")))?;
         let fifos = fifos_of(&req.stdin, &req.stdout, &req.stderr, req.terminal);
         let (streams, stdio) = pod
+            .client()
             .open_stdio(&req.id, "", fifos.wanted())
             .await
             .map_err(|err| TaskError::Internal(err.into()))?;

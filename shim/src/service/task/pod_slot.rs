@@ -32,7 +32,7 @@ impl Drop for PendingCreate {
     }
 }
 use cloak_host::config::Configuration;
-use cloak_host::sandbox::SandboxSetup;
+use cloak_host::PodSetup;
 
 impl Inner {
     pub(super) async fn current_pod(&self) -> TaskResult<Arc<Pod>> {
@@ -52,7 +52,7 @@ impl Inner {
         self: &Arc<Self>,
         config: &Configuration,
         pod_id: &str,
-        setup: SandboxSetup,
+        setup: PodSetup,
     ) -> TaskResult<(Arc<Pod>, PendingCreate)> {
         let mut slot = self.pod.lock().await;
         if let Some(pod) = slot.as_ref() {

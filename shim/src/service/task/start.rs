@@ -42,6 +42,7 @@ impl Inner {
         } else {
             let process_json = exec_spec.unwrap_or_default();
             let (streams, stdio) = pod
+                .client()
                 .open_stdio(&req.id, &req.exec_id, fifos.wanted())
                 .await
                 .map_err(|err| TaskError::Internal(err.into()))?;
