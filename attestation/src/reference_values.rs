@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::launch_digest::LaunchDigest;
+use cloak_launch::digest::LaunchDigest;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReferenceValues {
@@ -78,8 +78,8 @@ impl ReferenceValues {
         memory_mib: u32,
         launches: &ReferenceLaunchSet,
     ) -> Result<(), ReferenceValuesError> {
-        use crate::direct_launch::DirectLaunch;
-        let launch_error = |err: crate::direct_launch::DirectLaunchError| {
+        use cloak_launch::direct::DirectLaunch;
+        let launch_error = |err: cloak_launch::direct::DirectLaunchError| {
             ReferenceValuesError::Launch(err.to_string())
         };
         let mut launch = DirectLaunch::from_files(kernel, Some(initrd), cmdline, memory_mib, 1)
@@ -106,10 +106,10 @@ impl ReferenceValues {
         cmdline: &str,
         launches: &ReferenceLaunchSet,
     ) -> Result<(), ReferenceValuesError> {
-        use crate::ovmf_launch::{OvmfLaunch, VmmType};
+        use cloak_launch::ovmf::{OvmfLaunch, VmmType};
         let firmware_sha = sha256_file(firmware)?;
         for vcpu_type in &launches.vcpu_types {
-            let signature = crate::cpu_types::signature_of(vcpu_type).ok_or_else(|| {
+            let signature = cloak_launch::cpu_types::signature_of(vcpu_type).ok_or_else(|| {
                 ReferenceValuesError::Launch(format!("unknown vCPU type {vcpu_type:?}"))
             })?;
             for vcpus in &launches.vcpus {
@@ -226,7 +226,7 @@ mod tests {
         let initrd = dir.join(format!("initrd-{initrd_byte}.img"));
         std::fs::write(
             &kernel,
-            crate::direct_launch::tests::tiny_bzimage(&[0x5a; 9000]),
+            cloak_launch::direct::minimal_bzimage(&[0x5a; 9000], 0x30_0000),
         )
         .expect("kernel");
         std::fs::write(&initrd, vec![initrd_byte; 5000]).expect("initrd");
@@ -255,15 +255,15 @@ mod tests {
         // 2 CPU types x 2 vCPU counts with OVMF, then 2 direct launches.
         assert_eq!(values.launch_digests.len(), 6);
         // Each entry is what `cloak measure` computes for that launch.
-        let milan_two = crate::ovmf_launch::OvmfLaunch {
+        let milan_two = cloak_launch::ovmf::OvmfLaunch {
             ovmf: launches().firmware.expect("firmware"),
             vcpus: 2,
-            vcpu_signature: crate::cpu_types::signature_of("EPYC-Milan").expect("known"),
+            vcpu_signature: cloak_launch::cpu_types::signature_of("EPYC-Milan").expect("known"),
             guest_features: 0x1,
             kernel: Some(kernel.clone()),
             initrd: Some(initrd.clone()),
             append: Some("console=ttyS0".into()),
-            vmm: crate::ovmf_launch::VmmType::Qemu,
+            vmm: cloak_launch::ovmf::VmmType::Qemu,
             ovmf_digest: None,
         }
         .digest()
@@ -272,7 +272,7 @@ mod tests {
         assert!(values.launch_digests[1]
             .launch
             .contains("vcpus=2 vcpu-type=EPYC-Milan"));
-        let direct_two = crate::direct_launch::DirectLaunch::from_files(
+        let direct_two = cloak_launch::direct::DirectLaunch::from_files(
             &kernel,
             Some(&initrd),
             "console=ttyS0",

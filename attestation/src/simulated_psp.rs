@@ -220,8 +220,8 @@ impl SimulatedPsp {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::launch_digest::LaunchDigest;
     use crate::verify::{verify, Outcome, VerifyRequest};
+    use cloak_launch::digest::LaunchDigest;
 
     fn inputs() -> ReportInputs {
         ReportInputs {

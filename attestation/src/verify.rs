@@ -16,8 +16,8 @@ use sev::firmware::host::TcbVersion;
 use sev::parser::ByteParser;
 use sha2::{Digest, Sha384};
 
-use crate::launch_digest::LaunchDigest;
 use crate::vcek_extensions::VcekExtensions;
+use cloak_launch::digest::LaunchDigest;
 
 pub use cloak_snp_abi::REPORT_BYTES;
 use cloak_snp_abi::{field, SIGNATURE_COMPONENT_BYTES};

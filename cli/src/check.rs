@@ -251,7 +251,7 @@ pub fn run(args: CheckArgs) -> anyhow::Result<()> {
         },
     )?;
     let firmware = &config.hypervisor.firmware;
-    let firmware_ok = match cloak_attestation::ovmf_launch::has_kernel_hashes_table(firmware) {
+    let firmware_ok = match cloak_launch::ovmf::has_kernel_hashes_table(firmware) {
         Ok(true) => {
             line(
                 &mut out,

@@ -7,9 +7,9 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context as _};
 use clap::Args;
-use cloak_attestation::cpu_types;
-use cloak_attestation::direct_launch::{DirectLaunch, DEFAULT_C_BIT};
-use cloak_attestation::ovmf_launch::OvmfLaunch;
+use cloak_launch::cpu_types;
+use cloak_launch::direct::{DirectLaunch, DEFAULT_C_BIT};
+use cloak_launch::ovmf::OvmfLaunch;
 
 #[derive(Args)]
 pub struct MeasureArgs {
@@ -107,7 +107,7 @@ pub fn run(args: MeasureArgs) -> anyhow::Result<()> {
 fn ovmf_digest(
     args: &MeasureArgs,
     guest_features: u64,
-) -> anyhow::Result<cloak_attestation::LaunchDigest> {
+) -> anyhow::Result<cloak_launch::LaunchDigest> {
     let ovmf = args
         .ovmf
         .clone()

@@ -2,7 +2,7 @@
 //! reference implementation Linux's ACPI interpreter comes from): every table must
 //! disassemble without complaint and describe the machine the VMM builds.
 
-use cloak_attestation::guest_acpi::{self, VIRTIO_MMIO_SLOTS};
+use cloak_launch::acpi::{self, VIRTIO_MMIO_SLOTS};
 use cloak_tests::tools_on_path;
 
 fn disassemble(signature: &str, table: &[u8], dir: &std::path::Path) -> String {
@@ -50,8 +50,8 @@ fn iasl_reads_the_guest_tables_as_the_machine_cloak_vmm_builds() {
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let base = 0x12000;
-    let blob = guest_acpi::tables(base, 3);
-    let tables = guest_acpi::read_tables(&blob, base).expect("tables");
+    let blob = acpi::tables(base, 3);
+    let tables = acpi::read_tables(&blob, base).expect("tables");
     let mut seen = Vec::new();
     for (signature, table) in &tables {
         let dsl = disassemble(signature, table, dir.path());
@@ -72,10 +72,8 @@ fn iasl_reads_the_guest_tables_as_the_machine_cloak_vmm_builds() {
                     .expect("a sleep control register");
                 assert!(
                     sleep_control.contains("Space ID : 01 [SystemIO]")
-                        && sleep_control.contains(&format!(
-                            "Address : {:016X}",
-                            guest_acpi::SLEEP_CONTROL_PORT
-                        )),
+                        && sleep_control
+                            .contains(&format!("Address : {:016X}", acpi::SLEEP_CONTROL_PORT)),
                     "sleep control register at the VMM's port: {dsl}"
                 );
             }
@@ -91,7 +89,7 @@ fn iasl_reads_the_guest_tables_as_the_machine_cloak_vmm_builds() {
                     "{dsl}"
                 );
                 for slot in 0..VIRTIO_MMIO_SLOTS {
-                    let (address, gsi) = guest_acpi::virtio_mmio_slot(slot).expect("slot");
+                    let (address, gsi) = acpi::virtio_mmio_slot(slot).expect("slot");
                     let window =
                         format!("Memory32Fixed (ReadWrite, 0x{address:08X}, 0x00001000, )");
                     assert!(compact.contains(&window), "{window} in {dsl}");

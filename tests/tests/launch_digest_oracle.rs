@@ -6,8 +6,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use cloak_attestation::cpu_types::signature_of;
-use cloak_attestation::ovmf_launch::{OvmfLaunch, VmmType};
+use cloak_launch::cpu_types::signature_of;
+use cloak_launch::ovmf::{OvmfLaunch, VmmType};
 use cloak_tests::{on_path, repo_root, skip};
 
 const ORACLE: &str = "sev-snp-measure";

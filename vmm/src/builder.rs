@@ -140,7 +140,7 @@ pub struct SnpSettings {
 
 /// A guest booted from the direct-launch plan (kernel, initrd, command line).
 pub struct DirectVmConfig {
-    pub launch: cloak_attestation::direct_launch::DirectLaunch,
+    pub launch: cloak_launch::direct::DirectLaunch,
     pub console: Box<dyn Write + Send>,
     /// Devices, one per virtio-mmio slot of the guest's ACPI tables, in slot order.
     pub devices: Vec<VirtioSpec>,
@@ -280,7 +280,7 @@ fn build_buses(
         Arc::new(Mutex::new(I8042::new(control.clone()))),
     )?;
     pio.insert(
-        u64::from(cloak_attestation::guest_acpi::SLEEP_CONTROL_PORT),
+        u64::from(cloak_launch::acpi::SLEEP_CONTROL_PORT),
         1,
         Arc::new(Mutex::new(crate::devices::acpi_sleep::AcpiSleep::new(
             control.clone(),
@@ -328,7 +328,7 @@ fn linux_devices(
     ram: &GuestRam,
     encrypted_guest: bool,
 ) -> Result<Buses, StartVmError> {
-    use cloak_attestation::guest_acpi::COM1_IRQ;
+    use cloak_launch::acpi::COM1_IRQ;
     let console =
         SerialConsole::with_interrupt(console, Some(crate::machine::interrupt_line(vm, COM1_IRQ)?));
     let wake = new_wake()?;
@@ -344,7 +344,7 @@ fn place_in_slots<'a>(
     wake: &Arc<vmm_sys_util::eventfd::EventFd>,
     encrypted_guest: bool,
 ) -> Result<Vec<PlacedDevice<'a>>, StartVmError> {
-    use cloak_attestation::guest_acpi::{virtio_mmio_slot, VIRTIO_MMIO_SLOTS};
+    use cloak_launch::acpi::{virtio_mmio_slot, VIRTIO_MMIO_SLOTS};
     devices
         .iter()
         .enumerate()
@@ -419,7 +419,7 @@ fn create_vcpus(vm: &VmFd, entries: &[u16]) -> Result<Vec<VcpuFd>, StartVmError>
 fn create_planned_vcpus(
     supported: &kvm_bindings::CpuId,
     vm: &VmFd,
-    launch: &cloak_attestation::direct_launch::DirectLaunch,
+    launch: &cloak_launch::direct::DirectLaunch,
 ) -> Result<Vec<VcpuFd>, StartVmError> {
     if launch.vcpus == 0 {
         return Err(StartVmError::NoVcpus);

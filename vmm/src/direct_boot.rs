@@ -4,9 +4,9 @@
 //! the plan is built without a C-bit and executed by copying; with SNP the same records go
 //! to SNP_LAUNCH_UPDATE (not on this host).
 
-use cloak_attestation::direct_launch::DirectLaunch;
-use cloak_attestation::vmsa::{SaveArea, Segment};
-use cloak_attestation::{LaunchPlan, PageKind};
+use cloak_launch::direct::DirectLaunch;
+use cloak_launch::vmsa::{SaveArea, Segment};
+use cloak_launch::{LaunchPlan, PageKind};
 use kvm_bindings::{kvm_regs, kvm_segment, kvm_sregs};
 use vm_memory::{Bytes, GuestAddress};
 
@@ -15,7 +15,7 @@ use crate::memory::GuestRam;
 #[derive(Debug, thiserror::Error)]
 pub enum DirectBootError {
     #[error("building the launch plan: {0}")]
-    Plan(#[from] cloak_attestation::direct_launch::DirectLaunchError),
+    Plan(#[from] cloak_launch::direct::DirectLaunchError),
     #[error("the plan puts {bytes} bytes at {gpa:#x}, outside guest RAM")]
     OutsideRam { gpa: u64, bytes: usize },
 }
@@ -91,7 +91,7 @@ pub fn apply_save_area(area: &SaveArea, sregs: &mut kvm_sregs, regs: &mut kvm_re
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cloak_attestation::direct_launch::NO_C_BIT;
+    use cloak_launch::direct::NO_C_BIT;
 
     #[test]
     fn segments_unpack_from_the_vmsa_attribute_format() {
@@ -109,12 +109,10 @@ mod tests {
     /// output of Linux's bootparam.h): every field the kernel takes from us where it looks.
     #[test]
     fn the_boot_parameters_read_as_linux_defines_them() {
-        use cloak_attestation::direct_launch::{
-            ACPI_GPA, BOOT_PARAMS_GPA, CC_BLOB_GPA, CMDLINE_GPA,
-        };
+        use cloak_launch::direct::{ACPI_GPA, BOOT_PARAMS_GPA, CC_BLOB_GPA, CMDLINE_GPA};
         use linux_loader::loader::bootparam::boot_params;
         let launch = DirectLaunch {
-            kernel: cloak_attestation::direct_launch::minimal_bzimage(b"KERNEL", 0x10_0000),
+            kernel: cloak_launch::direct::minimal_bzimage(b"KERNEL", 0x10_0000),
             initrd: b"INITRD".to_vec(),
             cmdline: "console=ttyS0".into(),
             memory_mib: 64,
@@ -164,7 +162,7 @@ mod tests {
 
     #[test]
     fn the_plan_lands_in_ram_where_it_says() {
-        let kernel = cloak_attestation::direct_launch::minimal_bzimage(b"KERNEL-CODE", 0x10_0000);
+        let kernel = cloak_launch::direct::minimal_bzimage(b"KERNEL-CODE", 0x10_0000);
         let launch = DirectLaunch {
             kernel,
             initrd: b"INITRD".to_vec(),

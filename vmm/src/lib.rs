@@ -4,7 +4,7 @@
 //! small steps (builder.rs).
 //!
 //! It boots Linux from the direct-launch plan (the same description that predicts the SEV-SNP
-//! launch digest, in cloak-attestation's direct_launch.rs) on in-kernel APICs and PIT, COM1,
+//! launch digest, in cloak-launch's direct.rs) on in-kernel APICs and PIT, COM1,
 //! and ACPI-described virtio-mmio devices (vsock, fs through virtiofsd, net, blk, rng), and
 //! launches the same plan as an SEV-SNP guest where the host has SNP. Tiny hand-assembled
 //! guests (TinyVmConfig) exercise the machine on hosts whose KVM cannot boot Linux.

@@ -1,5 +1,5 @@
 //! The x86 machine a Linux guest expects around its vCPUs, as the guest's ACPI tables
-//! (cloak-attestation's guest_acpi.rs) describe it: KVM's in-kernel local APICs, I/O APIC and
+//! (cloak-launch's acpi.rs) describe it: KVM's in-kernel local APICs, I/O APIC and
 //! PIC, a PIT for the kernel's timer calibration, CPUID that names each vCPU's APIC id and a
 //! hypervisor, the MSRs and FPU state of a processor after reset, and LAPIC LINT0/LINT1 wired
 //! the way firmware leaves them (ExtINT from the PIC, NMI).

@@ -48,13 +48,13 @@ struct LaunchArgs {
     #[arg(long, default_value = "0x1", value_parser = parse_number)]
     guest_features: u64,
     /// Encryption bit of guest page tables (this CPU's CPUID Fn8000_001F EBX[5:0]).
-    #[arg(long, default_value_t = cloak_attestation::direct_launch::DEFAULT_C_BIT)]
+    #[arg(long, default_value_t = cloak_launch::direct::DEFAULT_C_BIT)]
     c_bit: u8,
 }
 
 impl LaunchArgs {
-    fn launch(&self) -> anyhow::Result<cloak_attestation::direct_launch::DirectLaunch> {
-        let mut launch = cloak_attestation::direct_launch::DirectLaunch::from_files(
+    fn launch(&self) -> anyhow::Result<cloak_launch::direct::DirectLaunch> {
+        let mut launch = cloak_launch::direct::DirectLaunch::from_files(
             &self.kernel,
             self.initrd.as_deref(),
             &self.append,
@@ -165,7 +165,7 @@ fn run(args: RunArgs) -> anyhow::Result<VmExitReason> {
     let mut launch = args.launch.launch()?;
     if !args.snp {
         // Plain KVM: no memory encryption, so no C-bit in the page tables.
-        launch.c_bit = cloak_attestation::direct_launch::NO_C_BIT;
+        launch.c_bit = cloak_launch::direct::NO_C_BIT;
     }
     let mut devices = Vec::new();
     if let Some(socket) = args.vsock {

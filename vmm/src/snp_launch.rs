@@ -1,4 +1,4 @@
-//! The SEV-SNP direct launch: the direct-launch plan (cloak-attestation's direct_launch.rs,
+//! The SEV-SNP direct launch: the direct-launch plan (cloak-launch's direct.rs,
 //! the very records `cloak measure --backend cloak-vmm` digests) executed by the AMD secure
 //! processor through KVM. Guest RAM is private (guest_memfd, KVM_SET_MEMORY_ATTRIBUTES); each
 //! record becomes one SNP_LAUNCH_UPDATE of its page type with its contents; the vCPUs' VMSAs
@@ -17,7 +17,7 @@
 use std::fs::File;
 use std::os::fd::{AsRawFd as _, FromRawFd as _};
 
-use cloak_attestation::{LaunchPlan, PageKind};
+use cloak_launch::{LaunchPlan, PageKind};
 use kvm_bindings::CpuId;
 use kvm_ioctls::{Kvm, VmFd};
 use vm_memory::{Bytes as _, GuestAddress, GuestMemoryBackend as _, GuestMemoryRegion as _};
@@ -80,7 +80,7 @@ pub fn update_pages(
         return Err(SnpError::VcpuCount { plan: vmsas, vcpus });
     }
     firmware.launch_start(policy)?;
-    let page = cloak_attestation::launch_plan::PAGE_SIZE;
+    let page = cloak_launch::plan::PAGE_SIZE;
     for record in &plan.records {
         let (len, contents): (usize, Option<&[u8]>) = match &record.kind {
             PageKind::Normal(data) => (data.len(), Some(data)),
@@ -113,7 +113,7 @@ pub fn update_pages(
 pub fn cpuid_page(cpuid: &CpuId) -> Vec<u8> {
     const MAX_ENTRIES: usize = 64;
     const ENTRY_BYTES: usize = 48;
-    let mut page = vec![0u8; cloak_attestation::launch_plan::PAGE_SIZE];
+    let mut page = vec![0u8; cloak_launch::plan::PAGE_SIZE];
     let entries: Vec<_> = cpuid.as_slice().iter().take(MAX_ENTRIES).collect();
     page[0..4].copy_from_slice(&(entries.len() as u32).to_le_bytes());
     for (index, entry) in entries.into_iter().enumerate() {
@@ -242,7 +242,7 @@ impl Conversion {
     pub fn from_hypercall(args: &[u64; 6]) -> Self {
         Self {
             gpa: args[0],
-            bytes: args[1] * cloak_attestation::launch_plan::PAGE_SIZE as u64,
+            bytes: args[1] * cloak_launch::plan::PAGE_SIZE as u64,
             private: args[2] & MAP_GPA_RANGE_ENCRYPTED != 0,
         }
     }
@@ -350,8 +350,8 @@ impl SnpFirmware for KvmSnpFirmware<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cloak_attestation::direct_launch::{minimal_bzimage, DirectLaunch, DEFAULT_C_BIT};
-    use cloak_attestation::launch_digest::LaunchDigest;
+    use cloak_launch::digest::LaunchDigest;
+    use cloak_launch::direct::{minimal_bzimage, DirectLaunch, DEFAULT_C_BIT};
     use sha2::Digest as _;
 
     /// A firmware that digests what it is handed, page by page, as the AMD-SP does

@@ -351,7 +351,7 @@ fn long_mode_bzimage() -> Vec<u8> {
         0xB0, 0x34, 0xEE, // mov al, SLP_TYP 5 << 2 | SLP_EN; out dx, al
         0xF4,
     ]);
-    cloak_attestation::direct_launch::minimal_bzimage(&protected_mode, 0x10_0000)
+    cloak_launch::direct::minimal_bzimage(&protected_mode, 0x10_0000)
 }
 
 #[test]
@@ -360,14 +360,14 @@ fn a_long_mode_guest_finds_the_machine_the_direct_launch_plan_describes() {
         return;
     }
     let console = Console::default();
-    let launch = cloak_attestation::direct_launch::DirectLaunch {
+    let launch = cloak_launch::direct::DirectLaunch {
         kernel: long_mode_bzimage(),
         initrd: b"initrd".to_vec(),
         cmdline: "console=ttyS0".into(),
         memory_mib: 64,
         vcpus: 1,
         guest_features: 0,
-        c_bit: cloak_attestation::direct_launch::NO_C_BIT,
+        c_bit: cloak_launch::direct::NO_C_BIT,
     };
     let dir = tempfile::tempdir().unwrap();
     let vsock = dir.path().join("vm.vsock");
@@ -446,7 +446,7 @@ fn interrupt_bzimage() -> Vec<u8> {
     let entry = hex::decode(ENTRY).unwrap();
     protected_mode[0x200..0x200 + entry.len()].copy_from_slice(&entry);
     protected_mode.extend(hex::decode(HANDLER).unwrap());
-    cloak_attestation::direct_launch::minimal_bzimage(&protected_mode, 0x10_0000)
+    cloak_launch::direct::minimal_bzimage(&protected_mode, 0x10_0000)
 }
 
 /// The interrupt path a Linux guest depends on: KVM's in-kernel I/O APIC and local APIC, the
@@ -457,14 +457,14 @@ fn a_device_interrupt_reaches_the_guest_through_the_io_apic() {
         return;
     }
     let console = Console::default();
-    let launch = cloak_attestation::direct_launch::DirectLaunch {
+    let launch = cloak_launch::direct::DirectLaunch {
         kernel: interrupt_bzimage(),
         initrd: Vec::new(),
         cmdline: String::new(),
         memory_mib: 64,
         vcpus: 1,
         guest_features: 0,
-        c_bit: cloak_attestation::direct_launch::NO_C_BIT,
+        c_bit: cloak_launch::direct::NO_C_BIT,
     };
     let vm = RunningVm::boot_direct(cloak_vmm::DirectVmConfig {
         launch,

@@ -116,7 +116,7 @@ pub enum HypervisorError {
     #[error("{0}")]
     Refused(String),
     #[error("tee = \"sim\": measuring the launch: {0}")]
-    Measurement(#[from] cloak_attestation::direct_launch::DirectLaunchError),
+    Measurement(#[from] cloak_launch::direct::DirectLaunchError),
     #[error("tee = \"sim\": creating the simulated AMD-SP: {0}")]
     SimulatedPsp(#[from] cloak_attestation::simulated_psp::SimulatedPspError),
     #[error("{what}: the blocking task failed: {source}")]

@@ -18,9 +18,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use cloak_attestation::direct_launch::DirectLaunch;
 use cloak_attestation::simulated_psp::{ReportInputs, SimulatedPsp};
-use cloak_attestation::LaunchDigest;
+use cloak_launch::direct::DirectLaunch;
+use cloak_launch::LaunchDigest;
 use cloak_protocol::sim_psp::{SimPspResponse, REPORT_DATA_BYTES};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};

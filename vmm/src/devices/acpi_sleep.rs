@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use cloak_attestation::guest_acpi::{sleep_type_of, S5_SLEEP_TYPE, SLEEP_ENABLE};
+use cloak_launch::acpi::{sleep_type_of, S5_SLEEP_TYPE, SLEEP_ENABLE};
 
 use crate::bus::BusDevice;
 use crate::control::{VmControl, VmExitReason};

@@ -6,7 +6,7 @@
 //! Offsets: AMD64 Architecture Programmer's Manual vol. 2, appendix B, table "VMSA Layout,
 //! State Save Area for SEV-ES" (Linux: `struct sev_es_save_area`).
 
-use crate::launch_plan::PAGE_SIZE;
+use crate::plan::PAGE_SIZE;
 
 /// A segment register as the save area holds it (selector, packed attributes, limit, base).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -5,7 +5,7 @@
 
 use sha2::{Digest, Sha384};
 
-use crate::launch_digest::{LaunchDigest, LAUNCH_DIGEST_BYTES};
+use crate::digest::{LaunchDigest, LAUNCH_DIGEST_BYTES};
 
 pub const PAGE_SIZE: usize = 4096;
 

@@ -13,8 +13,8 @@ use sev::measurement::vcpu_types::CpuType;
 use sev::measurement::vmsa::{GuestFeatures, VMMType, VMSA};
 use sev::parser::ByteParser;
 
-use crate::launch_digest::LaunchDigest;
-use crate::launch_plan::{LaunchPlan, PageKind, PAGE_SIZE};
+use crate::digest::LaunchDigest;
+use crate::plan::{LaunchPlan, PageKind, PAGE_SIZE};
 
 /// The VMM's conventions for the initial vCPU state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,7 +66,7 @@ pub enum OvmfLaunchError {
     #[error("building the VMSA: {0}")]
     Vmsa(String),
     #[error(transparent)]
-    Plan(#[from] crate::launch_plan::PlanError),
+    Plan(#[from] crate::plan::PlanError),
 }
 
 /// Offset of RDX in the VMSA (AMD64 APM vol. 2, "VMSA Layout, State Save Area for SEV-ES").
@@ -136,7 +136,7 @@ impl OvmfLaunch {
             .sev_es_reset_eip()
             .map_err(|err| firmware_error(&self.ovmf, err))?;
         for page in self.vmsa_pages(u64::from(reset_eip))? {
-            plan.push(crate::launch_plan::VMSA_GPA, PageKind::Vmsa(page));
+            plan.push(crate::plan::VMSA_GPA, PageKind::Vmsa(page));
         }
         Ok(plan)
     }

@@ -2,7 +2,7 @@
 //! the way cloak-vmm launches SNP guests. Everything the kernel finds at entry is in the plan:
 //! a GDT, the boot parameters (Linux boot protocol, "zero page") with the command line, initrd
 //! and e820 map, the SEV confidential-computing blob naming the secrets and CPUID pages, the
-//! ACPI tables describing the machine (guest_acpi.rs: APICs, COM1, virtio-mmio slots), identity-mapped page tables carrying the C-bit, a parking loop for application processors,
+//! ACPI tables describing the machine (acpi.rs: APICs, COM1, virtio-mmio slots), identity-mapped page tables carrying the C-bit, a parking loop for application processors,
 //! the kernel and the initrd; every other RAM page is pre-validated but unmeasured (a kernel
 //! booted without firmware expects all of its e820 RAM validated). One VMSA per vCPU follows:
 //! the boot processor enters the kernel in long mode, the others park until the kernel starts
@@ -16,8 +16,8 @@
 //! load address + 0x200), arch/x86/include/uapi/asm/bootparam.h (`boot_params` offsets),
 //! arch/x86/include/asm/sev.h (`cc_blob_sev_info`), SNP ABI 8.17 (page types).
 
-use crate::launch_digest::LaunchDigest;
-use crate::launch_plan::{LaunchPlan, PageKind, PlanError, PAGE_SIZE, VMSA_GPA};
+use crate::digest::LaunchDigest;
+use crate::plan::{LaunchPlan, PageKind, PlanError, PAGE_SIZE, VMSA_GPA};
 use crate::vmsa::{SaveArea, Segment};
 
 pub const GDT_GPA: u64 = 0x6000;
@@ -392,7 +392,7 @@ impl DirectLaunch {
 
     /// The guest's ACPI tables, whole pages.
     fn acpi_tables(&self) -> Vec<u8> {
-        padded(crate::guest_acpi::tables(ACPI_GPA, self.vcpus))
+        padded(crate::acpi::tables(ACPI_GPA, self.vcpus))
     }
 
     fn c_bit_mask(&self) -> u64 {
