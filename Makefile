@@ -38,7 +38,7 @@ TEST_ENV = CLOAK_GUEST_DIR=$(CURDIR)/$(GUEST_DIR) CLOAK_AGENT_BIN=$(CURDIR)/$(AG
 # not build another package's binaries). The CRI tests run twice: against Debian's
 # containerd 1.6 with the rest, then against containerd 2.x.
 test: image shim vmm
-	$(TEST_ENV) cargo test --release --locked --workspace
+	$(TEST_ENV) cargo test --release --locked --workspace --features cloak-vmm/test-guests
 	$(TEST_ENV) CLOAK_CONTAINERD_DIR=$(CONTAINERD2_DIR) \
 		cargo test --release --locked -p cloak-tests --test cri --test cri_pod_semantics
 
@@ -80,14 +80,16 @@ bench-cri: image shim
 
 # cloak-vmm against QEMU on KVM with a tiny guest: start to first guest output, VMM memory.
 bench-vmm:
-	cargo build --release --locked -p cloak-vmm -p cloak-tests --bin cloak-vmm --bin cloak-bench-vmm
+	cargo build --release --locked -p cloak-vmm -p cloak-tests --features cloak-vmm/test-guests \
+		--bin cloak-vmm --bin cloak-bench-vmm
 	target/release/cloak-bench-vmm --runs 10
 
 bench: bench-boot bench-containers bench-containerd bench-cri bench-vmm
 
 lint:
 	cargo fmt --all -- --check
-	cargo clippy --release --locked --workspace --all-targets -- -D warnings
+	cargo clippy --release --locked --workspace --all-targets --features cloak-vmm/test-guests -- -D warnings
+	cargo clippy --release --locked -p cloak-vmm --all-targets -- -D warnings
 
 clean:
 	rm -rf build

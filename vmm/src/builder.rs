@@ -5,9 +5,9 @@
 //! Two boots share the steps. `boot_direct` starts a Linux guest from the direct-launch plan
 //! on the machine its ACPI tables describe (interrupt controllers, PIT, COM1 on IRQ 4, virtio
 //! devices in the fixed virtio-mmio slots with irqfd interrupts, an event loop for their host
-//! sides). `boot_tiny` runs 16-bit real-mode code loaded below 64 KiB, each vCPU entering at
-//! its own offset, with polled devices: what runs on hosts whose KVM cannot boot Linux (see
-//! ../shared/DESIGN.md), and what the KVM tests and the start-up benchmark use.
+//! sides). `boot_tiny` (feature `test-guests`, not in the product) runs 16-bit real-mode code
+//! loaded below 64 KiB, each vCPU entering at its own offset, with polled devices: what runs
+//! on hosts whose KVM cannot boot Linux, and what the KVM tests and the start-up benchmark use.
 
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,14 +16,14 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
-use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
+use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
 
 use crate::bus::{Bus, BusError};
 use crate::control::{VmControl, VmExitReason};
 use crate::devices::virtio_block::{BlockBackend, VirtioBlock};
-use crate::devices::virtio_mmio::{
-    MmioTransport, PlaceholderDevice, TransportWiring, VirtioDevice, WINDOW,
-};
+#[cfg(feature = "test-guests")]
+use crate::devices::virtio_mmio::PlaceholderDevice;
+use crate::devices::virtio_mmio::{MmioTransport, TransportWiring, VirtioDevice, WINDOW};
 use crate::devices::{i8042::I8042, serial::SerialConsole};
 use crate::devices::{COM1_PORT, COM1_PORTS, I8042_PORT, I8042_PORTS};
 use crate::event_loop::EventLoop;
@@ -89,6 +89,9 @@ pub enum StartVmError {
     EventLoop(std::io::Error),
 }
 
+/// A test guest (feature `test-guests`): real-mode code, its vCPUs' entries and polled
+/// devices.
+#[cfg(feature = "test-guests")]
 pub struct TinyVmConfig {
     pub memory_mib: u32,
     /// Real-mode code and data, loaded at `load_address` (below 64 KiB, segment 0).
@@ -105,7 +108,8 @@ pub struct TinyVmConfig {
 /// A device behind a virtio-mmio window.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum VirtioSpec {
-    /// The transport alone, identifying as this device type.
+    /// The transport alone, identifying as this device type (test guests only).
+    #[cfg(feature = "test-guests")]
     Placeholder(u32),
     /// virtio-rng fed by the host's getrandom.
     Rng,
@@ -194,7 +198,9 @@ fn register_memory(vm: &VmFd, ram: &GuestRam) -> Result<(), StartVmError> {
     Ok(())
 }
 
+#[cfg(feature = "test-guests")]
 fn load_image(ram: &GuestRam, image: &[u8], address: u64) -> Result<(), StartVmError> {
+    use vm_memory::{Bytes, GuestAddress};
     let out_of_range = || StartVmError::ImageOutOfRange {
         address,
         len: image.len(),
@@ -209,6 +215,7 @@ fn load_image(ram: &GuestRam, image: &[u8], address: u64) -> Result<(), StartVmE
 
 fn virtio_device(spec: &VirtioSpec) -> Result<Box<dyn VirtioDevice>, StartVmError> {
     Ok(match spec {
+        #[cfg(feature = "test-guests")]
         VirtioSpec::Placeholder(device_type) => Box::new(PlaceholderDevice {
             device_type: *device_type,
             queue_sizes: vec![256],
@@ -376,6 +383,7 @@ fn vcpu_error(index: usize, step: &'static str) -> impl Fn(kvm_ioctls::Error) ->
     }
 }
 
+#[cfg(feature = "test-guests")]
 fn create_vcpus(vm: &VmFd, entries: &[u16]) -> Result<Vec<VcpuFd>, StartVmError> {
     if entries.is_empty() {
         return Err(StartVmError::NoVcpus);
@@ -504,6 +512,7 @@ impl RunningVm {
     }
 
     /// Boots a tiny guest.
+    #[cfg(feature = "test-guests")]
     pub fn boot_tiny(config: TinyVmConfig) -> Result<Self, StartVmError> {
         let started = Instant::now();
         let kvm = open_kvm()?;

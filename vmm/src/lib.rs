@@ -7,7 +7,8 @@
 //! launch digest, in cloak-launch's direct.rs) on in-kernel APICs and PIT, COM1,
 //! and ACPI-described virtio-mmio devices (vsock, fs through virtiofsd, net, blk, rng), and
 //! launches the same plan as an SEV-SNP guest where the host has SNP. Tiny hand-assembled
-//! guests (TinyVmConfig) exercise the machine on hosts whose KVM cannot boot Linux.
+//! guests (TinyVmConfig, feature `test-guests`: the KVM tests and the start-up benchmark, not
+//! the product) exercise the machine on hosts whose KVM cannot boot Linux.
 
 pub mod builder;
 pub mod bus;
@@ -20,7 +21,9 @@ pub mod memory;
 pub mod snp_launch;
 pub mod vcpu;
 
-pub use builder::{DirectVmConfig, RunningVm, SnpSettings, StartVmError, TinyVmConfig, VirtioSpec};
+#[cfg(feature = "test-guests")]
+pub use builder::TinyVmConfig;
+pub use builder::{DirectVmConfig, RunningVm, SnpSettings, StartVmError, VirtioSpec};
 pub use control::VmExitReason;
 
 /// Whether this host's KVM can run a VM at all, or why not.

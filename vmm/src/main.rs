@@ -1,7 +1,7 @@
 //! `cloak-vmm`: runs a VM on KVM. `cloak-vmm run` boots a Linux kernel and initrd through the
 //! direct-launch plan with the given devices (what the shim starts for a pod); `cloak-vmm
-//! tiny` boots a raw real-mode image (what hosts whose KVM cannot boot Linux run, and what the
-//! start-up benchmark measures). Both exit 0 when the guest resets the machine, 1 on a
+//! tiny` (built with feature `test-guests` only) boots a raw real-mode image (what hosts whose
+//! KVM cannot boot Linux run, and what the start-up benchmark measures). Both exit 0 when the guest resets the machine, 1 on a
 //! failure, and stop the VM on SIGTERM or SIGINT.
 
 use std::io::Write as _;
@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use cloak_vmm::{DirectVmConfig, RunningVm, TinyVmConfig, VirtioSpec, VmExitReason};
+#[cfg(feature = "test-guests")]
+use cloak_vmm::TinyVmConfig;
+use cloak_vmm::{DirectVmConfig, RunningVm, VirtioSpec, VmExitReason};
 
 #[derive(Parser)]
 #[command(name = "cloak-vmm", about = "cloak's micro-VMM on KVM")]
@@ -25,6 +27,7 @@ enum Command {
     /// Boot a Linux kernel (bzImage) and initrd from the direct-launch plan.
     Run(Box<RunArgs>),
     /// Boot a raw 16-bit real-mode image (code and data below 64 KiB).
+    #[cfg(feature = "test-guests")]
     Tiny(TinyArgs),
     /// Print the SEV-SNP launch digest of the direct-launch plan cloak-vmm loads for this
     /// kernel, initrd and command line (`cloak measure --backend cloak-vmm` must agree).
@@ -216,6 +219,7 @@ fn run(args: RunArgs) -> anyhow::Result<VmExitReason> {
     Ok(supervise(vm))
 }
 
+#[cfg(feature = "test-guests")]
 #[derive(clap::Args)]
 struct TinyArgs {
     /// The image, loaded at --load-address.
@@ -247,6 +251,7 @@ extern "C" fn request_stop(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc
     STOP_REQUESTED.store(true, Ordering::SeqCst);
 }
 
+#[cfg(feature = "test-guests")]
 fn tiny(args: TinyArgs) -> anyhow::Result<VmExitReason> {
     let image =
         std::fs::read(&args.image).with_context(|| format!("reading {}", args.image.display()))?;
@@ -298,6 +303,7 @@ fn main() -> std::process::ExitCode {
         .init();
     let result = match Cli::parse().command {
         Command::Run(args) => run(*args),
+        #[cfg(feature = "test-guests")]
         Command::Tiny(args) => tiny(args),
         Command::PlanDigest(args) => {
             return match plan_digest(args) {

@@ -477,11 +477,13 @@ impl BusDevice for MmioTransport {
 
 /// A device with nothing behind its queues yet: lets a guest (or a test) see a device of
 /// `device_type` on the bus.
+#[cfg(any(test, feature = "test-guests"))]
 pub struct PlaceholderDevice {
     pub device_type: u32,
     pub queue_sizes: Vec<u16>,
 }
 
+#[cfg(any(test, feature = "test-guests"))]
 impl VirtioDevice for PlaceholderDevice {
     fn device_type(&self) -> u32 {
         self.device_type
