@@ -22,6 +22,9 @@ if [ "$(id -u)" -ne 0 ]; then
     exit 1
 fi
 
+# Before anything runs cargo here: the toolchain rust-toolchain.toml names.
+bash "$(dirname "$0")/toolchain.sh"
+
 codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
 if [ "$codename" != bookworm ]; then
     log "warning: written for Debian bookworm, this is '${codename:-unknown}'"
