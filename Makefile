@@ -13,7 +13,7 @@ CACHE_DIR     ?= $(CURDIR)/.cache
 
 export CLOAK_CACHE_DIR := $(CACHE_DIR)
 
-.PHONY: all guest-binaries cloak shim vmm image test demo bench bench-boot bench-containers bench-containerd bench-cri bench-vmm lint clean
+.PHONY: all guest-binaries cloak shim vmm image test demo bench bench-boot bench-containers bench-containerd bench-cri bench-vmm lint deny clean
 
 all: image
 
@@ -86,10 +86,20 @@ bench-vmm:
 
 bench: bench-boot bench-containers bench-containerd bench-cri bench-vmm
 
+# Installed by scripts/setup-host.sh.
+CARGO_DENY ?= /opt/cloak-tools/cargo-deny/bin/cargo-deny
+
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --release --locked --workspace --all-targets --features cloak-vmm/test-guests -- -D warnings
 	cargo clippy --release --locked -p cloak-vmm --all-targets -- -D warnings
+	$(MAKE) --no-print-directory deny
+
+# Licenses, banned crates and sources of the dependency graph (deny.toml). The advisory
+# database cannot be fetched here; `cargo deny check advisories` runs where it can.
+deny:
+	@test -x $(CARGO_DENY) || { echo "no cargo-deny at $(CARGO_DENY): run scripts/setup-host.sh"; exit 1; }
+	$(CARGO_DENY) check licenses bans sources
 
 clean:
 	rm -rf build

@@ -14,6 +14,9 @@ PYTHON_TOOLS=/opt/cloak-tools
 CONTAINERD2_VERSION=2.1.9+ds1-5
 CONTAINERD2_SHA256=2dda86ce7033fd612fc50e136679d8174ccad680eb29cd4611e0d2a1b84cf591
 CONTAINERD2_DIR=$PYTHON_TOOLS/containerd2
+# cargo-deny for `make lint`'s license, ban and source checks of the dependency graph.
+CARGO_DENY_VERSION=0.20.2
+CARGO_DENY_ROOT=$PYTHON_TOOLS/cargo-deny
 
 log() { printf 'setup-host: %s\n' "$*" >&2; }
 
@@ -80,6 +83,11 @@ fi
 if ! command -v virtiofsd >/dev/null 2>&1; then
     log "installing virtiofsd $VIRTIOFSD_VERSION (cargo install)"
     cargo install --locked --quiet virtiofsd --version "$VIRTIOFSD_VERSION"
+fi
+
+if [ "$("$CARGO_DENY_ROOT/bin/cargo-deny" --version 2>/dev/null)" != "cargo-deny $CARGO_DENY_VERSION" ]; then
+    log "installing cargo-deny $CARGO_DENY_VERSION (cargo install, in $CARGO_DENY_ROOT)"
+    cargo install --locked --quiet cargo-deny --version "$CARGO_DENY_VERSION" --root "$CARGO_DENY_ROOT"
 fi
 
 # The reference implementation of SEV-SNP launch digests, which the tests compare cloak's with.
