@@ -7,12 +7,12 @@
 
 use std::path::{Path, PathBuf};
 
-pub use cloak_snp_abi::REPORT_DATA_BYTES;
+pub(crate) use cloak_snp_abi::REPORT_DATA_BYTES;
 const TSM_REPORT_ROOT: &str = "/sys/kernel/config/tsm/report";
 const RETRIES: usize = 3;
 
 #[derive(Debug, thiserror::Error)]
-pub enum ReportError {
+pub(crate) enum ReportError {
     #[error("REPORT_DATA is {0} bytes; at most {REPORT_DATA_BYTES}")]
     ReportDataTooLong(usize),
     #[error("no configfs-tsm report provider ({0})")]
@@ -35,7 +35,7 @@ pub enum ReportError {
 
 /// An SNP report from this VM's configfs-tsm, off the async threads (configfs writes block
 /// while the provider talks to the AMD-SP).
-pub async fn fetch_report(report_data: Vec<u8>) -> Result<TsmReport, ReportError> {
+pub(crate) async fn fetch_report(report_data: Vec<u8>) -> Result<TsmReport, ReportError> {
     tokio::task::spawn_blocking(move || TsmReports::system()?.report(&report_data))
         .await
         .map_err(|err| ReportError::Thread(err.to_string()))?
@@ -43,7 +43,7 @@ pub async fn fetch_report(report_data: Vec<u8>) -> Result<TsmReport, ReportError
 
 /// This VM's report from its TEE: the AMD-SP through configfs-tsm on SNP, the host's simulated
 /// AMD-SP on a simulated TEE; `None` without a TEE.
-pub async fn fetch_from(
+pub(crate) async fn fetch_from(
     tee: cloak_protocol::agent::TeeKind,
     report_data: Vec<u8>,
 ) -> Option<Result<TsmReport, ReportError>> {
@@ -60,7 +60,7 @@ const SIMULATED_PSP_TIMEOUT: std::time::Duration = std::time::Duration::from_sec
 
 /// A report from the host's simulated AMD-SP (`tee = "sim"`, cloak_protocol::sim_psp). A VM
 /// without one gets `NoSimulatedPsp`: nothing listens on the host's port.
-pub async fn fetch_simulated_report(report_data: &[u8]) -> Result<TsmReport, ReportError> {
+pub(crate) async fn fetch_simulated_report(report_data: &[u8]) -> Result<TsmReport, ReportError> {
     use cloak_protocol::sim_psp::{SimPspResponse, MAX_RESPONSE_BYTES, SIM_PSP_VSOCK_PORT};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio_vsock::{VsockAddr, VsockStream, VMADDR_CID_HOST};
@@ -100,7 +100,7 @@ pub async fn fetch_simulated_report(report_data: &[u8]) -> Result<TsmReport, Rep
 }
 
 /// The file operations a report request needs, so tests can play the kernel's part.
-pub trait ConfigFs {
+pub(crate) trait ConfigFs {
     fn create_dir(&self, path: &Path) -> std::io::Result<()>;
     fn remove_dir(&self, path: &Path) -> std::io::Result<()>;
     fn read(&self, path: &Path) -> std::io::Result<Vec<u8>>;
@@ -108,7 +108,7 @@ pub trait ConfigFs {
 }
 
 /// The real configfs.
-pub struct HostConfigFs;
+pub(crate) struct HostConfigFs;
 
 impl ConfigFs for HostConfigFs {
     fn create_dir(&self, path: &Path) -> std::io::Result<()> {
@@ -126,20 +126,20 @@ impl ConfigFs for HostConfigFs {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TsmReport {
+pub(crate) struct TsmReport {
     pub provider: String,
     pub report: Vec<u8>,
     pub certificates: Vec<u8>,
 }
 
-pub struct TsmReports<F: ConfigFs> {
+pub(crate) struct TsmReports<F: ConfigFs> {
     fs: F,
     root: PathBuf,
 }
 
 impl TsmReports<HostConfigFs> {
     /// The guest's configfs-tsm, mounting configfs first if needed.
-    pub fn system() -> Result<Self, ReportError> {
+    pub(crate) fn system() -> Result<Self, ReportError> {
         let config = Path::new("/sys/kernel/config");
         if !config.join("tsm").exists() {
             let mounted = nix::mount::mount(
@@ -176,7 +176,7 @@ fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> 
 }
 
 impl<F: ConfigFs> TsmReports<F> {
-    pub fn new(fs: F, root: PathBuf) -> Self {
+    pub(crate) fn new(fs: F, root: PathBuf) -> Self {
         Self { fs, root }
     }
 
@@ -190,7 +190,7 @@ impl<F: ConfigFs> TsmReports<F> {
     }
 
     /// A report binding `report_data` (zero-padded to 64 bytes).
-    pub fn report(&self, report_data: &[u8]) -> Result<TsmReport, ReportError> {
+    pub(crate) fn report(&self, report_data: &[u8]) -> Result<TsmReport, ReportError> {
         if report_data.len() > REPORT_DATA_BYTES {
             return Err(ReportError::ReportDataTooLong(report_data.len()));
         }
@@ -247,7 +247,7 @@ impl<F: ConfigFs> TsmReports<F> {
 
 /// Why a pod's init-data is not the one its VM was launched with.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum InitDataError {
+pub(crate) enum InitDataError {
     #[error("the attestation report is {0} bytes, too short to hold HOST_DATA")]
     ShortReport(usize),
     #[error("the init-data's SHA-256 {init_data} is not the HOST_DATA {host_data} this VM was launched with")]
@@ -261,7 +261,7 @@ pub enum InitDataError {
 
 /// Checks that the host launched this VM with `init_data`: its SHA-256 must be the HOST_DATA
 /// the AMD-SP put into the VM's own report (the host cannot change it after launch).
-pub fn check_init_data(init_data: &[u8], report: &[u8]) -> Result<(), InitDataError> {
+pub(crate) fn check_init_data(init_data: &[u8], report: &[u8]) -> Result<(), InitDataError> {
     use cloak_snp_abi::{field, host_data_of, read};
     let host_data =
         read(report, field::HOST_DATA).ok_or(InitDataError::ShortReport(report.len()))?;

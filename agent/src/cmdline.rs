@@ -3,7 +3,7 @@
 
 /// Settings the host passes on the kernel command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AgentSettings {
+pub(crate) struct AgentSettings {
     /// `tracing` filter for the agent's console log (`cloak.log=debug`).
     pub log_level: String,
     /// vsock port the agent serves ttrpc on (`cloak.port=`).
@@ -23,13 +23,13 @@ impl Default for AgentSettings {
 }
 
 impl AgentSettings {
-    pub fn from_proc_cmdline() -> Self {
+    pub(crate) fn from_proc_cmdline() -> Self {
         // Without /proc (an agent started outside a VM, say) the defaults apply.
         let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
         Self::parse(&cmdline)
     }
 
-    pub fn parse(cmdline: &str) -> Self {
+    pub(crate) fn parse(cmdline: &str) -> Self {
         let mut settings = Self::default();
         for word in cmdline.split_whitespace() {
             let Some((key, value)) = word

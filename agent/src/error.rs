@@ -4,7 +4,7 @@
 
 /// A failure the caller caused or can act on; anything else maps to INTERNAL.
 #[derive(Debug, thiserror::Error)]
-pub enum AgentError {
+pub(crate) enum AgentError {
     #[error("{0}")]
     InvalidArgument(String),
     #[error("{0}")]

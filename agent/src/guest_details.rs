@@ -7,7 +7,7 @@ use cloak_protocol::agent::TeeKind;
 /// Decides the TEE kind. Hardware comes first: an SNP guest driver or a configfs-tsm provider
 /// means SNP whatever the host offers; a simulated AMD-SP on the host (`simulated_psp_answers`)
 /// counts only where no hardware TEE exists.
-pub fn detect_tee(root: &Path, simulated_psp_answers: bool) -> TeeKind {
+pub(crate) fn detect_tee(root: &Path, simulated_psp_answers: bool) -> TeeKind {
     if has_snp_guest_driver(root) {
         TeeKind::TEE_SNP
     } else if simulated_psp_answers {
@@ -18,32 +18,32 @@ pub fn detect_tee(root: &Path, simulated_psp_answers: bool) -> TeeKind {
 }
 
 /// An SNP guest driver: /dev/sev-guest or a configfs-tsm provider named after SEV.
-pub fn has_snp_guest_driver(root: &Path) -> bool {
+pub(crate) fn has_snp_guest_driver(root: &Path) -> bool {
     let tsm_provider = std::fs::read_to_string(root.join("sys/kernel/config/tsm/report/provider"))
         .unwrap_or_default();
     root.join("dev/sev-guest").exists() || tsm_provider.contains("sev")
 }
 
-pub fn kernel_release() -> String {
+pub(crate) fn kernel_release() -> String {
     nix::sys::utsname::uname()
         .map(|uts| uts.release().to_string_lossy().into_owned())
         .unwrap_or_default()
 }
 
-pub fn online_vcpus() -> u32 {
+pub(crate) fn online_vcpus() -> u32 {
     std::thread::available_parallelism()
         .map(|n| n.get() as u32)
         .unwrap_or(1)
 }
 
-pub fn memory_total_bytes() -> u64 {
+pub(crate) fn memory_total_bytes() -> u64 {
     nix::sys::sysinfo::sysinfo()
         .map(|info| info.ram_total())
         .unwrap_or(0)
 }
 
 /// Milliseconds since the kernel started (CLOCK_BOOTTIME).
-pub fn uptime_ms() -> u64 {
+pub(crate) fn uptime_ms() -> u64 {
     nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME)
         .map(|ts| ts.tv_sec() as u64 * 1000 + ts.tv_nsec() as u64 / 1_000_000)
         .unwrap_or(0)

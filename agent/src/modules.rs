@@ -8,17 +8,17 @@ use std::path::{Path, PathBuf};
 use nix::kmod::{finit_module, ModuleInitFlags};
 
 /// Written by the image builder: one `name relative/path.ko` per line, in load order.
-pub const MODULE_LIST: &str = "/etc/cloak/modules";
+pub(crate) const MODULE_LIST: &str = "/etc/cloak/modules";
 const MODULE_ROOT: &str = "/lib/modules";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ModuleEntry {
+pub(crate) struct ModuleEntry {
     pub name: String,
     pub path: PathBuf,
 }
 
 /// Parses the module list; blank lines and `#` comments are skipped.
-pub fn parse_module_list(text: &str) -> Vec<ModuleEntry> {
+pub(crate) fn parse_module_list(text: &str) -> Vec<ModuleEntry> {
     text.lines()
         .map(str::trim)
         .filter(|line| !line.is_empty() && !line.starts_with('#'))
@@ -35,7 +35,7 @@ pub fn parse_module_list(text: &str) -> Vec<ModuleEntry> {
 /// Loads every listed module; returns the names that are loaded afterwards. A module that fails
 /// to load is logged and skipped: some are expected to refuse (sev-guest without SNP), and a
 /// missing essential one (vsock) shows up as a clear error when the agent binds its socket.
-pub fn load_listed_modules(list: &Path) -> Vec<String> {
+pub(crate) fn load_listed_modules(list: &Path) -> Vec<String> {
     let text = match std::fs::read_to_string(list) {
         Ok(text) => text,
         Err(err) => {

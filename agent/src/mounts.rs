@@ -6,7 +6,7 @@ use nix::mount::{mount, MsFlags};
 use nix::sys::stat::Mode;
 
 #[derive(Debug, thiserror::Error)]
-pub enum MountError {
+pub(crate) enum MountError {
     #[error("creating mount point {path}: {source}")]
     CreateDir {
         path: String,
@@ -93,7 +93,7 @@ const BASE_MOUNTS: &[BaseMount] = &[
 ];
 
 /// Mounts proc, sys, dev, devpts, shm, run, tmp and the unified cgroup hierarchy.
-pub fn mount_base_filesystems() -> Result<(), MountError> {
+pub(crate) fn mount_base_filesystems() -> Result<(), MountError> {
     for base in BASE_MOUNTS {
         create_mount_point(base.target)?;
         mount(

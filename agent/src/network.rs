@@ -171,13 +171,13 @@ impl IoctlSocket {
 }
 
 /// Brings `lo` up: containers share the VM's network namespace and talk over localhost.
-pub fn bring_up_loopback() -> anyhow::Result<()> {
+pub(crate) fn bring_up_loopback() -> anyhow::Result<()> {
     IoctlSocket::new()?.set_up("lo")
 }
 
 /// The interface with hardware address `mac` below `sys_class_net` (normally
 /// /sys/class/net).
-pub fn interface_with_mac(sys_class_net: &Path, mac: &str) -> Option<String> {
+pub(crate) fn interface_with_mac(sys_class_net: &Path, mac: &str) -> Option<String> {
     std::fs::read_dir(sys_class_net)
         .ok()?
         .flatten()
@@ -191,7 +191,7 @@ pub fn interface_with_mac(sys_class_net: &Path, mac: &str) -> Option<String> {
 
 /// UpdateInterface: configures the guest interface with `wanted.hw_addr` (or, without one,
 /// the one named `wanted.name`) and returns it as configured.
-pub fn update_interface(wanted: &Interface) -> anyhow::Result<Interface> {
+pub(crate) fn update_interface(wanted: &Interface) -> anyhow::Result<Interface> {
     let sys = Path::new("/sys/class/net");
     let name = if wanted.hw_addr.is_empty() {
         wanted.name.clone()
@@ -255,7 +255,7 @@ fn describe(sys: &Path, socket: &IoctlSocket, name: &str) -> Interface {
 }
 
 /// ListInterfaces: every guest interface with its IPv4 address.
-pub fn list_interfaces() -> anyhow::Result<Vec<Interface>> {
+pub(crate) fn list_interfaces() -> anyhow::Result<Vec<Interface>> {
     let sys = Path::new("/sys/class/net");
     let socket = IoctlSocket::new()?;
     let mut names: Vec<String> = std::fs::read_dir(sys)
@@ -316,7 +316,7 @@ fn parse_route(route: &Route) -> anyhow::Result<ParsedRoute> {
 }
 
 /// UpdateRoutes: adds each route (IPv4); returns them as given.
-pub fn update_routes(routes: &[Route]) -> anyhow::Result<Vec<Route>> {
+pub(crate) fn update_routes(routes: &[Route]) -> anyhow::Result<Vec<Route>> {
     let parsed = routes
         .iter()
         .map(parse_route)

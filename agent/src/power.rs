@@ -4,7 +4,7 @@ use nix::sys::reboot::{reboot, RebootMode};
 
 /// Flushes filesystems and powers the VM off. If the platform refuses power-off, a reset makes
 /// QEMU (started with `-no-reboot`) or cloak-vmm exit instead; this never returns.
-pub fn power_off() -> ! {
+pub(crate) fn power_off() -> ! {
     nix::unistd::sync();
     let err = reboot(RebootMode::RB_POWER_OFF).err();
     eprintln!("cloak-agent: power-off failed ({err:?}), resetting");

@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio_vsock::{VsockAddr, VsockStream, VMADDR_CID_HOST};
 
-pub async fn notify_host(port: u32) {
+pub(crate) async fn notify_host(port: u32) {
     if port == 0 {
         return;
     }

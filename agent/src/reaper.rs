@@ -15,15 +15,15 @@ use nix::unistd::Pid;
 use tokio::sync::oneshot;
 
 /// Exit code, or 128 + signal number for a process killed by a signal (as shells report it).
-pub type ExitCode = i32;
+pub(crate) type ExitCode = i32;
 
 #[derive(Default)]
-pub struct Reaper {
+pub(crate) struct Reaper {
     watchers: Mutex<HashMap<i32, oneshot::Sender<ExitCode>>>,
 }
 
 impl Reaper {
-    pub fn new() -> Arc<Self> {
+    pub(crate) fn new() -> Arc<Self> {
         Arc::new(Self::default())
     }
 
@@ -36,7 +36,7 @@ impl Reaper {
 
     /// Runs `spawn` (which returns the new pid) with the registry locked and registers the pid,
     /// so its exit is delivered to the returned receiver even if it exits immediately.
-    pub fn spawn_registered<E>(
+    pub(crate) fn spawn_registered<E>(
         &self,
         spawn: impl FnOnce() -> Result<i32, E>,
     ) -> Result<(i32, oneshot::Receiver<ExitCode>), E> {
@@ -50,7 +50,7 @@ impl Reaper {
     /// Collects every exited child without blocking and notifies the registered watchers.
     /// Holds the registry lock throughout, so a `spawn_registered` in progress (which may
     /// wait for its own helper processes) is never robbed of an exit status.
-    pub fn reap_exited_children(&self) {
+    pub(crate) fn reap_exited_children(&self) {
         let mut watchers = self.lock();
         loop {
             match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
@@ -77,7 +77,7 @@ impl Reaper {
 }
 
 /// Maps a wait status to (pid, exit code); stops and continues are not exits.
-pub fn exit_code_of(status: WaitStatus) -> Option<(i32, ExitCode)> {
+pub(crate) fn exit_code_of(status: WaitStatus) -> Option<(i32, ExitCode)> {
     match status {
         WaitStatus::Exited(pid, code) => Some((pid.as_raw(), code)),
         WaitStatus::Signaled(pid, signal, _core_dumped) => {
@@ -88,7 +88,7 @@ pub fn exit_code_of(status: WaitStatus) -> Option<(i32, ExitCode)> {
 }
 
 /// Reaps on every SIGCHLD for the life of the agent.
-pub fn spawn_orphan_reaper(reaper: Arc<Reaper>) -> std::io::Result<()> {
+pub(crate) fn spawn_orphan_reaper(reaper: Arc<Reaper>) -> std::io::Result<()> {
     let mut sigchld = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child())?;
     tokio::spawn(async move {
         // Children that exited before the handler was installed.

@@ -9,7 +9,7 @@ use crate::container::ContainerRuntime;
 use crate::storage::{self, MountStack};
 
 #[derive(Default)]
-pub struct Sandbox {
+pub(crate) struct Sandbox {
     pub id: Option<String>,
     mounts: MountStack,
     /// Why this sandbox runs no containers (its init-data does not match its launch).
@@ -18,7 +18,7 @@ pub struct Sandbox {
 
 impl Sandbox {
     /// Sets the sandbox up; `refusal` (from the init-data check) makes it refuse containers.
-    pub fn create(
+    pub(crate) fn create(
         &mut self,
         request: &CreateSandboxRequest,
         refusal: Option<String>,
@@ -55,7 +55,7 @@ impl Sandbox {
     }
 
     /// Removes every container (killing what still runs), then the sandbox's mounts.
-    pub async fn destroy(&mut self, containers: &ContainerRuntime) {
+    pub(crate) async fn destroy(&mut self, containers: &ContainerRuntime) {
         for id in containers.ids().await {
             if let Err(err) = containers.remove(&id, Duration::ZERO).await {
                 tracing::warn!(container = %id, error = format!("{err:#}"), "removing at sandbox teardown");

@@ -10,7 +10,7 @@ use crate::reaper::Reaper;
 use crate::sandbox::Sandbox;
 
 /// State shared by every RPC handler.
-pub struct AgentState {
+pub(crate) struct AgentState {
     pub reaper: Arc<Reaper>,
     pub containers: ContainerRuntime,
     pub sandbox: tokio::sync::Mutex<Sandbox>,
@@ -24,7 +24,7 @@ pub struct AgentState {
 }
 
 impl AgentState {
-    pub fn new(loaded_modules: Vec<String>) -> Self {
+    pub(crate) fn new(loaded_modules: Vec<String>) -> Self {
         let reaper = Reaper::new();
         Self {
             containers: ContainerRuntime::new(reaper.clone()),

@@ -12,7 +12,7 @@ use crate::error::AgentError;
 
 /// Mounts done for one purpose, undone in reverse order.
 #[derive(Debug, Default)]
-pub struct MountStack {
+pub(crate) struct MountStack {
     targets: Vec<PathBuf>,
 }
 
@@ -23,7 +23,7 @@ impl MountStack {
 
     /// Detaches every mount, newest first. Lazy, so a process still holding a file open does
     /// not keep the container from being removed.
-    pub fn unmount_all(&mut self) {
+    pub(crate) fn unmount_all(&mut self) {
         while let Some(target) = self.targets.pop() {
             if let Err(err) = umount2(&target, MntFlags::MNT_DETACH) {
                 tracing::warn!(target = %target.display(), error = %err, "unmount failed");
@@ -54,7 +54,7 @@ fn mount_at(
 }
 
 /// Mounts a sandbox-level storage (the shared directory, a tmpfs) at its mount point.
-pub fn mount_storage(storage: &Storage, stack: &mut MountStack) -> anyhow::Result<()> {
+pub(crate) fn mount_storage(storage: &Storage, stack: &mut MountStack) -> anyhow::Result<()> {
     let target = Path::new(&storage.mount_point);
     if !target.is_absolute() {
         bail!(AgentError::InvalidArgument(format!(
@@ -94,14 +94,14 @@ pub fn mount_storage(storage: &Storage, stack: &mut MountStack) -> anyhow::Resul
 }
 
 /// Where a container's root filesystem comes from.
-pub trait RootfsSource: Send + Sync {
+pub(crate) trait RootfsSource: Send + Sync {
     /// Makes the root filesystem appear at `target`; the returned stack undoes it.
     fn mount(&self, target: &Path, scratch: &Path) -> anyhow::Result<MountStack>;
 }
 
 /// A directory the guest already sees (inside the pod's virtio-fs share), used directly or
 /// under an overlay whose upper layer lives in guest memory, so the host copy stays untouched.
-pub struct DirectoryRootfs {
+pub(crate) struct DirectoryRootfs {
     pub source: PathBuf,
     pub overlay_in_memory: bool,
 }
@@ -173,7 +173,7 @@ impl DirectoryRootfs {
 }
 
 /// The rootfs transport a `Storage` names.
-pub fn rootfs_source(storage: &Storage) -> anyhow::Result<Box<dyn RootfsSource>> {
+pub(crate) fn rootfs_source(storage: &Storage) -> anyhow::Result<Box<dyn RootfsSource>> {
     match storage.driver.as_str() {
         "bind" | "virtio-fs" => Ok(Box::new(DirectoryRootfs {
             source: PathBuf::from(&storage.source),

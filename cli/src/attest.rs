@@ -9,13 +9,13 @@ use cloak_attestation::reference_values::ReferenceValues;
 use cloak_attestation::verify::{self, VerifyRequest};
 
 #[derive(Subcommand)]
-pub enum AttestCommand {
+pub(crate) enum AttestCommand {
     /// Verify a report: AMD chain, signature, VCEK TCB and chip, then the expected values.
     Verify(VerifyArgs),
 }
 
 #[derive(Args)]
-pub struct VerifyArgs {
+pub(crate) struct VerifyArgs {
     /// The report: raw (1184 bytes) or hex text.
     #[arg(long)]
     report: PathBuf,
@@ -57,7 +57,7 @@ fn hex_arg(name: &str, value: Option<&String>) -> anyhow::Result<Option<Vec<u8>>
 }
 
 /// Returns whether the report verified.
-pub fn run(command: AttestCommand) -> anyhow::Result<bool> {
+pub(crate) fn run(command: AttestCommand) -> anyhow::Result<bool> {
     let AttestCommand::Verify(args) = command;
     let measurements = match &args.reference_values {
         Some(path) => ReferenceValues::from_json(&read(path)?)?.digests()?,

@@ -9,7 +9,7 @@ use cloak_host::hypervisor::host;
 use crate::runtime_args::RuntimeArgs;
 
 #[derive(Args)]
-pub struct CheckArgs {
+pub(crate) struct CheckArgs {
     #[command(flatten)]
     runtime: RuntimeArgs,
     /// containerd configuration to look for the cloak runtimes in.
@@ -187,7 +187,7 @@ fn which(tool: &str) -> Option<std::path::PathBuf> {
         .find(|path| path.is_file())
 }
 
-pub fn run(args: CheckArgs) -> anyhow::Result<()> {
+pub(crate) fn run(args: CheckArgs) -> anyhow::Result<()> {
     let config = args.runtime.configuration()?;
     let mut out = std::io::stdout().lock();
     let virt = host::cpu_has_hardware_virtualization();

@@ -7,13 +7,13 @@ use anyhow::Context as _;
 use clap::{Args, Subcommand};
 
 #[derive(Subcommand)]
-pub enum ImageCommand {
+pub(crate) enum ImageCommand {
     /// Build vmlinuz, initrd.img and manifest.json reproducibly into --out.
     Build(BuildArgs),
 }
 
 #[derive(Args)]
-pub struct BuildArgs {
+pub(crate) struct BuildArgs {
     /// Output directory.
     #[arg(long)]
     out: PathBuf,
@@ -35,7 +35,7 @@ pub struct BuildArgs {
     runtime_config: Option<PathBuf>,
 }
 
-pub fn default_cache_dir() -> PathBuf {
+pub(crate) fn default_cache_dir() -> PathBuf {
     std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache")))
@@ -43,7 +43,7 @@ pub fn default_cache_dir() -> PathBuf {
         .join("cloak")
 }
 
-pub fn run(command: ImageCommand) -> anyhow::Result<()> {
+pub(crate) fn run(command: ImageCommand) -> anyhow::Result<()> {
     match command {
         ImageCommand::Build(args) => build(args),
     }

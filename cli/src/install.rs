@@ -32,7 +32,7 @@ const CONTAINERD_CONFIG: &str = "etc/containerd/config.toml";
 const BACKUP_SUFFIX: &str = ".cloak-backup";
 
 #[derive(Args)]
-pub struct InstallArgs {
+pub(crate) struct InstallArgs {
     /// Root of the file system to install into.
     #[arg(long, default_value = "/")]
     root: PathBuf,
@@ -45,7 +45,7 @@ pub struct InstallArgs {
 }
 
 #[derive(Args)]
-pub struct UninstallArgs {
+pub(crate) struct UninstallArgs {
     #[arg(long, default_value = "/")]
     root: PathBuf,
 }
@@ -92,7 +92,7 @@ fn cri_plugin(document: &DocumentMut) -> anyhow::Result<&'static str> {
 }
 
 /// The runtimes of a containerd config whose type is cloak's shim.
-pub fn cloak_runtimes(config_text: &str) -> anyhow::Result<Vec<String>> {
+pub(crate) fn cloak_runtimes(config_text: &str) -> anyhow::Result<Vec<String>> {
     let document: DocumentMut = config_text.parse().context("not TOML")?;
     let plugin = cri_plugin(&document)?;
     let runtimes = document
@@ -172,7 +172,7 @@ fn load_state(root: &Path) -> InstallState {
         .unwrap_or_default()
 }
 
-pub fn install(args: InstallArgs) -> anyhow::Result<()> {
+pub(crate) fn install(args: InstallArgs) -> anyhow::Result<()> {
     let root = &args.root;
     let binaries = match args.binaries {
         Some(dir) => dir,
@@ -275,7 +275,7 @@ pub fn install(args: InstallArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn uninstall(args: UninstallArgs) -> anyhow::Result<()> {
+pub(crate) fn uninstall(args: UninstallArgs) -> anyhow::Result<()> {
     let root = &args.root;
     let state = load_state(root);
     let containerd_config = under(root, CONTAINERD_CONFIG);

@@ -12,7 +12,7 @@ use cloak_launch::direct::{DirectLaunch, DEFAULT_C_BIT};
 use cloak_launch::ovmf::OvmfLaunch;
 
 #[derive(Args)]
-pub struct MeasureArgs {
+pub(crate) struct MeasureArgs {
     /// Guest mode; only SEV-SNP ("snp") is measured.
     #[arg(long, default_value = "snp")]
     mode: String,
@@ -68,7 +68,7 @@ fn number(text: &str) -> anyhow::Result<u64> {
     parsed.with_context(|| format!("{text:?} is not a number"))
 }
 
-pub fn run(args: MeasureArgs) -> anyhow::Result<()> {
+pub(crate) fn run(args: MeasureArgs) -> anyhow::Result<()> {
     if args.mode != "snp" {
         bail!(
             "--mode {}: cloak measures SEV-SNP launches only (--mode snp)",

@@ -11,12 +11,12 @@ use cloak_host::config::Configuration;
 use crate::runtime_args::RuntimeArgs;
 
 #[derive(Args)]
-pub struct ProbeArgs {
+pub(crate) struct ProbeArgs {
     #[command(flatten)]
     runtime: RuntimeArgs,
 }
 
-pub fn run(args: ProbeArgs) -> anyhow::Result<()> {
+pub(crate) fn run(args: ProbeArgs) -> anyhow::Result<()> {
     let config = args.runtime.configuration()?;
     let runtime = tokio::runtime::Runtime::new().context("creating the async runtime")?;
     runtime.block_on(probe(config))

@@ -20,7 +20,7 @@ use tokio::io::AsyncWriteExt;
 use crate::runtime_args::RuntimeArgs;
 
 #[derive(Args)]
-pub struct RunArgs {
+pub(crate) struct RunArgs {
     /// Root filesystem directory of the container.
     #[arg(long)]
     rootfs: PathBuf,
@@ -38,7 +38,7 @@ pub struct RunArgs {
 }
 
 /// Runs the container; returns its exit status (as a process exit code).
-pub fn run(args: RunArgs) -> anyhow::Result<u8> {
+pub(crate) fn run(args: RunArgs) -> anyhow::Result<u8> {
     let config = args.runtime.configuration()?;
     let rootfs = args
         .rootfs

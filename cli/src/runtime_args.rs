@@ -7,7 +7,7 @@ use clap::Args;
 use cloak_host::config::{Configuration, DEFAULT_CONFIG_PATH};
 
 #[derive(Args)]
-pub struct RuntimeArgs {
+pub(crate) struct RuntimeArgs {
     /// Runtime configuration (defaults apply when the file does not exist).
     #[arg(long, default_value = DEFAULT_CONFIG_PATH)]
     config: PathBuf,
@@ -21,7 +21,7 @@ pub struct RuntimeArgs {
 
 impl RuntimeArgs {
     /// The configuration file with the command-line overrides applied.
-    pub fn configuration(&self) -> anyhow::Result<Configuration> {
+    pub(crate) fn configuration(&self) -> anyhow::Result<Configuration> {
         let mut config = if self.config.exists() {
             Configuration::load(&self.config)?
         } else {

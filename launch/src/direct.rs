@@ -52,26 +52,26 @@ pub const DEFAULT_GUEST_FEATURES: u64 = 0x1;
 
 /// `boot_params` offsets (bootparam.h).
 mod boot_params {
-    pub const ACPI_RSDP_ADDR: usize = 0x070;
-    pub const CC_BLOB_ADDRESS: usize = 0x13C;
-    pub const E820_ENTRIES: usize = 0x1E8;
-    pub const SETUP_SECTS: usize = 0x1F1;
-    pub const BOOT_FLAG: usize = 0x1FE;
-    pub const HEADER_MAGIC: usize = 0x202;
-    pub const VERSION: usize = 0x206;
-    pub const TYPE_OF_LOADER: usize = 0x210;
-    pub const LOADFLAGS: usize = 0x211;
-    pub const RAMDISK_IMAGE: usize = 0x218;
-    pub const RAMDISK_SIZE: usize = 0x21C;
-    pub const CMD_LINE_PTR: usize = 0x228;
-    pub const INITRD_ADDR_MAX: usize = 0x22C;
-    pub const XLOADFLAGS: usize = 0x236;
-    pub const CMDLINE_SIZE: usize = 0x238;
-    pub const PREF_ADDRESS: usize = 0x258;
-    pub const INIT_SIZE: usize = 0x260;
-    pub const E820_TABLE: usize = 0x2D0;
+    pub(super) const ACPI_RSDP_ADDR: usize = 0x070;
+    pub(super) const CC_BLOB_ADDRESS: usize = 0x13C;
+    pub(super) const E820_ENTRIES: usize = 0x1E8;
+    pub(super) const SETUP_SECTS: usize = 0x1F1;
+    pub(super) const BOOT_FLAG: usize = 0x1FE;
+    pub(super) const HEADER_MAGIC: usize = 0x202;
+    pub(super) const VERSION: usize = 0x206;
+    pub(super) const TYPE_OF_LOADER: usize = 0x210;
+    pub(super) const LOADFLAGS: usize = 0x211;
+    pub(super) const RAMDISK_IMAGE: usize = 0x218;
+    pub(super) const RAMDISK_SIZE: usize = 0x21C;
+    pub(super) const CMD_LINE_PTR: usize = 0x228;
+    pub(super) const INITRD_ADDR_MAX: usize = 0x22C;
+    pub(super) const XLOADFLAGS: usize = 0x236;
+    pub(super) const CMDLINE_SIZE: usize = 0x238;
+    pub(super) const PREF_ADDRESS: usize = 0x258;
+    pub(super) const INIT_SIZE: usize = 0x260;
+    pub(super) const E820_TABLE: usize = 0x2D0;
     /// The setup header is copied from the image up to 0x202 + the byte at 0x201.
-    pub const JUMP_LENGTH: usize = 0x201;
+    pub(super) const JUMP_LENGTH: usize = 0x201;
 }
 
 const E820_RAM: u32 = 1;

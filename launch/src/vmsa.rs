@@ -62,32 +62,32 @@ pub struct SaveArea {
 }
 
 mod offset {
-    pub const ES: usize = 0x000;
-    pub const CS: usize = 0x010;
-    pub const SS: usize = 0x020;
-    pub const DS: usize = 0x030;
-    pub const FS: usize = 0x040;
-    pub const GS: usize = 0x050;
-    pub const GDTR: usize = 0x060;
-    pub const LDTR: usize = 0x070;
-    pub const IDTR: usize = 0x080;
-    pub const TR: usize = 0x090;
-    pub const EFER: usize = 0x0D0;
-    pub const CR4: usize = 0x148;
-    pub const CR3: usize = 0x150;
-    pub const CR0: usize = 0x158;
-    pub const DR7: usize = 0x160;
-    pub const DR6: usize = 0x168;
-    pub const RFLAGS: usize = 0x170;
-    pub const RIP: usize = 0x178;
-    pub const RSP: usize = 0x1D8;
-    pub const G_PAT: usize = 0x268;
-    pub const RDX: usize = 0x310;
-    pub const RSI: usize = 0x330;
-    pub const SEV_FEATURES: usize = 0x3B0;
-    pub const XCR0: usize = 0x3E8;
-    pub const MXCSR: usize = 0x408;
-    pub const X87_FCW: usize = 0x410;
+    pub(super) const ES: usize = 0x000;
+    pub(super) const CS: usize = 0x010;
+    pub(super) const SS: usize = 0x020;
+    pub(super) const DS: usize = 0x030;
+    pub(super) const FS: usize = 0x040;
+    pub(super) const GS: usize = 0x050;
+    pub(super) const GDTR: usize = 0x060;
+    pub(super) const LDTR: usize = 0x070;
+    pub(super) const IDTR: usize = 0x080;
+    pub(super) const TR: usize = 0x090;
+    pub(super) const EFER: usize = 0x0D0;
+    pub(super) const CR4: usize = 0x148;
+    pub(super) const CR3: usize = 0x150;
+    pub(super) const CR0: usize = 0x158;
+    pub(super) const DR7: usize = 0x160;
+    pub(super) const DR6: usize = 0x168;
+    pub(super) const RFLAGS: usize = 0x170;
+    pub(super) const RIP: usize = 0x178;
+    pub(super) const RSP: usize = 0x1D8;
+    pub(super) const G_PAT: usize = 0x268;
+    pub(super) const RDX: usize = 0x310;
+    pub(super) const RSI: usize = 0x330;
+    pub(super) const SEV_FEATURES: usize = 0x3B0;
+    pub(super) const XCR0: usize = 0x3E8;
+    pub(super) const MXCSR: usize = 0x408;
+    pub(super) const X87_FCW: usize = 0x410;
 }
 
 fn put(page: &mut [u8], at: usize, bytes: &[u8]) {

@@ -49,12 +49,12 @@ pub fn interrupt_line(vm: &VmFd, gsi: u32) -> Result<EventFd, MachineError> {
 
 mod cpuid_bits {
     /// Leaf 1 ECX: running under a hypervisor.
-    pub const HYPERVISOR: u32 = 1 << 31;
+    pub(super) const HYPERVISOR: u32 = 1 << 31;
     /// Leaf 1 EBX: initial APIC id (31:24), logical processors per package (23:16).
-    pub const APIC_ID_SHIFT: u32 = 24;
-    pub const LOGICAL_COUNT_SHIFT: u32 = 16;
+    pub(super) const APIC_ID_SHIFT: u32 = 24;
+    pub(super) const LOGICAL_COUNT_SHIFT: u32 = 16;
     /// Leaf 1 EDX: HTT (the logical-processor count is valid).
-    pub const HTT: u32 = 1 << 28;
+    pub(super) const HTT: u32 = 1 << 28;
 }
 
 /// KVM's supported CPUID, made this vCPU's: its APIC id in leaves 1, 0BH and 1FH, the
@@ -80,18 +80,18 @@ pub fn vcpu_cpuid(supported: &CpuId, index: u32, vcpus: u32) -> CpuId {
 }
 
 mod msr {
-    pub const IA32_SYSENTER_CS: u32 = 0x174;
-    pub const IA32_SYSENTER_ESP: u32 = 0x175;
-    pub const IA32_SYSENTER_EIP: u32 = 0x176;
-    pub const IA32_MISC_ENABLE: u32 = 0x1A0;
-    pub const STAR: u32 = 0xC000_0081;
-    pub const LSTAR: u32 = 0xC000_0082;
-    pub const CSTAR: u32 = 0xC000_0083;
-    pub const SYSCALL_MASK: u32 = 0xC000_0084;
-    pub const KERNEL_GS_BASE: u32 = 0xC000_0102;
-    pub const IA32_TSC: u32 = 0x10;
+    pub(super) const IA32_SYSENTER_CS: u32 = 0x174;
+    pub(super) const IA32_SYSENTER_ESP: u32 = 0x175;
+    pub(super) const IA32_SYSENTER_EIP: u32 = 0x176;
+    pub(super) const IA32_MISC_ENABLE: u32 = 0x1A0;
+    pub(super) const STAR: u32 = 0xC000_0081;
+    pub(super) const LSTAR: u32 = 0xC000_0082;
+    pub(super) const CSTAR: u32 = 0xC000_0083;
+    pub(super) const SYSCALL_MASK: u32 = 0xC000_0084;
+    pub(super) const KERNEL_GS_BASE: u32 = 0xC000_0102;
+    pub(super) const IA32_TSC: u32 = 0x10;
     /// IA32_MISC_ENABLE: fast string operations enabled (as firmware leaves it).
-    pub const MISC_ENABLE_FAST_STRING: u64 = 1;
+    pub(super) const MISC_ENABLE_FAST_STRING: u64 = 1;
 }
 
 /// The MSRs of a processor after reset as a kernel entered without firmware expects them.
@@ -119,11 +119,11 @@ pub fn boot_msrs() -> Result<Msrs, MachineError> {
 }
 
 mod lapic {
-    pub const LVT_LINT0: usize = 0x350;
-    pub const LVT_LINT1: usize = 0x360;
-    pub const DELIVERY_MODE_MASK: u32 = 0x700;
-    pub const DELIVERY_EXTINT: u32 = 0x700;
-    pub const DELIVERY_NMI: u32 = 0x400;
+    pub(super) const LVT_LINT0: usize = 0x350;
+    pub(super) const LVT_LINT1: usize = 0x360;
+    pub(super) const DELIVERY_MODE_MASK: u32 = 0x700;
+    pub(super) const DELIVERY_EXTINT: u32 = 0x700;
+    pub(super) const DELIVERY_NMI: u32 = 0x400;
 }
 
 fn lapic_register(regs: &[std::os::raw::c_char; 1024], offset: usize) -> u32 {

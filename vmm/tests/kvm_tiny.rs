@@ -503,9 +503,9 @@ const QUEUE1: Rings = Rings {
 
 /// Guest memory of the virtio-vsock test: one receive and one transmit queue of 8 entries.
 mod vsock_layout {
-    pub const RX_BUFFER: u64 = 0x3000;
-    pub const TX_BUFFER: u64 = 0x3200;
-    pub const HEADER: u64 = 44;
+    pub(crate) const RX_BUFFER: u64 = 0x3000;
+    pub(crate) const TX_BUFFER: u64 = 0x3200;
+    pub(crate) const HEADER: u64 = 44;
 }
 
 /// The guest's half of the hybrid-vsock handshake, driven through the transport, the event
@@ -699,10 +699,10 @@ fn ip(args: &[&str]) -> bool {
 
 /// Guest memory of the virtio-net test.
 mod net_layout {
-    pub const RX_BUFFER: u64 = 0x3000;
-    pub const TX_BUFFER: u64 = 0x3800;
+    pub(crate) const RX_BUFFER: u64 = 0x3000;
+    pub(crate) const TX_BUFFER: u64 = 0x3800;
     /// virtio_net_hdr_v1
-    pub const HEADER: u64 = 12;
+    pub(crate) const HEADER: u64 = 12;
 }
 
 /// Frames both ways between a real-mode guest and a real tap: the host sends on the tap,
@@ -809,8 +809,8 @@ fn find_tool(name: &str) -> Option<std::path::PathBuf> {
 
 /// Guest memory of the virtio-fs test: the request queue and one FUSE_INIT.
 mod fs_layout {
-    pub const REQUEST: u64 = 0x3000;
-    pub const REPLY: u64 = 0x3200;
+    pub(crate) const REQUEST: u64 = 0x3000;
+    pub(crate) const REPLY: u64 = 0x3200;
 }
 
 /// virtio-fs through the transport: DRIVER_OK hands the rings and guest RAM to a real

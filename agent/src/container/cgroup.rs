@@ -8,15 +8,15 @@ use anyhow::Context as _;
 use cloak_protocol::agent::{CpuStats, IoStats, MemoryStats, PidsStats, StatsContainerResponse};
 use oci_spec::runtime::LinuxResources;
 
-pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+pub(super) const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 
 /// The unified-hierarchy directory of cgroup path `relative` (e.g. `/cloak/c1`).
-pub fn directory(relative: &str) -> PathBuf {
+pub(super) fn directory(relative: &str) -> PathBuf {
     Path::new(CGROUP_ROOT).join(relative.trim_start_matches('/'))
 }
 
 /// Lets child cgroups of the root and of `/cloak` use the controllers the containers need.
-pub fn enable_controllers(parent: &Path) -> anyhow::Result<()> {
+pub(super) fn enable_controllers(parent: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
     for dir in [Path::new(CGROUP_ROOT), parent] {
         let available = std::fs::read_to_string(dir.join("cgroup.controllers")).unwrap_or_default();
@@ -56,7 +56,7 @@ fn single_value(dir: &Path, file: &str) -> u64 {
     }
 }
 
-pub fn stats(dir: &Path) -> StatsContainerResponse {
+pub(super) fn stats(dir: &Path) -> StatsContainerResponse {
     let cpu = read(dir, "cpu.stat");
     let memory_stat = read(dir, "memory.stat");
     let mut io = IoStats::default();
@@ -107,12 +107,12 @@ pub fn stats(dir: &Path) -> StatsContainerResponse {
     }
 }
 
-pub fn oom_kill_count(dir: &Path) -> u64 {
+pub(super) fn oom_kill_count(dir: &Path) -> u64 {
     flat_keyed(&read(dir, "memory.events"), "oom_kill")
 }
 
 /// Pids of every process in the cgroup.
-pub fn member_pids(dir: &Path) -> Vec<i32> {
+pub(super) fn member_pids(dir: &Path) -> Vec<i32> {
     read(dir, "cgroup.procs")
         .lines()
         .filter_map(|line| line.trim().parse().ok())
@@ -120,7 +120,7 @@ pub fn member_pids(dir: &Path) -> Vec<i32> {
 }
 
 /// Converts OCI cpu shares (2..262144) to a cgroup v2 weight (1..10000), as runc does.
-pub fn shares_to_weight(shares: u64) -> u64 {
+pub(super) fn shares_to_weight(shares: u64) -> u64 {
     if shares == 0 {
         return 0;
     }
@@ -128,7 +128,7 @@ pub fn shares_to_weight(shares: u64) -> u64 {
 }
 
 /// The cgroup file writes that apply `resources` (only what it sets).
-pub fn resource_writes(resources: &LinuxResources) -> Vec<(&'static str, String)> {
+pub(super) fn resource_writes(resources: &LinuxResources) -> Vec<(&'static str, String)> {
     let mut writes = Vec::new();
     if let Some(memory) = resources.memory() {
         if let Some(limit) = memory.limit() {
@@ -179,7 +179,7 @@ pub fn resource_writes(resources: &LinuxResources) -> Vec<(&'static str, String)
     writes
 }
 
-pub fn apply(dir: &Path, resources: &LinuxResources) -> anyhow::Result<()> {
+pub(super) fn apply(dir: &Path, resources: &LinuxResources) -> anyhow::Result<()> {
     for (file, value) in resource_writes(resources) {
         std::fs::write(dir.join(file), &value)
             .with_context(|| format!("writing {value:?} to {file}"))?;

@@ -13,7 +13,7 @@ use crate::error::AgentError;
 use crate::storage::{self, MountStack};
 
 impl ContainerRuntime {
-    pub async fn create(&self, request: CreateContainerRequest) -> anyhow::Result<()> {
+    pub(crate) async fn create(&self, request: CreateContainerRequest) -> anyhow::Result<()> {
         let id = request.container_id.clone();
         if !cloak_protocol::is_valid_id(&id) {
             bail!(AgentError::InvalidArgument(format!(

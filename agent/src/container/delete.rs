@@ -11,7 +11,7 @@ use nix::unistd::Pid;
 use super::{blocking, cgroup, oom, ContainerRuntime};
 
 impl ContainerRuntime {
-    pub async fn remove(&self, id: &str, timeout: Duration) -> anyhow::Result<()> {
+    pub(crate) async fn remove(&self, id: &str, timeout: Duration) -> anyhow::Result<()> {
         let container = self.get(id).await?;
         if container.init.is_running() {
             let members = cgroup::member_pids(&container.cgroup);

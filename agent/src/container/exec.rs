@@ -11,7 +11,7 @@ use super::{blocking, spec, ContainerRuntime, ProcessState};
 use crate::error::AgentError;
 
 impl ContainerRuntime {
-    pub async fn exec(&self, request: ExecProcessRequest) -> anyhow::Result<()> {
+    pub(crate) async fn exec(&self, request: ExecProcessRequest) -> anyhow::Result<()> {
         let container = self.get(&request.container_id).await?;
         let exec_id = request.exec_id.clone();
         if !cloak_protocol::is_valid_id(&exec_id) {

@@ -15,7 +15,7 @@ use oci_spec::runtime::{Capability as SpecCapability, LinuxSeccomp, Process, Spe
 
 /// What the payload's process does right before exec.
 #[derive(Clone, Default)]
-pub struct PayloadExecutor {
+pub(super) struct PayloadExecutor {
     /// The filter to install (exec'd processes only: libcontainer installs the init's).
     seccomp: Option<LinuxSeccomp>,
     /// Capabilities lent to the process only to install the filter (see `lend_capabilities`).
@@ -24,7 +24,7 @@ pub struct PayloadExecutor {
 
 impl PayloadExecutor {
     /// For a container's init: libcontainer applies its seccomp filter itself.
-    pub fn for_init() -> Self {
+    pub(super) fn for_init() -> Self {
         Self::default()
     }
 
@@ -36,7 +36,7 @@ impl PayloadExecutor {
     /// payload starts with exactly the capabilities it asked for, under the filter. A process
     /// spec without capabilities keeps all of them (libcontainer drops nothing), so it needs
     /// no loan.
-    pub fn for_exec(seccomp: Option<LinuxSeccomp>, process: &mut Process) -> Self {
+    pub(super) fn for_exec(seccomp: Option<LinuxSeccomp>, process: &mut Process) -> Self {
         let needs_loan = seccomp.is_some()
             && process.no_new_privileges() != Some(true)
             && process.capabilities().is_some();

@@ -12,7 +12,7 @@ mod oom;
 mod pause;
 mod process;
 mod signal;
-pub mod spec;
+pub(crate) mod spec;
 mod start;
 mod stats;
 mod stdio;
@@ -26,19 +26,19 @@ use std::sync::Arc;
 use anyhow::bail;
 use tokio::sync::{mpsc, Mutex};
 
-pub use process::{ExitInfo, ProcessState};
-pub use streams::StreamBroker;
+pub(crate) use process::{ExitInfo, ProcessState};
+pub(crate) use streams::StreamBroker;
 
 use crate::error::AgentError;
 use crate::reaper::Reaper;
 use crate::storage::MountStack;
 
 /// libcontainer's state directory (one subdirectory per container).
-pub const STATE_ROOT: &str = "/run/cloak/libcontainer";
+pub(crate) const STATE_ROOT: &str = "/run/cloak/libcontainer";
 /// Bundles: `<id>/config.json`, `<id>/rootfs`, scratch space for overlays and sockets.
-pub const BUNDLE_ROOT: &str = "/run/cloak/containers";
+pub(crate) const BUNDLE_ROOT: &str = "/run/cloak/containers";
 
-pub struct Container {
+pub(crate) struct Container {
     pub id: String,
     pub bundle: PathBuf,
     pub cgroup: PathBuf,
@@ -53,12 +53,12 @@ pub struct Container {
 }
 
 impl Container {
-    pub fn is_started(&self) -> bool {
+    pub(crate) fn is_started(&self) -> bool {
         self.started.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// The init process (empty exec id) or an exec.
-    pub fn process(&self, exec_id: &str) -> anyhow::Result<Arc<ProcessState>> {
+    pub(crate) fn process(&self, exec_id: &str) -> anyhow::Result<Arc<ProcessState>> {
         if exec_id.is_empty() {
             return Ok(self.init.clone());
         }
@@ -77,7 +77,7 @@ impl Container {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    pub fn exec_ids(&self) -> HashMap<i32, String> {
+    pub(crate) fn exec_ids(&self) -> HashMap<i32, String> {
         self.lock_execs()
             .values()
             .map(|process| (process.pid, process.exec_id.clone()))
@@ -86,7 +86,7 @@ impl Container {
 }
 
 /// Every container of the pod, and the OOM events they raise.
-pub struct ContainerRuntime {
+pub(crate) struct ContainerRuntime {
     containers: Mutex<HashMap<String, Arc<Container>>>,
     reaper: Arc<Reaper>,
     oom_sender: mpsc::Sender<String>,
@@ -97,7 +97,7 @@ pub struct ContainerRuntime {
 }
 
 impl ContainerRuntime {
-    pub fn new(reaper: Arc<Reaper>) -> Self {
+    pub(crate) fn new(reaper: Arc<Reaper>) -> Self {
         let (oom_sender, oom_receiver) = mpsc::channel(256);
         Self {
             containers: Mutex::new(HashMap::new()),
@@ -110,14 +110,14 @@ impl ContainerRuntime {
         }
     }
 
-    pub async fn get(&self, id: &str) -> anyhow::Result<Arc<Container>> {
+    pub(crate) async fn get(&self, id: &str) -> anyhow::Result<Arc<Container>> {
         match self.containers.lock().await.get(id) {
             Some(container) => Ok(container.clone()),
             None => bail!(AgentError::NotFound(format!("no container {id:?}"))),
         }
     }
 
-    pub async fn ids(&self) -> Vec<String> {
+    pub(crate) async fn ids(&self) -> Vec<String> {
         self.containers.lock().await.keys().cloned().collect()
     }
 
@@ -130,14 +130,14 @@ impl ContainerRuntime {
     }
 
     /// Blocks until a container is OOM-killed; returns its id.
-    pub async fn next_oom_event(&self) -> anyhow::Result<String> {
+    pub(crate) async fn next_oom_event(&self) -> anyhow::Result<String> {
         match self.oom_receiver.lock().await.recv().await {
             Some(id) => Ok(id),
             None => bail!("the OOM event channel closed"),
         }
     }
 
-    pub async fn list_processes(
+    pub(crate) async fn list_processes(
         &self,
         id: &str,
     ) -> anyhow::Result<Vec<(i32, String, Vec<String>)>> {

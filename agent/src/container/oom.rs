@@ -14,10 +14,10 @@ use super::{cgroup, ProcessState};
 const POLL: Duration = Duration::from_millis(200);
 
 /// Kills counted so far, shared between the watcher and the final check.
-pub type Reported = Arc<AtomicU64>;
+pub(super) type Reported = Arc<AtomicU64>;
 
 /// Sends one event per OOM kill counted since the last report.
-pub fn report_new_kills(
+pub(super) fn report_new_kills(
     container_id: &str,
     cgroup_dir: &Path,
     reported: &AtomicU64,
@@ -32,7 +32,7 @@ pub fn report_new_kills(
     }
 }
 
-pub fn watch(
+pub(super) fn watch(
     container_id: String,
     cgroup_dir: PathBuf,
     init: Arc<ProcessState>,

@@ -6,11 +6,11 @@ use libcontainer::container::Container as LibContainer;
 use super::{blocking, ContainerRuntime};
 
 impl ContainerRuntime {
-    pub async fn pause(&self, id: &str) -> anyhow::Result<()> {
+    pub(crate) async fn pause(&self, id: &str) -> anyhow::Result<()> {
         self.freeze(id, true).await
     }
 
-    pub async fn resume(&self, id: &str) -> anyhow::Result<()> {
+    pub(crate) async fn resume(&self, id: &str) -> anyhow::Result<()> {
         self.freeze(id, false).await
     }
 

@@ -13,12 +13,12 @@ use crate::reaper::ExitCode;
 const DRAIN_LIMIT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ExitInfo {
+pub(crate) struct ExitInfo {
     pub code: ExitCode,
     pub at_unix_nanos: u64,
 }
 
-pub struct ProcessState {
+pub(crate) struct ProcessState {
     pub pid: i32,
     pub exec_id: String,
     exit: watch::Receiver<Option<ExitInfo>>,
@@ -28,7 +28,7 @@ pub struct ProcessState {
 impl ProcessState {
     /// Tracks `pid`: when the reaper reports its exit, the output is drained, then the exit
     /// is published to every waiter.
-    pub fn track(
+    pub(crate) fn track(
         pid: i32,
         exec_id: &str,
         exited: oneshot::Receiver<ExitCode>,
@@ -58,15 +58,15 @@ impl ProcessState {
         }
     }
 
-    pub fn exit(&self) -> Option<ExitInfo> {
+    pub(crate) fn exit(&self) -> Option<ExitInfo> {
         *self.exit.borrow()
     }
 
-    pub fn is_running(&self) -> bool {
+    pub(crate) fn is_running(&self) -> bool {
         self.exit().is_none()
     }
 
-    pub async fn wait(&self) -> ExitInfo {
+    pub(crate) async fn wait(&self) -> ExitInfo {
         let mut receiver = self.exit.clone();
         let published = match receiver.wait_for(Option::is_some).await {
             Ok(value) => *value,
@@ -79,11 +79,11 @@ impl ProcessState {
         })
     }
 
-    pub async fn close_stdin(&self) -> anyhow::Result<()> {
+    pub(crate) async fn close_stdin(&self) -> anyhow::Result<()> {
         self.io.lock().await.close_stdin().await
     }
 
-    pub async fn resize(&self, rows: u16, columns: u16) -> anyhow::Result<()> {
+    pub(crate) async fn resize(&self, rows: u16, columns: u16) -> anyhow::Result<()> {
         self.io.lock().await.resize(rows, columns)
     }
 }

@@ -8,7 +8,7 @@ use super::{cgroup, ContainerRuntime, ExitInfo};
 use crate::error::AgentError;
 
 impl ContainerRuntime {
-    pub async fn signal(
+    pub(crate) async fn signal(
         &self,
         id: &str,
         exec_id: &str,
@@ -44,16 +44,16 @@ impl ContainerRuntime {
         Ok(())
     }
 
-    pub async fn wait(&self, id: &str, exec_id: &str) -> anyhow::Result<ExitInfo> {
+    pub(crate) async fn wait(&self, id: &str, exec_id: &str) -> anyhow::Result<ExitInfo> {
         let process = self.get(id).await?.process(exec_id)?;
         Ok(process.wait().await)
     }
 
-    pub async fn close_stdin(&self, id: &str, exec_id: &str) -> anyhow::Result<()> {
+    pub(crate) async fn close_stdin(&self, id: &str, exec_id: &str) -> anyhow::Result<()> {
         self.get(id).await?.process(exec_id)?.close_stdin().await
     }
 
-    pub async fn resize_tty(
+    pub(crate) async fn resize_tty(
         &self,
         id: &str,
         exec_id: &str,

@@ -15,7 +15,7 @@ use oci_spec::runtime::{
 use crate::error::AgentError;
 
 /// Parent cgroup of every container (below the guest's cgroup2 root).
-pub const CGROUP_PARENT: &str = "/cloak";
+pub(crate) const CGROUP_PARENT: &str = "/cloak";
 
 /// Namespaces every container has (new, or the sandbox's where the CRI asks to share them),
 /// beside the pod's shared network namespace.
@@ -37,7 +37,7 @@ const POD_NAMESPACES: [LinuxNamespaceType; 3] = [
 use cloak_protocol::{CRI_CONTAINER_TYPE_ANNOTATION, CRI_SANDBOX_ID_ANNOTATION};
 
 /// The sandbox a CRI container (not a sandbox itself) belongs to, if the spec names one.
-pub fn sandbox_of(spec: &Spec) -> Option<String> {
+pub(crate) fn sandbox_of(spec: &Spec) -> Option<String> {
     let annotations = spec.annotations().as_ref()?;
     if annotations
         .get(CRI_CONTAINER_TYPE_ANNOTATION)
@@ -52,7 +52,7 @@ pub fn sandbox_of(spec: &Spec) -> Option<String> {
         .cloned()
 }
 
-pub fn parse_spec(json: &[u8]) -> anyhow::Result<Spec> {
+pub(crate) fn parse_spec(json: &[u8]) -> anyhow::Result<Spec> {
     match serde_json::from_slice::<Spec>(json) {
         Ok(spec) => Ok(spec),
         Err(err) => bail!(AgentError::InvalidArgument(format!(
@@ -61,7 +61,7 @@ pub fn parse_spec(json: &[u8]) -> anyhow::Result<Spec> {
     }
 }
 
-pub fn parse_process(json: &[u8]) -> anyhow::Result<Process> {
+pub(crate) fn parse_process(json: &[u8]) -> anyhow::Result<Process> {
     match serde_json::from_slice::<Process>(json) {
         Ok(process) => Ok(process),
         Err(err) => bail!(AgentError::InvalidArgument(format!(
@@ -70,14 +70,14 @@ pub fn parse_process(json: &[u8]) -> anyhow::Result<Process> {
     }
 }
 
-pub fn cgroup_path(container_id: &str) -> String {
+pub(crate) fn cgroup_path(container_id: &str) -> String {
     format!("{CGROUP_PARENT}/{container_id}")
 }
 
 /// Rewrites `spec` for the guest. `sandbox_pid` is the guest pid of the pod's sandbox
 /// container when this container belongs to one: namespaces the spec shares with the sandbox
 /// are joined through it.
-pub fn adapt_for_guest(
+pub(crate) fn adapt_for_guest(
     spec: &mut Spec,
     container_id: &str,
     sandbox_pid: Option<i32>,
@@ -167,7 +167,7 @@ fn new_namespace(kind: LinuxNamespaceType) -> LinuxNamespace {
 /// `/` is taken as is (relative to cwd), a bare name is searched in the process's PATH.
 /// Checking before the container is created turns "no such command" into a clear error rather
 /// than an exit status the caller has to interpret.
-pub fn resolve_executable(rootfs: &Path, process: &Process) -> anyhow::Result<PathBuf> {
+pub(crate) fn resolve_executable(rootfs: &Path, process: &Process) -> anyhow::Result<PathBuf> {
     let program = process
         .args()
         .as_ref()

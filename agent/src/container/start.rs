@@ -7,7 +7,7 @@ use super::{blocking, ContainerRuntime};
 use crate::error::AgentError;
 
 impl ContainerRuntime {
-    pub async fn start(&self, id: &str) -> anyhow::Result<()> {
+    pub(crate) async fn start(&self, id: &str) -> anyhow::Result<()> {
         let container = self.get(id).await?;
         if container.is_started() {
             bail!(AgentError::FailedPrecondition(format!(

@@ -8,12 +8,12 @@ use super::{cgroup, ContainerRuntime};
 use crate::error::AgentError;
 
 impl ContainerRuntime {
-    pub async fn stats(&self, id: &str) -> anyhow::Result<StatsContainerResponse> {
+    pub(crate) async fn stats(&self, id: &str) -> anyhow::Result<StatsContainerResponse> {
         let container = self.get(id).await?;
         Ok(cgroup::stats(&container.cgroup))
     }
 
-    pub async fn update(&self, id: &str, resources_json: &[u8]) -> anyhow::Result<()> {
+    pub(crate) async fn update(&self, id: &str, resources_json: &[u8]) -> anyhow::Result<()> {
         let container = self.get(id).await?;
         let resources: LinuxResources = match serde_json::from_slice(resources_json) {
             Ok(resources) => resources,

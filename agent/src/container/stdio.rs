@@ -31,7 +31,7 @@ const PUMP_BUFFER: usize = 128 * 1024;
 /// (vhost-device-vsock 0.3) rejected the guest's TX packets ("DescriptorLengthTooSmall") and
 /// dropped them, which stalls the stream for good; 4 KiB and 16 KiB writes were measured to
 /// work (the 1 MiB-before-exit test covers it).
-pub const VSOCK_WRITE_CHUNK: usize = 16384;
+pub(super) const VSOCK_WRITE_CHUNK: usize = 16384;
 
 /// Writes `data` to a vsock stream in chunks it can carry.
 fn write_to_vsock(to: &mut File, data: &[u8]) -> std::io::Result<()> {
@@ -42,7 +42,7 @@ fn write_to_vsock(to: &mut File, data: &[u8]) -> std::io::Result<()> {
 }
 
 /// The descriptors the new process gets, or the console socket for a terminal.
-pub struct ChildStdio {
+pub(super) struct ChildStdio {
     pub stdin: Option<OwnedFd>,
     pub stdout: Option<OwnedFd>,
     pub stderr: Option<OwnedFd>,
@@ -52,7 +52,7 @@ pub struct ChildStdio {
 impl ChildStdio {
     /// A libcontainer builder for `container_id` whose process gets these descriptors (or the
     /// console socket) and ends its set-up with `executor`.
-    pub fn builder(
+    pub(super) fn builder(
         self,
         container_id: String,
         state_root: &Path,
@@ -82,7 +82,7 @@ impl ChildStdio {
 }
 
 /// The agent's side of a process's stdio, before the process exists.
-pub struct PendingIo {
+pub(super) struct PendingIo {
     container_id: String,
     exec_id: String,
     terminal: bool,
@@ -92,7 +92,7 @@ pub struct PendingIo {
 }
 
 /// The running side: pump threads and what CloseStdin and TtyWinResize act on.
-pub struct ProcessIo {
+pub(crate) struct ProcessIo {
     output_drained: Vec<oneshot::Receiver<()>>,
     /// A duplicate of the stdin stream: shutting it down ends the input pump.
     stdin_control: Option<File>,
@@ -111,7 +111,7 @@ fn null_fd(write: bool) -> anyhow::Result<OwnedFd> {
 impl PendingIo {
     /// Connects the streams `config` asks for and makes the pipes (or the console socket) the
     /// process will use. `scratch` is a private directory for the console socket.
-    pub async fn prepare(
+    pub(super) async fn prepare(
         broker: &StreamBroker,
         container_id: &str,
         exec_id: &str,
@@ -199,7 +199,7 @@ impl PendingIo {
     }
 
     /// Starts pumping once the process exists (for a terminal: once its master arrived).
-    pub async fn start(mut self) -> anyhow::Result<ProcessIo> {
+    pub(super) async fn start(mut self) -> anyhow::Result<ProcessIo> {
         let mut io = ProcessIo {
             output_drained: Vec::new(),
             stdin_control: None,
@@ -352,7 +352,7 @@ fn receive_console_master(
 impl ProcessIo {
     /// Waits until every output stream reached EOF and was handed to the host, at most `limit`
     /// (a background child can keep a pipe open after the process itself exited).
-    pub async fn drain(&mut self, limit: Duration) {
+    pub(crate) async fn drain(&mut self, limit: Duration) {
         let pumps = std::mem::take(&mut self.output_drained);
         let all = async {
             for pump in pumps {
@@ -365,7 +365,7 @@ impl ProcessIo {
     }
 
     /// Gives the process EOF on stdin.
-    pub async fn close_stdin(&mut self) -> anyhow::Result<()> {
+    pub(crate) async fn close_stdin(&mut self) -> anyhow::Result<()> {
         if let Some(master) = &self.tty_master {
             // A terminal has no EOF of its own: send the EOF character, as a typist would.
             let mut master = master.try_clone()?;
@@ -377,7 +377,7 @@ impl ProcessIo {
         Ok(())
     }
 
-    pub fn resize(&self, rows: u16, columns: u16) -> anyhow::Result<()> {
+    pub(crate) fn resize(&self, rows: u16, columns: u16) -> anyhow::Result<()> {
         let Some(master) = &self.tty_master else {
             anyhow::bail!(crate::error::AgentError::FailedPrecondition(
                 "the process has no terminal".to_owned()

@@ -18,7 +18,7 @@ use tokio_vsock::{VsockAddr, VsockListener, VsockStream, VMADDR_CID_ANY};
 const UNCLAIMED_TTL: Duration = Duration::from_secs(60);
 
 #[derive(Default)]
-pub struct StreamBroker {
+pub(crate) struct StreamBroker {
     arrived: Mutex<HashMap<StreamHeader, (Instant, VsockStream)>>,
     arrival: Notify,
 }
@@ -39,7 +39,7 @@ impl StreamBroker {
     }
 
     /// The stream for `header`, waiting up to `timeout` for it to arrive.
-    pub async fn take(
+    pub(crate) async fn take(
         &self,
         header: &StreamHeader,
         timeout: Duration,
@@ -62,14 +62,14 @@ impl StreamBroker {
     }
 
     /// Drops parked streams of a process whose creation failed.
-    pub fn forget(&self, container_id: &str, exec_id: &str) {
+    pub(crate) fn forget(&self, container_id: &str, exec_id: &str) {
         self.lock().retain(|header, _| {
             !(header.container_id == container_id && header.exec_id == exec_id)
         });
     }
 
     /// Accepts stdio streams on `port` for the life of the agent.
-    pub fn listen(self: Arc<Self>, port: u32) -> anyhow::Result<()> {
+    pub(crate) fn listen(self: Arc<Self>, port: u32) -> anyhow::Result<()> {
         let listener = VsockListener::bind(VsockAddr::new(VMADDR_CID_ANY, port))
             .with_context(|| format!("binding the stdio listener on vsock port {port}"))?;
         tokio::spawn(async move {

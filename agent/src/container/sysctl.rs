@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use oci_spec::runtime::Spec;
 
 #[derive(Debug, thiserror::Error)]
-pub enum SysctlError {
+pub(super) enum SysctlError {
     #[error("sysctl {0:?} is not a valid name")]
     InvalidName(String),
     #[error("setting sysctl {name} to {value:?}: {source}")]
@@ -26,7 +26,7 @@ pub enum SysctlError {
 
 /// One network sysctl to set in the VM's (the pod's) network namespace.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NetworkSysctl {
+pub(super) struct NetworkSysctl {
     pub name: String,
     pub value: String,
 }
@@ -54,7 +54,7 @@ impl NetworkSysctl {
     }
 
     /// Writes the value into this (the pod's) network namespace.
-    pub fn apply(&self) -> Result<(), SysctlError> {
+    pub(super) fn apply(&self) -> Result<(), SysctlError> {
         let path = self.path()?;
         std::fs::write(&path, &self.value).map_err(|source| SysctlError::Write {
             name: self.name.clone(),
@@ -69,7 +69,7 @@ fn is_network(name: &str) -> bool {
 }
 
 /// Removes the network sysctls from `spec` and returns them, names checked.
-pub fn take_network_sysctls(spec: &mut Spec) -> Result<Vec<NetworkSysctl>, SysctlError> {
+pub(super) fn take_network_sysctls(spec: &mut Spec) -> Result<Vec<NetworkSysctl>, SysctlError> {
     let Some(mut linux) = spec.linux().clone() else {
         return Ok(Vec::new());
     };

@@ -14,12 +14,12 @@ use crate::error::AgentError;
 use crate::guest_details;
 use crate::state::AgentState;
 
-pub struct AgentRpc {
+pub(super) struct AgentRpc {
     state: Arc<AgentState>,
 }
 
 impl AgentRpc {
-    pub fn new(state: Arc<AgentState>) -> Self {
+    pub(super) fn new(state: Arc<AgentState>) -> Self {
         Self { state }
     }
 

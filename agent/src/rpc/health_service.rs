@@ -4,7 +4,7 @@ use cloak_protocol::health::{health_check_response::ServingStatus, *};
 use cloak_protocol::health_ttrpc::Health;
 use ttrpc::asynchronous::TtrpcContext;
 
-pub struct HealthRpc;
+pub(super) struct HealthRpc;
 
 #[async_trait::async_trait]
 impl Health for HealthRpc {

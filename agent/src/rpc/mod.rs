@@ -15,7 +15,7 @@ use crate::state::AgentState;
 
 /// The one place handler errors become ttrpc statuses. The whole context chain goes into the
 /// message so the shim can show the user why.
-pub fn to_ttrpc<T>(method: &str, result: anyhow::Result<T>) -> ttrpc::Result<T> {
+pub(crate) fn to_ttrpc<T>(method: &str, result: anyhow::Result<T>) -> ttrpc::Result<T> {
     result.map_err(|err| {
         let code = match err.downcast_ref::<AgentError>() {
             Some(AgentError::InvalidArgument(_)) => ttrpc::Code::INVALID_ARGUMENT,
@@ -30,7 +30,7 @@ pub fn to_ttrpc<T>(method: &str, result: anyhow::Result<T>) -> ttrpc::Result<T> 
 }
 
 /// Serves the agent and health services on vsock until DestroySandbox asks to stop.
-pub async fn serve(state: AgentState, settings: &AgentSettings) -> anyhow::Result<()> {
+pub(crate) async fn serve(state: AgentState, settings: &AgentSettings) -> anyhow::Result<()> {
     let state = Arc::new(state);
     let address = format!("vsock://-1:{}", settings.port);
     let mut server = ttrpc::asynchronous::Server::new()

@@ -18,7 +18,7 @@ use crate::config::HypervisorConfig;
 /// process starts. Its arguments name the helpers' sockets by their run-dir paths, which the
 /// helpers then create.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VmmCommand {
+pub(super) struct VmmCommand {
     /// "qemu", "cloak-vmm": the process name in logs, pid files and errors.
     pub name: &'static str,
     pub program: PathBuf,
@@ -28,7 +28,7 @@ pub struct VmmCommand {
 }
 
 /// Starts the VM `command` describes; returns once the VMM runs.
-pub async fn launch(
+pub(super) async fn launch(
     settings: &HypervisorConfig,
     config: &VmConfig,
     command: VmmCommand,

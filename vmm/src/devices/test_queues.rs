@@ -4,14 +4,14 @@ use virtio_queue::desc::{split::Descriptor as SplitDescriptor, RawDescriptor};
 use vm_memory::{GuestAddress, GuestMemoryMmap};
 
 /// VRING_DESC_F_WRITE: the device writes this buffer.
-pub const WRITE: u16 = 2;
+pub(crate) const WRITE: u16 = 2;
 
 /// 1 MiB of guest memory from address 0.
-pub fn memory() -> GuestMemoryMmap {
+pub(crate) fn memory() -> GuestMemoryMmap {
     GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x10_0000)]).expect("memory")
 }
 
 /// One descriptor; MockSplitQueue::build_desc_chain links them.
-pub fn desc(addr: u64, len: u32, flags: u16) -> RawDescriptor {
+pub(crate) fn desc(addr: u64, len: u32, flags: u16) -> RawDescriptor {
     RawDescriptor::from(SplitDescriptor::new(addr, len, flags, 0))
 }

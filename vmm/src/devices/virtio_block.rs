@@ -17,10 +17,10 @@ const HEADER_BYTES: u32 = 16;
 const ID_BYTES: usize = 20;
 
 mod request_type {
-    pub const IN: u32 = 0;
-    pub const OUT: u32 = 1;
-    pub const FLUSH: u32 = 4;
-    pub const GET_ID: u32 = 8;
+    pub(super) const IN: u32 = 0;
+    pub(super) const OUT: u32 = 1;
+    pub(super) const FLUSH: u32 = 4;
+    pub(super) const GET_ID: u32 = 8;
 }
 
 /// Status byte values.

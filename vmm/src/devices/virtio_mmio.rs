@@ -35,30 +35,30 @@ pub mod device_type {
 }
 
 mod reg {
-    pub const MAGIC: u64 = 0x000;
-    pub const VERSION: u64 = 0x004;
-    pub const DEVICE_ID: u64 = 0x008;
-    pub const VENDOR_ID: u64 = 0x00c;
-    pub const DEVICE_FEATURES: u64 = 0x010;
-    pub const DEVICE_FEATURES_SEL: u64 = 0x014;
-    pub const DRIVER_FEATURES: u64 = 0x020;
-    pub const DRIVER_FEATURES_SEL: u64 = 0x024;
-    pub const QUEUE_SEL: u64 = 0x030;
-    pub const QUEUE_NUM_MAX: u64 = 0x034;
-    pub const QUEUE_NUM: u64 = 0x038;
-    pub const QUEUE_READY: u64 = 0x044;
-    pub const QUEUE_NOTIFY: u64 = 0x050;
-    pub const INTERRUPT_STATUS: u64 = 0x060;
-    pub const INTERRUPT_ACK: u64 = 0x064;
-    pub const STATUS: u64 = 0x070;
-    pub const QUEUE_DESC_LOW: u64 = 0x080;
-    pub const QUEUE_DESC_HIGH: u64 = 0x084;
-    pub const QUEUE_DRIVER_LOW: u64 = 0x090;
-    pub const QUEUE_DRIVER_HIGH: u64 = 0x094;
-    pub const QUEUE_DEVICE_LOW: u64 = 0x0a0;
-    pub const QUEUE_DEVICE_HIGH: u64 = 0x0a4;
-    pub const CONFIG_GENERATION: u64 = 0x0fc;
-    pub const CONFIG: u64 = 0x100;
+    pub(super) const MAGIC: u64 = 0x000;
+    pub(super) const VERSION: u64 = 0x004;
+    pub(super) const DEVICE_ID: u64 = 0x008;
+    pub(super) const VENDOR_ID: u64 = 0x00c;
+    pub(super) const DEVICE_FEATURES: u64 = 0x010;
+    pub(super) const DEVICE_FEATURES_SEL: u64 = 0x014;
+    pub(super) const DRIVER_FEATURES: u64 = 0x020;
+    pub(super) const DRIVER_FEATURES_SEL: u64 = 0x024;
+    pub(super) const QUEUE_SEL: u64 = 0x030;
+    pub(super) const QUEUE_NUM_MAX: u64 = 0x034;
+    pub(super) const QUEUE_NUM: u64 = 0x038;
+    pub(super) const QUEUE_READY: u64 = 0x044;
+    pub(super) const QUEUE_NOTIFY: u64 = 0x050;
+    pub(super) const INTERRUPT_STATUS: u64 = 0x060;
+    pub(super) const INTERRUPT_ACK: u64 = 0x064;
+    pub(super) const STATUS: u64 = 0x070;
+    pub(super) const QUEUE_DESC_LOW: u64 = 0x080;
+    pub(super) const QUEUE_DESC_HIGH: u64 = 0x084;
+    pub(super) const QUEUE_DRIVER_LOW: u64 = 0x090;
+    pub(super) const QUEUE_DRIVER_HIGH: u64 = 0x094;
+    pub(super) const QUEUE_DEVICE_LOW: u64 = 0x0a0;
+    pub(super) const QUEUE_DEVICE_HIGH: u64 = 0x0a4;
+    pub(super) const CONFIG_GENERATION: u64 = 0x0fc;
+    pub(super) const CONFIG: u64 = 0x100;
 }
 
 /// What the transport needs from a device.
