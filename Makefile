@@ -40,7 +40,8 @@ TEST_ENV = CLOAK_GUEST_DIR=$(CURDIR)/$(GUEST_DIR) CLOAK_AGENT_BIN=$(CURDIR)/$(AG
 test: image shim vmm
 	$(TEST_ENV) cargo test --release --locked --workspace --features cloak-vmm/test-guests
 	$(TEST_ENV) CLOAK_CONTAINERD_DIR=$(CONTAINERD2_DIR) \
-		cargo test --release --locked -p cloak-tests --test cri --test cri_pod_semantics
+		cargo test --release --locked -p cloak-tests --features cloak-vmm/test-guests \
+		--test cri --test cri_pod_semantics
 
 SHIM_BIN := target/release/containerd-shim-cloak-v2
 
