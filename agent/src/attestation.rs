@@ -246,26 +246,29 @@ impl<F: ConfigFs> TsmReports<F> {
 }
 
 /// Why a pod's init-data is not the one its VM was launched with.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub(crate) enum InitDataError {
     #[error("the attestation report is {0} bytes, too short to hold HOST_DATA")]
     ShortReport(usize),
-    #[error("the init-data's SHA-256 {init_data} is not the HOST_DATA {host_data} this VM was launched with")]
+    #[error(transparent)]
+    Invalid(#[from] cloak_init_data::InitDataError),
+    #[error("the init-data's digest {init_data} is not the HOST_DATA {host_data} this VM was launched with")]
     Mismatch {
-        /// Hex SHA-256 of the init-data the host handed over.
+        /// Hex HOST_DATA the init-data the host handed over binds.
         init_data: String,
         /// Hex HOST_DATA of the VM's own report.
         host_data: String,
     },
 }
 
-/// Checks that the host launched this VM with `init_data`: its SHA-256 must be the HOST_DATA
-/// the AMD-SP put into the VM's own report (the host cannot change it after launch).
+/// Checks that the host launched this VM with `init_data`, byte for byte: the HOST_DATA it
+/// binds (`cloak_init_data::host_data_for`) must be the one the AMD-SP put into the VM's own
+/// report, which the host cannot change after launch.
 pub(crate) fn check_init_data(init_data: &[u8], report: &[u8]) -> Result<(), InitDataError> {
-    use cloak_snp_abi::{field, host_data_of, read};
+    use cloak_snp_abi::{field, read};
     let host_data =
         read(report, field::HOST_DATA).ok_or(InitDataError::ShortReport(report.len()))?;
-    let expected = host_data_of(init_data);
+    let expected = cloak_init_data::host_data_for(init_data)?;
     if host_data == expected.as_slice() {
         Ok(())
     } else {
@@ -359,11 +362,18 @@ mod tests {
     #[test]
     fn init_data_must_hash_to_the_reports_host_data() {
         use sha2::{Digest, Sha256};
+        let v1 = b"version = \"0.1.0\"\nalgorithm = \"sha256\"\n[data]\nname = \"v1\"\n";
+        let v2 = b"version = \"0.1.0\"\nalgorithm = \"sha256\"\n[data]\nname = \"v2\"\n";
         let mut report = vec![0u8; 1184];
-        report[cloak_snp_abi::field::HOST_DATA].copy_from_slice(&Sha256::digest(b"policy v1"));
-        assert_eq!(check_init_data(b"policy v1", &report), Ok(()));
-        let err = check_init_data(b"policy v2", &report).expect_err("other init-data");
+        report[cloak_snp_abi::field::HOST_DATA].copy_from_slice(&Sha256::digest(v1));
+        assert!(check_init_data(v1, &report).is_ok());
+        let err = check_init_data(v2, &report).expect_err("other init-data");
         assert!(err.to_string().contains("HOST_DATA"), "{err}");
+        let err = check_init_data(b"policy: v1", &report).expect_err("not init-data");
+        assert!(matches!(err, InitDataError::Invalid(_)), "{err}");
+        // No init-data: only a launch without HOST_DATA matches.
+        assert!(check_init_data(b"", &report).is_err());
+        assert!(check_init_data(b"", &[0u8; 1184]).is_ok());
         assert!(check_init_data(b"", &report[..0x10]).is_err());
     }
 

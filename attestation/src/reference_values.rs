@@ -17,7 +17,7 @@ pub struct ReferenceValues {
     /// The exact kernel command line the digests are for.
     #[serde(default)]
     pub cmdline: String,
-    /// HOST_DATA of a pod with empty init-data: SHA-256 of nothing.
+    /// HOST_DATA of a pod without init-data: all zero.
     #[serde(default)]
     pub default_host_data: String,
 }
@@ -58,7 +58,7 @@ impl ReferenceValues {
             kernel_sha256: sha256_file(kernel)?,
             initrd_sha256: sha256_file(initrd)?,
             cmdline: cmdline.to_owned(),
-            default_host_data: hex::encode(cloak_snp_abi::host_data_of(b"")),
+            default_host_data: hex::encode([0u8; cloak_snp_abi::HOST_DATA_BYTES]),
             ..Default::default()
         };
         if let Some(firmware) = &launches.firmware {
@@ -334,9 +334,6 @@ mod tests {
         let values = ReferenceValues::for_image(&kernel, &initrd, "x", &launches).expect("values");
         assert!(values.launch_digests.is_empty());
         assert_eq!(values.kernel_sha256.len(), 64);
-        assert_eq!(
-            values.default_host_data,
-            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
-        );
+        assert_eq!(values.default_host_data, "0".repeat(64));
     }
 }

@@ -29,8 +29,12 @@ pub(crate) struct VerifyArgs {
     #[arg(long)]
     reference_values: Option<PathBuf>,
     /// Expected HOST_DATA, hex (32 bytes).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "init_data")]
     host_data: Option<String>,
+    /// The init-data the pod must have been launched with (its exact bytes): the HOST_DATA it
+    /// binds is expected.
+    #[arg(long)]
+    init_data: Option<PathBuf>,
     /// Expected REPORT_DATA, hex (64 bytes).
     #[arg(long)]
     report_data: Option<String>,
@@ -68,7 +72,14 @@ pub(crate) fn run(command: AttestCommand) -> anyhow::Result<bool> {
         vcek: read(&args.vcek)?,
         chain: args.chain.as_ref().map(read).transpose()?,
         measurements,
-        host_data: hex_arg("host-data", args.host_data.as_ref())?,
+        host_data: match &args.init_data {
+            Some(path) => Some(
+                cloak_init_data::host_data_for(&read(path)?)
+                    .with_context(|| format!("--init-data {}", path.display()))?
+                    .to_vec(),
+            ),
+            None => hex_arg("host-data", args.host_data.as_ref())?,
+        },
         report_data: hex_arg("report-data", args.report_data.as_ref())?,
         allow_debug: args.allow_debug,
         allow_simulated: args.allow_simulated,

@@ -122,6 +122,8 @@ fn runtime_table(config_path: &str) -> Table {
     runtime.insert("runtime_type", value("io.containerd.cloak.v2"));
     let mut annotations = Array::new();
     annotations.push("io.cloak.*");
+    // Init-data written for Kata's confidential containers works unchanged.
+    annotations.push(cloak_init_data::KATA_ANNOTATION);
     runtime.insert("pod_annotations", value(annotations));
     runtime.insert("options", Item::Table(options));
     runtime

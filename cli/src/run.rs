@@ -29,7 +29,8 @@ pub(crate) struct RunArgs {
     /// Hostname of the pod and the container.
     #[arg(long, default_value = "cloak")]
     hostname: String,
-    /// The pod's init-data (agent policy and settings); its SHA-256 becomes HOST_DATA.
+    /// The pod's init-data, an initdata TOML document (agent policy and settings); its digest
+    /// becomes HOST_DATA of a TEE launch.
     #[arg(long)]
     init_data: Option<PathBuf>,
     /// The command and its arguments.
@@ -88,7 +89,13 @@ async fn run_in_pod(
 ) -> anyhow::Result<u8> {
     let manifest = cloak_image::Manifest::load(&config.guest.image_dir)?;
     let init_data = match &args.init_data {
-        Some(path) => std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
+        Some(path) => {
+            let document =
+                std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            cloak_init_data::InitData::parse(&document)
+                .with_context(|| format!("--init-data {}", path.display()))?;
+            document
+        }
         None => Vec::new(),
     };
     let setup = PodSetup {

@@ -44,6 +44,8 @@ pub enum PodError {
     Network(#[from] crate::network::NetworkError),
     #[error("configuring the guest's pod interface: {0}")]
     GuestNetwork(ttrpc::Error),
+    #[error(transparent)]
+    InitData(#[from] cloak_init_data::InitDataError),
 }
 
 /// What a pod is set up with besides its configuration.
@@ -112,6 +114,8 @@ impl PodVm {
         id: &str,
         setup: &PodSetup,
     ) -> Result<Self, PodError> {
+        // Invalid init-data is refused before anything starts.
+        cloak_init_data::host_data_for(&setup.init_data)?;
         let network = match &setup.netns {
             Some(netns) => PodNetwork::discover(netns).await?,
             None => None,

@@ -1,14 +1,11 @@
-//! The SEV-SNP attestation report's layout and the rule that binds a pod's init-data into it,
-//! in one place. The simulated AMD-SP writes reports with it, the agent reads HOST_DATA and
-//! REPORT_DATA of its own reports with it, the verifier checks the signature over its signed
-//! part, and the shim, the agent and the reference values derive HOST_DATA from init-data with
-//! the same function. It needs nothing but SHA-256, so the static guest agent can use it.
+//! The SEV-SNP attestation report's layout, in one place. The simulated AMD-SP writes reports
+//! with it, the agent reads HOST_DATA and REPORT_DATA of its own reports with it, and the
+//! verifier checks the signature over its signed part. It needs nothing, so the static guest
+//! agent can use it. (What HOST_DATA holds for a pod is `cloak-init-data`'s rule.)
 //!
 //! Layout: SEV-SNP Firmware ABI (AMD 56860), table "ATTESTATION_REPORT Structure".
 
 use std::ops::Range;
-
-use sha2::{Digest, Sha256};
 
 /// Size of an attestation report.
 pub const REPORT_BYTES: usize = 1184;
@@ -62,12 +59,6 @@ const _: () = {
     assert!(field::SIGNATURE_S.end <= REPORT_BYTES);
 };
 
-/// HOST_DATA for a pod's init-data: its SHA-256. The host gives it at launch, the agent
-/// compares it with its own report, the verifier and the reference values expect it.
-pub fn host_data_of(init_data: &[u8]) -> [u8; HOST_DATA_BYTES] {
-    Sha256::digest(init_data).into()
-}
-
 /// Reads a field of a report; `None` when the report is too short to hold it.
 pub fn read(report: &[u8], field: Range<usize>) -> Option<&[u8]> {
     report.get(field)
@@ -116,26 +107,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn host_data_is_the_sha256_of_the_init_data() {
-        // SHA-256("") from FIPS 180-2's test vectors' well-known empty digest.
-        assert_eq!(
-            host_data_of(b"")
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect::<String>(),
-            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
-        );
-    }
-
-    #[test]
     fn a_written_field_reads_back_and_short_reports_have_none() {
         let mut writer = ReportWriter::default();
-        writer.set(field::HOST_DATA, &host_data_of(b"policy"));
+        writer.set(field::HOST_DATA, &[0x7e; HOST_DATA_BYTES]);
         let report = writer.into_bytes();
         assert_eq!(report.len(), REPORT_BYTES);
         assert_eq!(
             read(&report, field::HOST_DATA),
-            Some(&host_data_of(b"policy")[..])
+            Some(&[0x7e; HOST_DATA_BYTES][..])
         );
         assert_eq!(read(&report[..0x10], field::HOST_DATA), None);
     }

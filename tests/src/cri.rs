@@ -143,7 +143,7 @@ pub fn cri_plugin_config(
     let cloak = if with_cloak {
         format!(
             "    [{runtime}.containerd.runtimes.{RUNTIME_HANDLER}]\n      \
-             runtime_type = \"io.containerd.cloak.v2\"\n      pod_annotations = [\"io.cloak.*\"]\n"
+             runtime_type = \"io.containerd.cloak.v2\"\n      pod_annotations = [\"io.cloak.*\", \"io.katacontainers.config.hypervisor.cc_init_data\"]\n"
         )
     } else {
         String::new()

@@ -1,8 +1,8 @@
 //! Attestation end to end with the simulated TEE (`tee = "sim"`): a real pod VM asks the host's
 //! simulated AMD-SP for a report through the agent, and `cloak attest verify` checks it against
 //! the reference values `cloak image build` wrote. A pod booted with one changed initrd byte
-//! fails on the measurement; a pod whose init-data does not hash to its HOST_DATA refuses to
-//! run containers.
+//! fails on the measurement; a pod whose init-data does not hash to its HOST_DATA — other
+//! init-data, or the same document written with other white space — refuses to run containers.
 
 #![allow(clippy::unwrap_used)] // a test fails loudly by design
 
@@ -17,7 +17,26 @@ use cloak_protocol::agent::{
 };
 use cloak_tests::pod::{busybox_spec, TestPod};
 use cloak_tests::{skip, vm_slot, VmTestEnv};
-use sha2::{Digest, Sha256};
+use sha2::{Digest, Sha256, Sha384};
+
+/// The init-data of the attested pod: a sha384 document, so HOST_DATA is a truncated digest.
+const INIT_DATA: &[u8] = b"version = \"0.1.0\"\nalgorithm = \"sha384\"\n\n[data]\n\"policy.rego\" = \"package agent_policy\"\n";
+/// Other init-data, for the mismatches.
+const OTHER_INIT_DATA: &[u8] =
+    b"version = \"0.1.0\"\nalgorithm = \"sha256\"\n\n[data]\n\"policy.rego\" = \"package other\"\n";
+
+/// HOST_DATA for `init_data` by the initdata specification, written out here as the oracle:
+/// zero without init-data, else the digest named in the document over its bytes, cut to 32.
+fn expected_host_data(init_data: &[u8]) -> Vec<u8> {
+    let text = String::from_utf8_lossy(init_data);
+    if init_data.is_empty() {
+        vec![0; 32]
+    } else if text.contains("algorithm = \"sha384\"") {
+        Sha384::digest(init_data)[..32].to_vec()
+    } else {
+        Sha256::digest(init_data).to_vec()
+    }
+}
 
 const NONCE: [u8; 64] = {
     let mut nonce = [0u8; 64];
@@ -96,8 +115,22 @@ impl FetchedReport {
         &self,
         cloak: &Path,
         reference_values: &Path,
-        host_data: &[u8],
+        init_data: &[u8],
         extra: &[&str],
+    ) -> (Option<i32>, String) {
+        let host_data = hex::encode(expected_host_data(init_data));
+        let mut args = vec!["--host-data", host_data.as_str()];
+        args.extend_from_slice(extra);
+        self.verify_with(cloak, reference_values, &args)
+    }
+
+    /// `cloak attest verify` with these arguments besides report, certificates, reference
+    /// values and nonce.
+    fn verify_with(
+        &self,
+        cloak: &Path,
+        reference_values: &Path,
+        args: &[&str],
     ) -> (Option<i32>, String) {
         let output = Command::new(cloak)
             .args(["attest", "verify", "--report"])
@@ -109,8 +142,7 @@ impl FetchedReport {
             .arg("--reference-values")
             .arg(reference_values)
             .args(["--report-data", &hex::encode(NONCE)])
-            .args(["--host-data", &hex::encode(Sha256::digest(host_data))])
-            .args(extra)
+            .args(args)
             .output()
             .unwrap();
         (
@@ -149,7 +181,7 @@ fn a_simulated_report_verifies_against_the_image_reference_values() {
         return;
     };
     let reference_values = setup.env.guest_dir.join("reference-values.json");
-    let init_data = b"policy: allow-all\n";
+    let init_data = INIT_DATA;
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         let pod = boot_or_panic(&setup.env, simulated, init_data).await;
@@ -177,6 +209,17 @@ fn a_simulated_report_verifies_against_the_image_reference_values() {
         ] {
             assert!(out.contains(&format!("PASS {check}")), "{check}: {out}");
         }
+        // `--init-data FILE` expects the HOST_DATA the document binds, by cloak's own rule.
+        let document = report.dir.path().join("init-data.toml");
+        std::fs::write(&document, init_data).unwrap();
+        let document = document.display().to_string();
+        let (code, out) = report.verify_with(
+            &setup.cloak,
+            &reference_values,
+            &["--init-data", &document, "--allow-simulated"],
+        );
+        assert_eq!(code, Some(0), "{out}");
+        assert!(out.contains("PASS host-data"), "{out}");
         // The same report is refused without the explicit permission for a simulated TEE.
         let (code, out) = report.verify(&setup.cloak, &reference_values, init_data, &[]);
         assert_ne!(code, Some(0), "{out}");
@@ -185,7 +228,7 @@ fn a_simulated_report_verifies_against_the_image_reference_values() {
         let (code, out) = report.verify(
             &setup.cloak,
             &reference_values,
-            b"another policy",
+            OTHER_INIT_DATA,
             &["--allow-simulated"],
         );
         assert_ne!(code, Some(0), "{out}");
@@ -259,55 +302,81 @@ fn init_data_that_does_not_hash_to_host_data_refuses_containers() {
         return;
     };
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async {
+    // The launched document re-encoded: same entries, one more space.
+    let reencoded = String::from_utf8(INIT_DATA.to_vec())
+        .unwrap()
+        .replace("version = ", "version =  ");
+    for (what, handed) in [
+        ("other", OTHER_INIT_DATA.to_vec()),
+        ("re-encoded", reencoded.into_bytes()),
+    ] {
         // A host that launches with one init-data and hands the agent another.
-        let run_root = tempfile::tempdir().unwrap();
-        let mut config = setup.env.configuration(run_root.path());
-        simulated(&mut config);
-        let mut vm_config =
-            cloak_host::pod_vm::vm_config_for(&config, &setup.env.manifest, "mismatch");
-        vm_config.init_data = b"policy launched".to_vec();
-        let hypervisor = cloak_host::hypervisor::from_config(&config.hypervisor);
-        let vm = cloak_host::pod_vm::PodVm::boot(
-            hypervisor.as_ref(),
-            vm_config,
-            config.boot_timeout(),
-            config.request_timeout(),
-        )
-        .await
-        .unwrap_or_else(|err| panic!("VM boot: {err}"));
-        let agent = vm.agent();
-        let sandbox = CreateSandboxRequest {
-            sandbox_id: "mismatch".into(),
-            hostname: "mismatch".into(),
-            init_data: b"policy handed over".to_vec(),
-            ..Default::default()
-        };
-        agent
-            .agent()
-            .create_sandbox(agent.context(), &sandbox)
-            .await
-            .unwrap();
-        let request = CreateContainerRequest {
-            container_id: "refused".into(),
-            oci_spec_json: serde_json::to_vec(&busybox_spec(&["true"])).unwrap(),
-            ..Default::default()
-        };
-        let refused = agent
-            .agent()
-            .create_container(agent.context(), &request)
-            .await;
-        vm.shutdown().await;
+        let refused = runtime.block_on(launch_with_init_data_and_hand_over(
+            &setup.env, INIT_DATA, handed,
+        ));
         match refused {
             Err(ttrpc::Error::RpcStatus(status)) => {
-                assert_eq!(status.code(), ttrpc::Code::FAILED_PRECONDITION);
+                assert_eq!(status.code(), ttrpc::Code::FAILED_PRECONDITION, "{what}");
                 assert!(
                     status.message().contains("HOST_DATA"),
-                    "{}",
+                    "{what}: {}",
                     status.message()
                 );
             }
-            other => panic!("a container was accepted with mismatched init-data: {other:?}"),
+            other => panic!("a container was accepted with {what} init-data: {other:?}"),
         }
-    });
+    }
+}
+
+/// Boots a simulated-TEE VM launched with `launched`, creates the sandbox with `handed`, and
+/// asks for a container: the CreateContainer answer.
+async fn launch_with_init_data_and_hand_over(
+    env: &VmTestEnv,
+    launched: &[u8],
+    handed: Vec<u8>,
+) -> ttrpc::Result<cloak_protocol::agent::Empty> {
+    let run_root = tempfile::tempdir().unwrap();
+    let mut config = env.configuration(run_root.path());
+    simulated(&mut config);
+    let mut vm_config = cloak_host::pod_vm::vm_config_for(&config, &env.manifest, "mismatch");
+    vm_config.init_data = launched.to_vec();
+    let hypervisor = cloak_host::hypervisor::from_config(&config.hypervisor);
+    let vm = cloak_host::pod_vm::PodVm::boot(
+        hypervisor.as_ref(),
+        vm_config,
+        config.boot_timeout(),
+        config.request_timeout(),
+    )
+    .await
+    .unwrap_or_else(|err| panic!("VM boot: {err}"));
+    let sandbox = CreateSandboxRequest {
+        sandbox_id: "mismatch".into(),
+        hostname: "mismatch".into(),
+        init_data: handed,
+        ..Default::default()
+    };
+    let answer = create_sandbox_then_container(vm.agent(), sandbox).await;
+    vm.shutdown().await;
+    answer
+}
+
+/// CreateSandbox with `sandbox`, then the CreateContainer the test expects refused.
+async fn create_sandbox_then_container(
+    agent: &cloak_host::AgentClient,
+    sandbox: CreateSandboxRequest,
+) -> ttrpc::Result<cloak_protocol::agent::Empty> {
+    agent
+        .agent()
+        .create_sandbox(agent.context(), &sandbox)
+        .await
+        .unwrap();
+    let request = CreateContainerRequest {
+        container_id: "refused".into(),
+        oci_spec_json: serde_json::to_vec(&busybox_spec(&["true"])).unwrap(),
+        ..Default::default()
+    };
+    agent
+        .agent()
+        .create_container(agent.context(), &request)
+        .await
 }

@@ -118,13 +118,13 @@ pub fn unavailable_reason(
 /// The SNP part of the launch for tee = "snp" on this host.
 fn snp_launch(
     settings: &HypervisorConfig,
-    config: &VmConfig,
+    host_data: [u8; 32],
     encryption: Option<host::MemoryEncryption>,
 ) -> Option<CloakVmmSnp> {
     let encryption = encryption.filter(|e| e.sev_snp)?;
-    (settings.tee == TeeKind::Snp).then(|| CloakVmmSnp {
+    (settings.tee == TeeKind::Snp).then_some(CloakVmmSnp {
         policy: settings.snp_policy,
-        host_data: super::snp::host_data_of(&config.init_data),
+        host_data,
         c_bit: encryption.cbitpos,
     })
 }
@@ -141,9 +141,10 @@ impl CloakVmm {
     fn launch_for(
         &self,
         config: &VmConfig,
+        host_data: [u8; 32],
         encryption: Option<host::MemoryEncryption>,
     ) -> CloakVmmLaunch {
-        let snp = snp_launch(&self.settings, config, encryption);
+        let snp = snp_launch(&self.settings, host_data, encryption);
         CloakVmmLaunch {
             kernel: config.kernel.clone(),
             initrd: config.initrd.clone(),
@@ -179,7 +180,9 @@ impl Hypervisor for CloakVmm {
         let command = VmmCommand {
             name: "cloak-vmm",
             program: self.settings.cloak_vmm_path.clone(),
-            args: self.launch_for(config, encryption).args(),
+            args: self
+                .launch_for(config, config.host_data()?, encryption)
+                .args(),
             // cloak-vmm serves the hybrid-vsock socket itself.
             vsock_backend: false,
         };
@@ -235,39 +238,25 @@ mod tests {
             tee: TeeKind::Snp,
             ..HypervisorConfig::default()
         };
-        let config = VmConfig {
-            id: "p".into(),
-            kernel: "/k".into(),
-            initrd: "/i".into(),
-            cmdline: String::new(),
-            vcpus: 1,
-            memory_mib: 256,
-            run_dir: "/run/p".into(),
-            shared_dir: None,
-            init_data: b"policy".to_vec(),
-            network: None,
-        };
+        let host_data = [0x5a; 32];
         let snp_cpu = host::MemoryEncryption {
             sev: true,
             sev_snp: true,
             cbitpos: 47,
             reduced_phys_bits: 1,
         };
-        assert_eq!(snp_launch(&settings, &config, None), None);
-        let snp = snp_launch(&settings, &config, Some(snp_cpu)).expect("snp");
+        assert_eq!(snp_launch(&settings, host_data, None), None);
+        let snp = snp_launch(&settings, host_data, Some(snp_cpu)).expect("snp");
         let mut launch = launch();
         launch.snp = Some(snp);
         let args = launch.args();
         assert!(args.contains(&"--snp".to_owned()));
         assert_eq!(value_after(&args, "--snp-policy"), ["0x30000"]);
         assert_eq!(value_after(&args, "--c-bit"), ["47"]);
-        assert_eq!(
-            value_after(&args, "--host-data"),
-            [hex::encode(super::super::snp::host_data_of(b"policy"))]
-        );
+        assert_eq!(value_after(&args, "--host-data"), ["5a".repeat(32)]);
         let plain = HypervisorConfig::default();
         assert_eq!(
-            snp_launch(&plain, &config, Some(snp_cpu)),
+            snp_launch(&plain, host_data, Some(snp_cpu)),
             None,
             "tee = none"
         );

@@ -66,6 +66,12 @@ impl VmConfig {
     pub fn host_port_socket(&self, port: u32) -> PathBuf {
         crate::run_dir::host_port_socket(&self.run_dir, port)
     }
+
+    /// HOST_DATA of a TEE launch with this init-data (zero without any); invalid init-data is
+    /// not launched.
+    pub fn host_data(&self) -> Result<[u8; cloak_init_data::HOST_DATA_BYTES], HypervisorError> {
+        Ok(cloak_init_data::host_data_for(&self.init_data)?)
+    }
 }
 
 /// How a VM ended.
@@ -119,6 +125,8 @@ pub enum HypervisorError {
     Measurement(#[from] cloak_launch::direct::DirectLaunchError),
     #[error("tee = \"sim\": creating the simulated AMD-SP: {0}")]
     SimulatedPsp(#[from] cloak_attestation::simulated_psp::SimulatedPspError),
+    #[error(transparent)]
+    InitData(#[from] cloak_init_data::InitDataError),
     #[error("{what}: the blocking task failed: {source}")]
     Join {
         what: &'static str,

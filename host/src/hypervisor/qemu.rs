@@ -194,7 +194,7 @@ impl Qemu {
             TeeKind::Snp if accel == Accel::Tcg => Err(HypervisorError::Refused(
                 "tee = \"snp\" needs KVM on an AMD host with SEV-SNP; this host runs guests under software emulation".to_owned(),
             )),
-            TeeKind::Snp => Ok(Some(SnpLaunch::for_host(&self.settings, &config.init_data)?)),
+            TeeKind::Snp => Ok(Some(SnpLaunch::for_host(&self.settings, config.host_data()?)?)),
         }
     }
 

@@ -25,7 +25,6 @@ use cloak_protocol::sim_psp::{SimPspResponse, REPORT_DATA_BYTES};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 
-use super::snp::host_data_of;
 use super::{HypervisorError, VmConfig};
 
 /// A request must arrive within this; a guest that stalls is dropped.
@@ -54,7 +53,7 @@ impl SimulatedLaunch {
             .and_then(|launch| launch.digest())?;
             Ok(Self {
                 measurement: launch,
-                host_data: host_data_of(&config.init_data),
+                host_data: config.host_data()?,
                 policy,
             })
         })
@@ -192,7 +191,7 @@ mod tests {
     fn launch() -> SimulatedLaunch {
         SimulatedLaunch {
             measurement: LaunchDigest::from_bytes([0x42; 48]),
-            host_data: host_data_of(b"init-data"),
+            host_data: [0x1d; 32],
             policy: 0x30000,
         }
     }
@@ -228,7 +227,7 @@ mod tests {
             vcek: vcek.clone(),
             chain: Some(chain.clone()),
             measurements: vec![LaunchDigest::from_bytes([0x42; 48])],
-            host_data: Some(host_data_of(b"init-data").to_vec()),
+            host_data: Some([0x1d; 32].to_vec()),
             report_data: Some(report_data.to_vec()),
             allow_simulated: true,
             ..Default::default()

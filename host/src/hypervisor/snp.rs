@@ -23,20 +23,19 @@ pub struct SnpLaunch {
     pub host_data: [u8; 32],
 }
 
-/// HOST_DATA for `init_data` (empty by default): the one rule, shared with the agent and the
-/// reference values.
-pub use cloak_snp_abi::host_data_of;
-
 impl SnpLaunch {
     /// The launch for this host, or why this host cannot launch SNP guests.
-    pub fn for_host(config: &HypervisorConfig, init_data: &[u8]) -> Result<Self, HypervisorError> {
+    pub fn for_host(
+        config: &HypervisorConfig,
+        host_data: [u8; 32],
+    ) -> Result<Self, HypervisorError> {
         let encryption = host::memory_encryption();
-        Self::with_encryption(config, init_data, encryption)
+        Self::with_encryption(config, host_data, encryption)
     }
 
     pub fn with_encryption(
         config: &HypervisorConfig,
-        init_data: &[u8],
+        host_data: [u8; 32],
         encryption: Option<MemoryEncryption>,
     ) -> Result<Self, HypervisorError> {
         let encryption = encryption.filter(|e| e.sev_snp).ok_or_else(|| {
@@ -57,7 +56,7 @@ impl SnpLaunch {
             vcpu_type: config.snp_vcpu_type.clone(),
             cbitpos: encryption.cbitpos,
             reduced_phys_bits: encryption.reduced_phys_bits,
-            host_data: host_data_of(init_data),
+            host_data,
         })
     }
 
@@ -96,28 +95,27 @@ mod tests {
             firmware: firmware.path().to_owned(),
             ..Default::default()
         };
-        let launch = SnpLaunch::with_encryption(&config, b"", milan()).expect("launch");
-        // SHA-256 of nothing, base64.
+        let launch = SnpLaunch::with_encryption(&config, [0; 32], milan()).expect("launch");
+        // A pod without init-data: zero HOST_DATA, base64.
         assert_eq!(
             launch.guest_object(),
             "sev-snp-guest,id=sev0,policy=0x30000,cbitpos=51,reduced-phys-bits=1,kernel-hashes=on,\
-             host-data=47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU="
+             host-data=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
         );
-        let with_init_data =
-            SnpLaunch::with_encryption(&config, b"policy", milan()).expect("launch");
+        let with_init_data = SnpLaunch::with_encryption(&config, [1; 32], milan()).expect("launch");
         assert_ne!(with_init_data.host_data, launch.host_data);
     }
 
     #[test]
     fn hosts_without_snp_or_firmware_say_why() {
         let config = HypervisorConfig::default();
-        let err = SnpLaunch::with_encryption(&config, b"", None).expect_err("no SNP");
+        let err = SnpLaunch::with_encryption(&config, [0; 32], None).expect_err("no SNP");
         assert!(err.to_string().contains("SEV-SNP"), "{err}");
         let config = HypervisorConfig {
             firmware: PathBuf::from("/nonexistent/OVMF.amdsev.fd"),
             ..Default::default()
         };
-        let err = SnpLaunch::with_encryption(&config, b"", milan()).expect_err("no firmware");
+        let err = SnpLaunch::with_encryption(&config, [0; 32], milan()).expect_err("no firmware");
         assert!(
             err.to_string().contains("/nonexistent/OVMF.amdsev.fd"),
             "{err}"

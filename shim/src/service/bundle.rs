@@ -7,10 +7,6 @@ use cloak_protocol::CRI_SANDBOX_ID_ANNOTATION;
 use oci_spec::runtime::Spec;
 use serde::{Deserialize, Serialize};
 
-/// Pod annotation with the pod's init-data (agent policy and settings), base64: its SHA-256
-/// becomes the VM's HOST_DATA, which the agent checks and attestation reports carry.
-pub const INIT_DATA_ANNOTATION: &str = "io.cloak.init-data";
-
 /// File in the bundle recording the pod's directories.
 const POD_RECORD_FILE: &str = "cloak-pod.json";
 
@@ -35,19 +31,29 @@ pub fn read_spec(bundle: &Path) -> Result<Spec, BundleError> {
     })
 }
 
-/// The pod's init-data from its annotation; empty without one.
+/// The pod's init-data (agent policy and settings) from its annotation, `io.cloak.init-data`
+/// or Kata's: the exact document bytes, whose digest becomes the VM's HOST_DATA. Empty without
+/// either annotation; a document that is not valid init-data is refused here, before any VM.
 pub fn init_data_of(spec: &Spec) -> Result<Vec<u8>, String> {
-    use base64::Engine as _;
-    let Some(encoded) = spec
-        .annotations()
-        .as_ref()
-        .and_then(|annotations| annotations.get(INIT_DATA_ANNOTATION))
-    else {
-        return Ok(Vec::new());
-    };
-    base64::engine::general_purpose::STANDARD
-        .decode(encoded.trim())
-        .map_err(|err| format!("annotation {INIT_DATA_ANNOTATION} is not base64: {err}"))
+    use cloak_init_data::{decode_annotation, InitData, ANNOTATION, KATA_ANNOTATION};
+    let annotations = spec.annotations().clone().unwrap_or_default();
+    let mut found = Vec::new();
+    for name in [ANNOTATION, KATA_ANNOTATION] {
+        if let Some(value) = annotations.get(name) {
+            let document = decode_annotation(value)
+                .and_then(|document| InitData::parse(&document).map(|_| document))
+                .map_err(|err| format!("annotation {name}: {err}"))?;
+            found.push((name, document));
+        }
+    }
+    match found.as_slice() {
+        [] => Ok(Vec::new()),
+        [(_, document)] => Ok(document.clone()),
+        [(_, first), (_, second), ..] if first == second => Ok(first.clone()),
+        _ => Err(format!(
+            "annotations {ANNOTATION} and {KATA_ANNOTATION} carry different init-data"
+        )),
+    }
 }
 
 /// The pod a container joins: the CRI sandbox id, or the container itself (as with `ctr run`).
@@ -139,20 +145,51 @@ mod tests {
     }
 
     #[test]
-    fn init_data_comes_from_its_annotation_in_base64() {
-        let mut spec = Spec::default();
-        assert_eq!(init_data_of(&spec), Ok(Vec::new()));
-        spec.set_annotations(Some(HashMap::from([(
-            INIT_DATA_ANNOTATION.to_owned(),
-            "cG9saWN5IHYx".to_owned(),
-        )])));
-        assert_eq!(init_data_of(&spec), Ok(b"policy v1".to_vec()));
-        spec.set_annotations(Some(HashMap::from([(
-            INIT_DATA_ANNOTATION.to_owned(),
-            "not base64!".to_owned(),
-        )])));
-        let err = init_data_of(&spec).expect_err("bad base64");
-        assert!(err.contains(INIT_DATA_ANNOTATION), "{err}");
+    fn init_data_comes_from_either_annotation_as_the_exact_document() {
+        use base64::Engine as _;
+        use cloak_init_data::{encode_annotation, ANNOTATION, KATA_ANNOTATION};
+        let v1 = b"version = \"0.1.0\"\nalgorithm = \"sha256\"\n[data]\nn = \"1\"\n";
+        let v2 = b"version = \"0.1.0\"\nalgorithm = \"sha256\"\n[data]\nn = \"2\"\n";
+        let plain = base64::engine::general_purpose::STANDARD.encode(v1);
+        let annotated = |pairs: &[(&str, String)]| {
+            let mut spec = Spec::default();
+            spec.set_annotations(Some(
+                pairs
+                    .iter()
+                    .map(|(name, value)| ((*name).to_owned(), value.clone()))
+                    .collect(),
+            ));
+            spec
+        };
+        assert_eq!(init_data_of(&Spec::default()), Ok(Vec::new()));
+        assert_eq!(
+            init_data_of(&annotated(&[(ANNOTATION, plain.clone())])),
+            Ok(v1.to_vec())
+        );
+        let kata = encode_annotation(v1).expect("gzip");
+        assert_eq!(
+            init_data_of(&annotated(&[(KATA_ANNOTATION, kata.clone())])),
+            Ok(v1.to_vec())
+        );
+        assert_eq!(
+            init_data_of(&annotated(&[(ANNOTATION, plain), (KATA_ANNOTATION, kata)])),
+            Ok(v1.to_vec()),
+            "the same document twice"
+        );
+        let other = encode_annotation(v2).expect("gzip");
+        let err = init_data_of(&annotated(&[
+            (ANNOTATION, encode_annotation(v1).expect("gzip")),
+            (KATA_ANNOTATION, other),
+        ]))
+        .expect_err("two documents");
+        assert!(err.contains("different init-data"), "{err}");
+        let err = init_data_of(&annotated(&[(ANNOTATION, "not base64!".to_owned())]))
+            .expect_err("bad base64");
+        assert!(err.contains(ANNOTATION), "{err}");
+        let not_init_data = base64::engine::general_purpose::STANDARD.encode("policy v1");
+        let err =
+            init_data_of(&annotated(&[(ANNOTATION, not_init_data)])).expect_err("not init-data");
+        assert!(err.contains("not an initdata TOML"), "{err}");
     }
 
     #[test]
