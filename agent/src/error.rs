@@ -13,4 +13,7 @@ pub(crate) enum AgentError {
     AlreadyExists(String),
     #[error("{0}")]
     FailedPrecondition(String),
+    /// The agent policy refused the request.
+    #[error("{0}")]
+    PermissionDenied(String),
 }

@@ -13,6 +13,7 @@ mod guest_details;
 mod modules;
 mod mounts;
 mod network;
+mod policy;
 mod power;
 mod ready;
 mod reaper;

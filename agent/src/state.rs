@@ -21,6 +21,8 @@ pub(crate) struct AgentState {
     /// report that question brought back, if any: its HOST_DATA serves the init-data check.
     pub tee: tokio::sync::OnceCell<(cloak_protocol::agent::TeeKind, Option<Vec<u8>>)>,
     pub ready_at_ms: std::sync::atomic::AtomicU64,
+    /// The agent policy, loaded once at CreateSandbox and never replaced.
+    pub policy: std::sync::OnceLock<crate::policy::AgentPolicy>,
 }
 
 impl AgentState {
@@ -34,6 +36,7 @@ impl AgentState {
             shutdown: Notify::new(),
             tee: tokio::sync::OnceCell::new(),
             ready_at_ms: std::sync::atomic::AtomicU64::new(0),
+            policy: std::sync::OnceLock::new(),
         }
     }
 }

@@ -156,8 +156,27 @@ impl PodVm {
         Ok(pod)
     }
 
+    /// The pod in the guest: CreateSandbox first (it carries the init-data, whose policy
+    /// decides every later request), then the pod network.
     async fn create_in_guest(&self, setup: &PodSetup) -> Result<(), PodError> {
         let agent = &self.agent;
+        let request = CreateSandboxRequest {
+            sandbox_id: self.id.clone(),
+            hostname: setup.hostname.clone(),
+            storages: vec![Storage {
+                driver: "virtio-fs".into(),
+                source: SHARED_FS_TAG.into(),
+                mount_point: SHARED_DIR_IN_GUEST.into(),
+                ..Default::default()
+            }],
+            init_data: setup.init_data.clone(),
+            ..Default::default()
+        };
+        agent
+            .agent()
+            .create_sandbox(agent.context(), &request)
+            .await
+            .map_err(PodError::CreateInGuest)?;
         if let Some(network) = &self.network {
             let interface = UpdateInterfaceRequest {
                 interface: Some(network.guest_interface()).into(),
@@ -179,23 +198,6 @@ impl PodVm {
                 .map_err(PodError::GuestNetwork)?;
             tracing::info!(pod = %self.id, addresses = ?network.interface.addresses, "pod network attached");
         }
-        let request = CreateSandboxRequest {
-            sandbox_id: self.id.clone(),
-            hostname: setup.hostname.clone(),
-            storages: vec![Storage {
-                driver: "virtio-fs".into(),
-                source: SHARED_FS_TAG.into(),
-                mount_point: SHARED_DIR_IN_GUEST.into(),
-                ..Default::default()
-            }],
-            init_data: setup.init_data.clone(),
-            ..Default::default()
-        };
-        agent
-            .agent()
-            .create_sandbox(agent.context(), &request)
-            .await
-            .map_err(PodError::CreateInGuest)?;
         Ok(())
     }
 

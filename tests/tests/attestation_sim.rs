@@ -19,11 +19,13 @@ use cloak_tests::pod::{busybox_spec, TestPod};
 use cloak_tests::{skip, vm_slot, VmTestEnv};
 use sha2::{Digest, Sha256, Sha384};
 
-/// The init-data of the attested pod: a sha384 document, so HOST_DATA is a truncated digest.
-const INIT_DATA: &[u8] = b"version = \"0.1.0\"\nalgorithm = \"sha384\"\n\n[data]\n\"policy.rego\" = \"package agent_policy\"\n";
+/// The init-data of the attested pod: a sha384 document, so HOST_DATA is a truncated digest
+/// (with no policy of its own: the image's default runs its containers).
+const INIT_DATA: &[u8] =
+    b"version = \"0.1.0\"\nalgorithm = \"sha384\"\n\n[data]\n\"note.txt\" = \"the attested pod\"\n";
 /// Other init-data, for the mismatches.
 const OTHER_INIT_DATA: &[u8] =
-    b"version = \"0.1.0\"\nalgorithm = \"sha256\"\n\n[data]\n\"policy.rego\" = \"package other\"\n";
+    b"version = \"0.1.0\"\nalgorithm = \"sha256\"\n\n[data]\n\"note.txt\" = \"another pod\"\n";
 
 /// HOST_DATA for `init_data` by the initdata specification, written out here as the oracle:
 /// zero without init-data, else the digest named in the document over its bytes, cut to 32.

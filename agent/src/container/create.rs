@@ -7,13 +7,19 @@ use anyhow::{bail, Context as _};
 use cloak_protocol::agent::CreateContainerRequest;
 
 use super::executor::PayloadExecutor;
-use super::stdio::PendingIo;
+use super::stdio::{PendingIo, StreamGrants};
 use super::{blocking, cgroup, oom, spec, sysctl, Container, ContainerRuntime, ProcessState};
 use crate::error::AgentError;
 use crate::storage::{self, MountStack};
 
 impl ContainerRuntime {
-    pub(crate) async fn create(&self, request: CreateContainerRequest) -> anyhow::Result<()> {
+    /// Creates container `request.container_id`; `grants` says which of its streams may reach
+    /// the host.
+    pub(crate) async fn create(
+        &self,
+        request: CreateContainerRequest,
+        grants: StreamGrants,
+    ) -> anyhow::Result<()> {
         let id = request.container_id.clone();
         if !cloak_protocol::is_valid_id(&id) {
             bail!(AgentError::InvalidArgument(format!(
@@ -57,7 +63,14 @@ impl ContainerRuntime {
             .with_context(|| format!("creating {}", bundle.display()))?;
         let mut mounts = MountStack::default();
         let result = self
-            .create_in_bundle(&id, &request, oci_spec, rootfs_source.as_ref(), &mut mounts)
+            .create_in_bundle(
+                &id,
+                &request,
+                oci_spec,
+                rootfs_source.as_ref(),
+                grants,
+                &mut mounts,
+            )
             .await;
         match result {
             Ok(container) => {
@@ -79,6 +92,7 @@ impl ContainerRuntime {
         request: &CreateContainerRequest,
         oci_spec: oci_spec::runtime::Spec,
         rootfs_source: &dyn storage::RootfsSource,
+        grants: StreamGrants,
         mounts: &mut MountStack,
     ) -> anyhow::Result<Container> {
         let bundle = self.bundle_dir(id);
@@ -106,7 +120,7 @@ impl ContainerRuntime {
         let default_stdio = cloak_protocol::agent::StdioConfig::default();
         let stdio_config = request.stdio.as_ref().unwrap_or(&default_stdio);
         let (pending_io, child) =
-            PendingIo::prepare(&self.streams, id, "", stdio_config, &bundle).await?;
+            PendingIo::prepare(&self.streams, id, "", stdio_config, grants, &bundle).await?;
 
         let reaper = self.reaper.clone();
         let state_root = self.state_root().to_owned();

@@ -6,12 +6,18 @@ use anyhow::{bail, Context as _};
 use cloak_protocol::agent::ExecProcessRequest;
 
 use super::executor::PayloadExecutor;
-use super::stdio::PendingIo;
+use super::stdio::{PendingIo, StreamGrants};
 use super::{blocking, spec, ContainerRuntime, ProcessState};
 use crate::error::AgentError;
 
 impl ContainerRuntime {
-    pub(crate) async fn exec(&self, request: ExecProcessRequest) -> anyhow::Result<()> {
+    /// Runs process `request.exec_id` in its container; `grants` says which of its streams may
+    /// reach the host.
+    pub(crate) async fn exec(
+        &self,
+        request: ExecProcessRequest,
+        grants: StreamGrants,
+    ) -> anyhow::Result<()> {
         let container = self.get(&request.container_id).await?;
         let exec_id = request.exec_id.clone();
         if !cloak_protocol::is_valid_id(&exec_id) {
@@ -44,6 +50,7 @@ impl ContainerRuntime {
             &container.id,
             &exec_id,
             stdio_config,
+            grants,
             &container.bundle,
         )
         .await?;

@@ -27,6 +27,7 @@ use anyhow::bail;
 use tokio::sync::{mpsc, Mutex};
 
 pub(crate) use process::{ExitInfo, ProcessState};
+pub(crate) use stdio::StreamGrants;
 pub(crate) use streams::StreamBroker;
 
 use crate::error::AgentError;

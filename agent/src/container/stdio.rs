@@ -81,11 +81,38 @@ impl ChildStdio {
     }
 }
 
+/// Which of a process's streams the agent policy lets reach the host. Output that may not is
+/// still read — into nothing — so the process never blocks on a full pipe; input that may not
+/// is never read from the host, and the process sees its stdin at EOF.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct StreamGrants {
+    pub stdin: bool,
+    pub stdout: bool,
+    pub stderr: bool,
+}
+
+impl StreamGrants {
+    pub(crate) const ALL: Self = Self {
+        stdin: true,
+        stdout: true,
+        stderr: true,
+    };
+
+    fn allows(self, kind: StreamKind) -> bool {
+        match kind {
+            StreamKind::Stdin => self.stdin,
+            StreamKind::Stdout => self.stdout,
+            StreamKind::Stderr => self.stderr,
+        }
+    }
+}
+
 /// The agent's side of a process's stdio, before the process exists.
 pub(super) struct PendingIo {
     container_id: String,
     exec_id: String,
     terminal: bool,
+    grants: StreamGrants,
     streams: Vec<(StreamKind, VsockStream)>,
     pipe_ends: Vec<(StreamKind, OwnedFd)>,
     console_listener: Option<std::os::unix::net::UnixListener>,
@@ -116,6 +143,7 @@ impl PendingIo {
         container_id: &str,
         exec_id: &str,
         config: &StdioConfig,
+        grants: StreamGrants,
         scratch: &Path,
     ) -> anyhow::Result<(Self, ChildStdio)> {
         let ports = [
@@ -146,6 +174,7 @@ impl PendingIo {
             container_id: container_id.to_owned(),
             exec_id: exec_id.to_owned(),
             terminal: config.terminal,
+            grants,
             streams,
             pipe_ends: Vec::new(),
             console_listener: None,
@@ -212,13 +241,20 @@ impl PendingIo {
             for (kind, stream) in self.streams.drain(..) {
                 let stream = into_blocking_file(stream)?;
                 let pty = master.try_clone().context("duplicating the pty master")?;
+                let granted = self.grants.allows(kind);
                 match kind {
-                    StreamKind::Stdout => io.output_drained.push(spawn_output_pump(pty, stream)),
-                    StreamKind::Stdin => {
+                    StreamKind::Stdout if granted => {
+                        io.output_drained.push(spawn_output_pump(pty, stream));
+                    }
+                    StreamKind::Stdout => {
+                        shutdown(&stream, libc::SHUT_RDWR);
+                        io.output_drained.push(spawn_discard_pump(pty));
+                    }
+                    StreamKind::Stdin if granted => {
                         io.stdin_control = Some(stream.try_clone()?);
                         spawn_input_pump(stream, pty);
                     }
-                    StreamKind::Stderr => {}
+                    StreamKind::Stdin | StreamKind::Stderr => {}
                 }
             }
             io.tty_master = Some(master);
@@ -231,11 +267,20 @@ impl PendingIo {
             let (_, stream) = self.streams.swap_remove(index);
             let stream = into_blocking_file(stream)?;
             let pipe = File::from(ours);
-            if kind == StreamKind::Stdin {
-                io.stdin_control = Some(stream.try_clone()?);
-                spawn_input_pump(stream, pipe);
-            } else {
-                io.output_drained.push(spawn_output_pump(pipe, stream));
+            let granted = self.grants.allows(kind);
+            if !granted {
+                // The host's end closes at once: it gets nothing, and sends nothing in.
+                shutdown(&stream, libc::SHUT_RDWR);
+            }
+            match (kind, granted) {
+                (StreamKind::Stdin, true) => {
+                    io.stdin_control = Some(stream.try_clone()?);
+                    spawn_input_pump(stream, pipe);
+                }
+                // Dropping our end of the pipe gives the process EOF.
+                (StreamKind::Stdin, false) => drop(pipe),
+                (_, true) => io.output_drained.push(spawn_output_pump(pipe, stream)),
+                (_, false) => io.output_drained.push(spawn_discard_pump(pipe)),
             }
         }
         tracing::debug!(container = %self.container_id, exec = %self.exec_id, terminal = self.terminal, "stdio connected");
@@ -282,6 +327,25 @@ fn spawn_output_pump(mut from: File, mut to: File) -> oneshot::Receiver<()> {
             }
         }
         shutdown(&to, libc::SHUT_WR);
+        let _ = done.send(());
+    });
+    drained
+}
+
+/// Output the policy keeps from the host: read until EOF and dropped, so the process never
+/// blocks on a full pipe; the receiver completes at EOF, as an output pump's does.
+fn spawn_discard_pump(mut from: File) -> oneshot::Receiver<()> {
+    let (done, drained) = oneshot::channel();
+    std::thread::spawn(move || {
+        let mut buffer = vec![0u8; PUMP_BUFFER];
+        loop {
+            match from.read(&mut buffer) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(err) if err.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(_) => break,
+            }
+        }
         let _ = done.send(());
     });
     drained

@@ -1,5 +1,5 @@
-//! AgentService: each RPC delegates to a `do_*` handler returning `anyhow::Result`; `to_ttrpc`
-//! maps the errors.
+//! AgentService: each RPC is first put to the agent policy (`gate`), then delegates to a
+//! `do_*` handler returning `anyhow::Result`; `to_ttrpc` maps the errors.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -128,8 +128,51 @@ impl AgentRpc {
         })
     }
 
+    /// The policy's word on request `rpc`: what an allowing decision recorded, or why not.
+    /// Before CreateSandbox has loaded a policy only what a VM needs before it is a pod
+    /// (GetGuestDetails, DestroySandbox) is served.
+    async fn gate(
+        &self,
+        rpc: &'static str,
+        req: &impl protobuf::MessageFull,
+    ) -> anyhow::Result<Option<serde_json::Value>> {
+        const BEFORE_THE_POD: [&str; 2] = ["GetGuestDetails", "DestroySandbox"];
+        let Some(policy) = self.state.policy.get() else {
+            if BEFORE_THE_POD.contains(&rpc) {
+                return Ok(None);
+            }
+            let refusal = self.state.sandbox.lock().await.refusal.clone();
+            return Err(AgentError::FailedPrecondition(match refusal {
+                Some(reason) => format!("this pod runs no containers: {reason}"),
+                None => format!("{rpc}: the pod is not created yet (CreateSandbox comes first)"),
+            })
+            .into());
+        };
+        Ok(crate::policy::enforce(
+            policy,
+            rpc,
+            crate::policy::input::of_message(req),
+        )?)
+    }
+
+    /// Checks the init-data against the launch, loads the policy it carries (once), puts the
+    /// request itself to that policy, then sets the sandbox up.
     async fn do_create_sandbox(&self, req: CreateSandboxRequest) -> anyhow::Result<Empty> {
         let refusal = self.init_data_refusal(&req.init_data).await;
+        if refusal.is_none() && self.state.policy.get().is_none() {
+            let policy = crate::policy::AgentPolicy::of_init_data(&req.init_data)
+                .map_err(|err| AgentError::FailedPrecondition(err.to_string()))?;
+            tracing::info!(own = !req.init_data.is_empty(), "agent policy loaded");
+            // A concurrent CreateSandbox may have won: the first policy stays.
+            let _ = self.state.policy.set(policy);
+        }
+        if let Some(policy) = self.state.policy.get() {
+            crate::policy::enforce(
+                policy,
+                "CreateSandbox",
+                crate::policy::input::of_message(&req),
+            )?;
+        }
         self.state.sandbox.lock().await.create(&req, refusal)?;
         Ok(Empty::default())
     }
@@ -154,14 +197,49 @@ impl AgentRpc {
         }
     }
 
-    async fn do_create_container(&self, req: CreateContainerRequest) -> anyhow::Result<()> {
+    /// Creates the container the policy admitted; what the decision recorded is kept for the
+    /// container's later requests.
+    async fn do_create_container(
+        &self,
+        req: CreateContainerRequest,
+        record: Option<serde_json::Value>,
+    ) -> anyhow::Result<()> {
         if let Some(reason) = self.state.sandbox.lock().await.refusal.clone() {
             return Err(AgentError::FailedPrecondition(format!(
                 "this pod runs no containers: {reason}"
             ))
             .into());
         }
-        self.state.containers.create(req).await
+        let id = req.container_id.clone();
+        // Admitted first, so the stream decisions can see what was recorded.
+        if let Some(policy) = self.state.policy.get() {
+            policy.admit(&id, record);
+        }
+        let grants = self.stream_grants(&id, "");
+        let created = self.state.containers.create(req, grants).await;
+        if created.is_err() {
+            if let Some(policy) = self.state.policy.get() {
+                policy.forget(&id);
+            }
+        }
+        created
+    }
+
+    /// Which streams of process `exec_id` of container `container_id` the policy lets reach
+    /// the host (the rules of ReadStdout, ReadStderr and WriteStdin).
+    fn stream_grants(&self, container_id: &str, exec_id: &str) -> crate::container::StreamGrants {
+        let Some(policy) = self.state.policy.get() else {
+            return crate::container::StreamGrants::ALL;
+        };
+        let allowed = |rpc| {
+            let input = crate::policy::input::of_stream(container_id, exec_id);
+            crate::policy::enforce(policy, rpc, input).is_ok()
+        };
+        crate::container::StreamGrants {
+            stdin: allowed("WriteStdin"),
+            stdout: allowed("ReadStdout"),
+            stderr: allowed("ReadStderr"),
+        }
     }
 
     async fn do_destroy_sandbox(&self, req: DestroySandboxRequest) -> anyhow::Result<Empty> {
@@ -233,8 +311,11 @@ impl AgentService for AgentRpc {
     async fn get_guest_details(
         &self,
         _ctx: &TtrpcContext,
-        _req: GuestDetailsRequest,
+        req: GuestDetailsRequest,
     ) -> ttrpc::Result<GuestDetailsResponse> {
+        if let Err(err) = self.gate("GetGuestDetails", &req).await {
+            return to_ttrpc("GetGuestDetails", Err(err));
+        }
         to_ttrpc("GetGuestDetails", self.do_get_guest_details().await)
     }
 
@@ -251,6 +332,9 @@ impl AgentService for AgentRpc {
         _ctx: &TtrpcContext,
         req: DestroySandboxRequest,
     ) -> ttrpc::Result<Empty> {
+        if let Err(err) = self.gate("DestroySandbox", &req).await {
+            return to_ttrpc("DestroySandbox", Err(err));
+        }
         to_ttrpc("DestroySandbox", self.do_destroy_sandbox(req).await)
     }
 
@@ -259,9 +343,17 @@ impl AgentService for AgentRpc {
         _ctx: &TtrpcContext,
         req: CreateContainerRequest,
     ) -> ttrpc::Result<Empty> {
+        let record = match self.gate("CreateContainer", &req).await {
+            Ok(record) => record,
+            Err(err) => {
+                // The host's streams for it end now, not when they expire.
+                self.state.containers.streams.forget(&req.container_id, "");
+                return to_ttrpc("CreateContainer", Err(err));
+            }
+        };
         to_ttrpc(
             "CreateContainer",
-            empty(self.do_create_container(req).await),
+            empty(self.do_create_container(req, record).await),
         )
     }
 
@@ -270,6 +362,9 @@ impl AgentService for AgentRpc {
         _ctx: &TtrpcContext,
         req: ContainerRequest,
     ) -> ttrpc::Result<Empty> {
+        if let Err(err) = self.gate("StartContainer", &req).await {
+            return to_ttrpc("StartContainer", Err(err));
+        }
         to_ttrpc(
             "StartContainer",
             empty(self.state.containers.start(&req.container_id).await),
@@ -281,16 +376,21 @@ impl AgentService for AgentRpc {
         _ctx: &TtrpcContext,
         req: RemoveContainerRequest,
     ) -> ttrpc::Result<Empty> {
+        if let Err(err) = self.gate("RemoveContainer", &req).await {
+            return to_ttrpc("RemoveContainer", Err(err));
+        }
         let timeout = Duration::from_secs(u64::from(req.timeout_secs));
-        to_ttrpc(
-            "RemoveContainer",
-            empty(
-                self.state
-                    .containers
-                    .remove(&req.container_id, timeout)
-                    .await,
-            ),
-        )
+        let removed = self
+            .state
+            .containers
+            .remove(&req.container_id, timeout)
+            .await;
+        if removed.is_ok() {
+            if let Some(policy) = self.state.policy.get() {
+                policy.forget(&req.container_id);
+            }
+        }
+        to_ttrpc("RemoveContainer", empty(removed))
     }
 
     async fn exec_process(
@@ -298,7 +398,19 @@ impl AgentService for AgentRpc {
         _ctx: &TtrpcContext,
         req: ExecProcessRequest,
     ) -> ttrpc::Result<Empty> {
-        to_ttrpc("ExecProcess", empty(self.state.containers.exec(req).await))
+        if let Err(err) = self.gate("ExecProcess", &req).await {
+            // The host's streams (a terminal, say) end now instead of hanging until they expire.
+            self.state
+                .containers
+                .streams
+                .forget(&req.container_id, &req.exec_id);
+            return to_ttrpc("ExecProcess", Err(err));
+        }
+        let grants = self.stream_grants(&req.container_id, &req.exec_id);
+        to_ttrpc(
+            "ExecProcess",
+            empty(self.state.containers.exec(req, grants).await),
+        )
     }
 
     async fn signal_process(
@@ -306,6 +418,9 @@ impl AgentService for AgentRpc {
         _ctx: &TtrpcContext,
         req: SignalProcessRequest,
     ) -> ttrpc::Result<Empty> {
+        if let Err(err) = self.gate("SignalProcess", &req).await {
+            return to_ttrpc("SignalProcess", Err(err));
+        }
         let result = self
             .state
             .containers
@@ -319,6 +434,9 @@ impl AgentService for AgentRpc {
         _ctx: &TtrpcContext,
         req: ProcessRequest,
     ) -> ttrpc::Result<WaitProcessResponse> {
+        if let Err(err) = self.gate("WaitProcess", &req).await {
+            return to_ttrpc("WaitProcess", Err(err));
+        }
         to_ttrpc("WaitProcess", self.do_wait_process(req).await)
     }
 
@@ -327,6 +445,9 @@ impl AgentService for AgentRpc {
         _ctx: &TtrpcContext,
         req: ContainerRequest,
     ) -> ttrpc::Result<ListProcessesResponse> {
+        if let Err(err) = self.gate("ListProcesses", &req).await {
+            return to_ttrpc("ListProcesses", Err(err));
+        }
         to_ttrpc("ListProcesses", self.do_list_processes(req).await)
     }
 
@@ -335,6 +456,9 @@ impl AgentService for AgentRpc {
         _ctx: &TtrpcContext,
         req: ContainerRequest,
     ) -> ttrpc::Result<Empty> {
+        if let Err(err) = self.gate("PauseContainer", &req).await {
+            return to_ttrpc("PauseContainer", Err(err));
+        }
         to_ttrpc(
             "PauseContainer",
             empty(self.state.containers.pause(&req.container_id).await),
@@ -346,6 +470,9 @@ impl AgentService for AgentRpc {
         _ctx: &TtrpcContext,
         req: ContainerRequest,
     ) -> ttrpc::Result<Empty> {
+        if let Err(err) = self.gate("ResumeContainer", &req).await {
+            return to_ttrpc("ResumeContainer", Err(err));
+        }
         to_ttrpc(
             "ResumeContainer",
             empty(self.state.containers.resume(&req.container_id).await),
@@ -357,6 +484,9 @@ impl AgentService for AgentRpc {
         _ctx: &TtrpcContext,
         req: UpdateContainerRequest,
     ) -> ttrpc::Result<Empty> {
+        if let Err(err) = self.gate("UpdateContainer", &req).await {
+            return to_ttrpc("UpdateContainer", Err(err));
+        }
         let result = self
             .state
             .containers
@@ -370,6 +500,9 @@ impl AgentService for AgentRpc {
         _ctx: &TtrpcContext,
         req: ContainerRequest,
     ) -> ttrpc::Result<StatsContainerResponse> {
+        if let Err(err) = self.gate("StatsContainer", &req).await {
+            return to_ttrpc("StatsContainer", Err(err));
+        }
         to_ttrpc(
             "StatsContainer",
             self.state.containers.stats(&req.container_id).await,
@@ -379,12 +512,18 @@ impl AgentService for AgentRpc {
     async fn get_oom_event(
         &self,
         _ctx: &TtrpcContext,
-        _req: GetOOMEventRequest,
+        req: GetOOMEventRequest,
     ) -> ttrpc::Result<OOMEvent> {
+        if let Err(err) = self.gate("GetOOMEvent", &req).await {
+            return to_ttrpc("GetOOMEvent", Err(err));
+        }
         to_ttrpc("GetOOMEvent", self.do_get_oom_event().await)
     }
 
     async fn close_stdin(&self, _ctx: &TtrpcContext, req: ProcessRequest) -> ttrpc::Result<Empty> {
+        if let Err(err) = self.gate("CloseStdin", &req).await {
+            return to_ttrpc("CloseStdin", Err(err));
+        }
         let result = self
             .state
             .containers
@@ -398,6 +537,9 @@ impl AgentService for AgentRpc {
         _ctx: &TtrpcContext,
         req: AttestationReportRequest,
     ) -> ttrpc::Result<AttestationReportResponse> {
+        if let Err(err) = self.gate("GetAttestationReport", &req).await {
+            return to_ttrpc("GetAttestationReport", Err(err));
+        }
         to_ttrpc(
             "GetAttestationReport",
             self.do_get_attestation_report(req).await,
@@ -409,6 +551,9 @@ impl AgentService for AgentRpc {
         _ctx: &TtrpcContext,
         req: UpdateInterfaceRequest,
     ) -> ttrpc::Result<Interface> {
+        if let Err(err) = self.gate("UpdateInterface", &req).await {
+            return to_ttrpc("UpdateInterface", Err(err));
+        }
         to_ttrpc("UpdateInterface", self.do_update_interface(req).await)
     }
 
@@ -417,10 +562,16 @@ impl AgentService for AgentRpc {
         _ctx: &TtrpcContext,
         req: UpdateRoutesRequest,
     ) -> ttrpc::Result<Routes> {
+        if let Err(err) = self.gate("UpdateRoutes", &req).await {
+            return to_ttrpc("UpdateRoutes", Err(err));
+        }
         to_ttrpc("UpdateRoutes", self.do_update_routes(req).await)
     }
 
-    async fn list_interfaces(&self, _ctx: &TtrpcContext, _req: Empty) -> ttrpc::Result<Interfaces> {
+    async fn list_interfaces(&self, _ctx: &TtrpcContext, req: Empty) -> ttrpc::Result<Interfaces> {
+        if let Err(err) = self.gate("ListInterfaces", &req).await {
+            return to_ttrpc("ListInterfaces", Err(err));
+        }
         to_ttrpc("ListInterfaces", self.do_list_interfaces().await)
     }
 
@@ -429,6 +580,9 @@ impl AgentService for AgentRpc {
         _ctx: &TtrpcContext,
         req: TtyWinResizeRequest,
     ) -> ttrpc::Result<Empty> {
+        if let Err(err) = self.gate("TtyWinResize", &req).await {
+            return to_ttrpc("TtyWinResize", Err(err));
+        }
         let result = self
             .state
             .containers

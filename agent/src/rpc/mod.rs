@@ -22,6 +22,7 @@ pub(crate) fn to_ttrpc<T>(method: &str, result: anyhow::Result<T>) -> ttrpc::Res
             Some(AgentError::NotFound(_)) => ttrpc::Code::NOT_FOUND,
             Some(AgentError::AlreadyExists(_)) => ttrpc::Code::ALREADY_EXISTS,
             Some(AgentError::FailedPrecondition(_)) => ttrpc::Code::FAILED_PRECONDITION,
+            Some(AgentError::PermissionDenied(_)) => ttrpc::Code::PERMISSION_DENIED,
             None => ttrpc::Code::INTERNAL,
         };
         tracing::warn!(method, ?code, error = format!("{err:#}"), "rpc failed");
@@ -89,6 +90,10 @@ mod tests {
             (
                 AgentError::FailedPrecondition("a".into()),
                 ttrpc::Code::FAILED_PRECONDITION,
+            ),
+            (
+                AgentError::PermissionDenied("a".into()),
+                ttrpc::Code::PERMISSION_DENIED,
             ),
         ] {
             // Context added on the way up keeps the code and reaches the message.
