@@ -244,11 +244,11 @@ impl PendingIo {
                 let granted = self.grants.allows(kind);
                 match kind {
                     StreamKind::Stdout if granted => {
-                        io.output_drained.push(spawn_output_pump(pty, stream));
+                        io.output_drained.push(spawn_output_pump(pty, Some(stream)));
                     }
                     StreamKind::Stdout => {
                         shutdown(&stream, libc::SHUT_RDWR);
-                        io.output_drained.push(spawn_discard_pump(pty));
+                        io.output_drained.push(spawn_output_pump(pty, None));
                     }
                     StreamKind::Stdin if granted => {
                         io.stdin_control = Some(stream.try_clone()?);
@@ -279,8 +279,10 @@ impl PendingIo {
                 }
                 // Dropping our end of the pipe gives the process EOF.
                 (StreamKind::Stdin, false) => drop(pipe),
-                (_, true) => io.output_drained.push(spawn_output_pump(pipe, stream)),
-                (_, false) => io.output_drained.push(spawn_discard_pump(pipe)),
+                (_, true) => io
+                    .output_drained
+                    .push(spawn_output_pump(pipe, Some(stream))),
+                (_, false) => io.output_drained.push(spawn_output_pump(pipe, None)),
             }
         }
         tracing::debug!(container = %self.container_id, exec = %self.exec_id, terminal = self.terminal, "stdio connected");
@@ -308,9 +310,11 @@ fn shutdown(socket: &File, how: libc::c_int) {
     }
 }
 
-/// Output until EOF (a pty reports EIO once the last slave closes: the same thing), then a
-/// write shutdown so the host sees EOF; the receiver completes when all of it was sent.
-fn spawn_output_pump(mut from: File, mut to: File) -> oneshot::Receiver<()> {
+/// Output until EOF (a pty reports EIO once the last slave closes: the same thing), sent to
+/// `to` and then a write shutdown so the host sees EOF — or, where the policy keeps it from the
+/// host (`None`), read and dropped, so the process never blocks on a full pipe. The receiver
+/// completes once all of it was handled.
+fn spawn_output_pump(mut from: File, mut to: Option<File>) -> oneshot::Receiver<()> {
     let (done, drained) = oneshot::channel();
     std::thread::spawn(move || {
         let mut buffer = vec![0u8; PUMP_BUFFER];
@@ -318,33 +322,18 @@ fn spawn_output_pump(mut from: File, mut to: File) -> oneshot::Receiver<()> {
             match from.read(&mut buffer) {
                 Ok(0) => break,
                 Ok(read) => {
-                    if write_to_vsock(&mut to, &buffer[..read]).is_err() {
-                        break;
+                    if let Some(to) = to.as_mut() {
+                        if write_to_vsock(to, &buffer[..read]).is_err() {
+                            break;
+                        }
                     }
                 }
                 Err(err) if err.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(_) => break,
             }
         }
-        shutdown(&to, libc::SHUT_WR);
-        let _ = done.send(());
-    });
-    drained
-}
-
-/// Output the policy keeps from the host: read until EOF and dropped, so the process never
-/// blocks on a full pipe; the receiver completes at EOF, as an output pump's does.
-fn spawn_discard_pump(mut from: File) -> oneshot::Receiver<()> {
-    let (done, drained) = oneshot::channel();
-    std::thread::spawn(move || {
-        let mut buffer = vec![0u8; PUMP_BUFFER];
-        loop {
-            match from.read(&mut buffer) {
-                Ok(0) => break,
-                Ok(_) => {}
-                Err(err) if err.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(_) => break,
-            }
+        if let Some(to) = &to {
+            shutdown(to, libc::SHUT_WR);
         }
         let _ = done.send(());
     });
