@@ -11,7 +11,7 @@ use protobuf::MessageFull;
 use serde_json::Value;
 
 /// The input for a request message.
-pub(crate) fn of_message(message: &impl MessageFull) -> Value {
+pub fn of_message(message: &impl MessageFull) -> Value {
     let options = protobuf_json_mapping::PrintOptions {
         proto_field_name: true,
         always_output_default_values: true,
@@ -33,7 +33,7 @@ pub(crate) fn of_message(message: &impl MessageFull) -> Value {
 }
 
 /// The input for a stdio stream the host opens.
-pub(crate) fn of_stream(container_id: &str, exec_id: &str) -> Value {
+pub fn of_stream(container_id: &str, exec_id: &str) -> Value {
     serde_json::json!({ "container_id": container_id, "exec_id": exec_id })
 }
 

@@ -97,7 +97,7 @@ fn a_policy_in_another_package_or_with_errors_is_refused() {
 #[test]
 fn the_default_policy_has_a_rule_for_every_request_the_agent_serves() {
     let policy = AgentPolicy::load(DEFAULT_POLICY).expect("loads");
-    let proto = include_str!("../../../protocol/protos/agent.proto");
+    let proto = include_str!("../../protocol/protos/agent.proto");
     let rpcs: Vec<&str> = proto
         .lines()
         .filter_map(|line| line.trim().strip_prefix("rpc "))

@@ -1,5 +1,6 @@
-//! The agent policy: every request the host makes is decided by a Rego policy (evaluated with
-//! `regorus`) before the agent acts on it. The policy comes from the pod's init-data
+//! The agent policy engine: every request the host makes of a pod's agent is decided by a Rego
+//! policy (evaluated with `regorus`) before the agent acts on it. The agent enforces it; the
+//! same engine lets the `cloak` command try a policy on requests without a VM. The policy comes from the pod's init-data
 //! (`"policy.rego"`), which a TEE launch binds into HOST_DATA and the agent checks before it
 //! loads anything; a pod whose init-data carries none gets the image's default (allow-all, for
 //! pods whose host is trusted). It is loaded once, at CreateSandbox, and never replaced.
@@ -12,34 +13,36 @@
 //! CreateContainerRequest decision records is kept as `data.admitted[<container id>]` for the
 //! later requests about that container, until it is removed.
 
-pub(crate) mod input;
+pub mod input;
 
 use std::sync::Mutex;
 
 /// The policy of a pod whose init-data names none (measured with the agent, in the initrd).
-pub(crate) const DEFAULT_POLICY: &str = include_str!("../../../configs/policy/allow-all.rego");
+pub const DEFAULT_POLICY: &str = include_str!("../../configs/policy/allow-all.rego");
 
 /// The Rego package every policy defines its rules in.
 const PACKAGE: &str = "agent_policy";
 
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum PolicyError {
+pub enum PolicyError {
     #[error("the agent policy does not load: {0}")]
     Load(String),
     #[error("the agent policy is not in package {PACKAGE} (it is {0})")]
     Package(String),
+    #[error("the init-data: {0}")]
+    InitData(#[from] cloak_init_data::InitDataError),
 }
 
 /// What the policy said of one request.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) enum Decision {
+pub enum Decision {
     /// Allowed; `record` is what the rule asked to keep (CreateContainerRequest).
     Allow { record: Option<serde_json::Value> },
     /// Denied, with the rule's reason where it gives one.
     Deny { reason: Option<String> },
 }
 
-pub(crate) struct AgentPolicy {
+pub struct AgentPolicy {
     engine: Mutex<regorus::Engine>,
     /// `data.admitted`: what each admitted container's decision recorded.
     admitted: Mutex<serde_json::Map<String, serde_json::Value>>,
@@ -53,7 +56,7 @@ impl std::fmt::Debug for AgentPolicy {
 
 impl AgentPolicy {
     /// Loads `rego` (a whole policy module).
-    pub(crate) fn load(rego: &str) -> Result<Self, PolicyError> {
+    pub fn load(rego: &str) -> Result<Self, PolicyError> {
         let mut engine = regorus::Engine::new();
         let package = engine
             .add_policy("policy.rego".to_owned(), rego.to_owned())
@@ -69,17 +72,16 @@ impl AgentPolicy {
 
     /// The policy of `init_data` (already checked against HOST_DATA): its `policy.rego`, or the
     /// default.
-    pub(crate) fn of_init_data(init_data: &[u8]) -> Result<Self, PolicyError> {
+    pub fn of_init_data(init_data: &[u8]) -> Result<Self, PolicyError> {
         if init_data.is_empty() {
             return Self::load(DEFAULT_POLICY);
         }
-        let document = cloak_init_data::InitData::parse(init_data)
-            .map_err(|err| PolicyError::Load(err.to_string()))?;
+        let document = cloak_init_data::InitData::parse(init_data)?;
         Self::load(document.policy().unwrap_or(DEFAULT_POLICY))
     }
 
     /// Decides `request` (a message name such as "CreateContainerRequest") for `input`.
-    pub(crate) fn decide(&self, request: &str, input: serde_json::Value) -> Decision {
+    pub fn decide(&self, request: &str, input: serde_json::Value) -> Decision {
         let answer = {
             let mut engine = self
                 .engine
@@ -101,7 +103,7 @@ impl AgentPolicy {
     }
 
     /// Keeps what the decision that admitted container `id` recorded (`data.admitted[id]`).
-    pub(crate) fn admit(&self, id: &str, record: Option<serde_json::Value>) {
+    pub fn admit(&self, id: &str, record: Option<serde_json::Value>) {
         let mut admitted = self
             .admitted
             .lock()
@@ -111,7 +113,7 @@ impl AgentPolicy {
     }
 
     /// Forgets container `id`.
-    pub(crate) fn forget(&self, id: &str) {
+    pub fn forget(&self, id: &str) {
         let mut admitted = self
             .admitted
             .lock()
@@ -130,31 +132,6 @@ impl AgentPolicy {
         engine.clear_data();
         if let Err(err) = engine.add_data(regorus::Value::from(data)) {
             tracing::error!(error = %err, "the policy's record of admitted containers");
-        }
-    }
-}
-
-/// The policy's word on `rpc` ("CreateContainer") for `input`: what an allowing decision
-/// recorded, or PERMISSION_DENIED with "<Rpc>Request is blocked by policy" and the rule's
-/// reason, which the agent also logs.
-pub(crate) fn enforce(
-    policy: &AgentPolicy,
-    rpc: &str,
-    input: serde_json::Value,
-) -> Result<Option<serde_json::Value>, crate::error::AgentError> {
-    let request = format!("{rpc}Request");
-    match policy.decide(&request, input) {
-        Decision::Allow { record } => Ok(record),
-        Decision::Deny { reason } => {
-            tracing::warn!(
-                request,
-                reason = reason.as_deref().unwrap_or(""),
-                "blocked by policy"
-            );
-            Err(crate::error::AgentError::PermissionDenied(match reason {
-                Some(reason) => format!("{request} is blocked by policy: {reason}"),
-                None => format!("{request} is blocked by policy"),
-            }))
         }
     }
 }
