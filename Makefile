@@ -13,7 +13,7 @@ CACHE_DIR     ?= $(CURDIR)/.cache
 
 export CLOAK_CACHE_DIR := $(CACHE_DIR)
 
-.PHONY: all guest-binaries cloak shim vmm image test demo bench bench-boot bench-containers bench-containerd bench-cri bench-vmm lint deny clean
+.PHONY: all guest-binaries cloak shim vmm image test demo bench bench-boot bench-containers bench-containerd bench-cri bench-policy bench-vmm lint deny clean
 
 all: image
 
@@ -80,12 +80,16 @@ bench-cri: image shim
 		target/release/cloak-bench-cri --runs 5
 
 # cloak-vmm against QEMU on KVM with a tiny guest: start to first guest output, VMM memory.
+bench-policy:
+	cargo build --release --locked -p cloak-tests --bin cloak-bench-policy
+	target/release/cloak-bench-policy --runs 10
+
 bench-vmm:
 	cargo build --release --locked -p cloak-vmm -p cloak-tests --features cloak-vmm/test-guests \
 		--bin cloak-vmm --bin cloak-bench-vmm
 	target/release/cloak-bench-vmm --runs 10
 
-bench: bench-boot bench-containers bench-containerd bench-cri bench-vmm
+bench: bench-boot bench-containers bench-containerd bench-cri bench-policy bench-vmm
 
 # Installed by scripts/setup-host.sh.
 CARGO_DENY ?= /opt/cloak-tools/cargo-deny/bin/cargo-deny
