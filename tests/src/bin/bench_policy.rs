@@ -10,9 +10,8 @@
 
 use std::time::Instant;
 
-use anyhow::Context as _;
 use cloak_policy::{AgentPolicy, Decision, DEFAULT_POLICY};
-use cloak_tests::bench::median;
+use cloak_tests::bench::{median, runs_arg};
 use serde_json::json;
 
 /// A policy shaped like a generated one: containers listed in data, matched on argv, env,
@@ -83,13 +82,7 @@ fn time_decisions(
 }
 
 fn main() -> anyhow::Result<()> {
-    let runs: usize = std::env::args()
-        .skip_while(|arg| arg != "--runs")
-        .nth(1)
-        .map(|n| n.parse())
-        .transpose()
-        .context("--runs takes a number")?
-        .unwrap_or(10);
+    let runs = runs_arg(10)?;
     let pinned = AgentPolicy::load(PINNED)?;
     let Decision::Allow { record } = pinned.decide("CreateContainerRequest", create_input()) else {
         anyhow::bail!("the pinned policy refuses its own container");
