@@ -1,17 +1,5 @@
 //! Figures for benchmarks: medians, run lists, and the host memory of processes.
 
-/// The number after `--runs` on the command line, or `default` without one.
-pub fn runs_arg(default: usize) -> anyhow::Result<usize> {
-    use anyhow::Context as _;
-    std::env::args()
-        .skip_while(|arg| arg != "--runs")
-        .nth(1)
-        .map(|n| n.parse())
-        .transpose()
-        .context("--runs takes a number")
-        .map(|runs| runs.unwrap_or(default))
-}
-
 /// Median of `values` (sorted in place); NaN for none.
 pub fn median(values: &mut [f64]) -> f64 {
     if values.is_empty() {

@@ -14,7 +14,7 @@ use cloak_host::hybrid_vsock;
 use cloak_host::hypervisor;
 use cloak_host::pod_vm::vm_config_for;
 use cloak_host::PodVm;
-use cloak_tests::bench::{join, median, runs_arg};
+use cloak_tests::bench::{join, median, runs_from_args};
 use cloak_tests::{build_image_with_init, VmTestEnv, ENV_FLOOR_INIT_BIN};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -73,7 +73,7 @@ async fn boot_floor(
 }
 
 fn main() -> anyhow::Result<()> {
-    let runs = runs_arg(5)?;
+    let runs = runs_from_args(5)?;
     let env =
         VmTestEnv::get("bench-boot").context("the benchmark needs the guest image and QEMU")?;
     let floor_init = std::env::var_os(ENV_FLOOR_INIT_BIN)

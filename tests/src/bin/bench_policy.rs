@@ -11,7 +11,7 @@
 use std::time::Instant;
 
 use cloak_policy::{AgentPolicy, Decision, DEFAULT_POLICY};
-use cloak_tests::bench::{median, runs_arg};
+use cloak_tests::bench::{median, runs_from_args};
 use serde_json::json;
 
 /// A policy shaped like a generated one: containers listed in data, matched on argv, env,
@@ -82,7 +82,7 @@ fn time_decisions(
 }
 
 fn main() -> anyhow::Result<()> {
-    let runs = runs_arg(10)?;
+    let runs = runs_from_args(10)?;
     let pinned = AgentPolicy::load(PINNED)?;
     let Decision::Allow { record } = pinned.decide("CreateContainerRequest", create_input()) else {
         anyhow::bail!("the pinned policy refuses its own container");
