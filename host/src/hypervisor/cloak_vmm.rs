@@ -156,10 +156,7 @@ impl CloakVmm {
             memory_mib: config.memory_mib,
             console_log: config.console_log(),
             vsock_socket: config.vsock_socket(),
-            virtiofs_socket: config
-                .shared_dir
-                .as_ref()
-                .map(|_| crate::run_dir::virtiofs_socket(&config.run_dir)),
+            virtiofs_socket: config.virtiofs_socket(),
             network: config.network.clone(),
             snp,
         }

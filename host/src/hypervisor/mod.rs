@@ -56,6 +56,13 @@ impl VmConfig {
         crate::run_dir::vsock_socket(&self.run_dir)
     }
 
+    /// vhost-user-fs socket of the shared directory, for a VM that has one.
+    pub fn virtiofs_socket(&self) -> Option<PathBuf> {
+        self.shared_dir
+            .as_ref()
+            .map(|_| crate::run_dir::virtiofs_socket(&self.run_dir))
+    }
+
     /// Guest serial console, kept after the VM stops for post-mortems.
     pub fn console_log(&self) -> PathBuf {
         crate::run_dir::console_log(&self.run_dir)

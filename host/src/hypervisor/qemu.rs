@@ -216,10 +216,7 @@ impl Qemu {
             cmdline,
             console_log: config.console_log(),
             vhost_vsock_socket: crate::run_dir::vhost_vsock_socket(&config.run_dir),
-            virtiofs_socket: config
-                .shared_dir
-                .as_ref()
-                .map(|_| crate::run_dir::virtiofs_socket(&config.run_dir)),
+            virtiofs_socket: config.virtiofs_socket(),
             snp,
             network: config.network.clone(),
         }
