@@ -18,19 +18,16 @@ const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 pub fn decode_annotation(value: &str) -> Result<Vec<u8>, InitDataError> {
     let compact: String = value.chars().filter(|c| !c.is_whitespace()).collect();
     let decoded = base64::engine::general_purpose::STANDARD.decode(compact)?;
-    if !decoded.starts_with(&GZIP_MAGIC) {
-        if decoded.len() > MAX_INIT_DATA_BYTES {
-            return Err(InitDataError::TooLarge {
-                limit: MAX_INIT_DATA_BYTES,
-            });
-        }
-        return Ok(decoded);
-    }
-    let mut document = Vec::new();
-    flate2::read::GzDecoder::new(decoded.as_slice())
-        .take(MAX_INIT_DATA_BYTES as u64 + 1)
-        .read_to_end(&mut document)
-        .map_err(InitDataError::Gzip)?;
+    let document = if decoded.starts_with(&GZIP_MAGIC) {
+        let mut document = Vec::new();
+        flate2::read::GzDecoder::new(decoded.as_slice())
+            .take(MAX_INIT_DATA_BYTES as u64 + 1)
+            .read_to_end(&mut document)
+            .map_err(InitDataError::Gzip)?;
+        document
+    } else {
+        decoded
+    };
     if document.len() > MAX_INIT_DATA_BYTES {
         return Err(InitDataError::TooLarge {
             limit: MAX_INIT_DATA_BYTES,
