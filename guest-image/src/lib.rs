@@ -10,6 +10,7 @@ pub mod kmod;
 pub mod manifest;
 pub mod pin;
 pub mod progress;
+pub mod toml_file;
 
 pub use builder::{build_image, BuildError, BuildOptions};
 pub use manifest::Manifest;

@@ -9,21 +9,7 @@ use serde::{Deserialize, Serialize};
 /// Where the node install puts the configuration.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/cloak/configuration.toml";
 
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("reading {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("parsing {path}: {source}")]
-    Parse {
-        path: String,
-        source: toml::de::Error,
-    },
-    #[error("{path}: {reason}")]
-    Invalid { path: String, reason: String },
-}
+pub use cloak_image::toml_file::ConfigError;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -171,19 +157,12 @@ impl Default for RuntimeConfig {
 
 impl Configuration {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let display = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: display.clone(),
-            source,
-        })?;
-        Self::parse(&text, &display)
+        let (text, origin) = cloak_image::toml_file::read(path)?;
+        Self::parse(&text, &origin)
     }
 
     pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
-        let config: Self = toml::from_str(text).map_err(|source| ConfigError::Parse {
-            path: origin.to_owned(),
-            source,
-        })?;
+        let config: Self = cloak_image::toml_file::parse(text, origin)?;
         config.validate(origin)?;
         Ok(config)
     }
