@@ -20,6 +20,15 @@ use std::sync::Mutex;
 /// The policy of a pod whose init-data names none (measured with the agent, in the initrd).
 pub const DEFAULT_POLICY: &str = include_str!("../../configs/policy/allow-all.rego");
 
+/// The rules of a confidential pod (`cloak policy generate` adds the pod's `policy_data`).
+pub const CONFIDENTIAL_RULES: &str = include_str!("../../configs/policy/rules.rego");
+
+/// A whole policy: `rules` followed by `policy_data := <data>` (JSON is Rego).
+pub fn with_policy_data(rules: &str, data: &serde_json::Value) -> String {
+    let data = serde_json::to_string_pretty(data).unwrap_or_else(|_| "null".to_owned());
+    format!("{rules}\n# What `cloak policy generate` pinned for this pod.\npolicy_data := {data}\n")
+}
+
 /// The Rego package every policy defines its rules in.
 const PACKAGE: &str = "agent_policy";
 
