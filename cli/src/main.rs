@@ -8,6 +8,7 @@ mod check;
 mod image;
 mod install;
 mod measure;
+mod policy;
 mod probe;
 mod run;
 mod runtime_args;
@@ -50,6 +51,11 @@ enum Command {
         #[command(subcommand)]
         command: attest::AttestCommand,
     },
+    /// Agent policies of confidential pods.
+    Policy {
+        #[command(subcommand)]
+        command: policy::PolicyCommand,
+    },
     /// Print the SEV-SNP launch digest of a guest (the flags of `sev-snp-measure`).
     Measure(measure::MeasureArgs),
 }
@@ -67,6 +73,7 @@ fn main() -> std::process::ExitCode {
         Command::Image { command } => image::run(command),
         Command::Probe(args) => probe::run(args),
         Command::Measure(args) => measure::run(args),
+        Command::Policy { command } => policy::run(command),
         Command::Check(args) => check::run(args),
         Command::Install(args) => install::install(args),
         Command::Uninstall(args) => install::uninstall(args),

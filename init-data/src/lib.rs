@@ -54,7 +54,8 @@ pub enum Algorithm {
 }
 
 impl Algorithm {
-    fn named(name: &str) -> Result<Self, InitDataError> {
+    /// The algorithm of `name` ("sha256", "sha384", "sha512").
+    pub fn named(name: &str) -> Result<Self, InitDataError> {
         match name {
             "sha256" => Ok(Self::Sha256),
             "sha384" => Ok(Self::Sha384),
