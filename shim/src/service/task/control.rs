@@ -25,6 +25,15 @@ impl Inner {
             }
             process.state
         };
+        // An exec that never started (its start was refused) has nothing to signal in the
+        // guest. containerd kills such an exec before deleting it and, told "not found",
+        // waits for an exit that never comes; "failed precondition" is what runc's shim says.
+        if state == ProcessState::Created && !req.exec_id.is_empty() {
+            return Err(TaskError::FailedPrecondition(format!(
+                "exec {} of container {} was never started",
+                req.exec_id, req.id
+            )));
+        }
         let pod = self
             .current_pod()
             .await
