@@ -121,11 +121,26 @@ impl PrivateContainerd {
         shim: &Path,
         install: RuntimeInstaller<'_>,
     ) -> anyhow::Result<Self> {
-        Self::start_configured(env, shim, true, Some(install))
+        Self::start_configured(env, shim, true, Some(install), &|_| {})
+    }
+
+    /// Starts containerd with its CRI plugin and cloak's configuration changed by `adjust`
+    /// (e.g. `tee = "sim"`).
+    pub fn start_with_cri_configured(
+        env: &VmTestEnv,
+        shim: &Path,
+        adjust: &dyn Fn(&mut cloak_host::Configuration),
+    ) -> anyhow::Result<Self> {
+        Self::start_configured(env, shim, true, None, adjust)
     }
 
     fn start_with(env: &VmTestEnv, shim: &Path, cri: bool) -> anyhow::Result<Self> {
-        Self::start_configured(env, shim, cri, None)
+        Self::start_configured(env, shim, cri, None, &|_| {})
+    }
+
+    /// The OCI archive the test images were imported from (`ctr images import`).
+    pub fn image_archive(&self) -> PathBuf {
+        self.dir.path().join("busybox-oci.tar")
     }
 
     fn start_configured(
@@ -133,6 +148,7 @@ impl PrivateContainerd {
         shim: &Path,
         cri: bool,
         install: Option<RuntimeInstaller<'_>>,
+        adjust: &dyn Fn(&mut cloak_host::Configuration),
     ) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new().prefix("cloak-ctrd-").tempdir()?;
         let major = containerd_major_version()?;
@@ -178,7 +194,8 @@ impl PrivateContainerd {
             None
         };
         let cloak_config = dir.path().join("cloak.toml");
-        let configuration = env.configuration(&run_dir);
+        let mut configuration = env.configuration(&run_dir);
+        adjust(&mut configuration);
         std::fs::write(&cloak_config, toml_of(&configuration)?)?;
         let config = match install {
             Some(install) => install(dir.path(), config)?,
