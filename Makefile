@@ -80,9 +80,9 @@ bench-cri: image shim
 		target/release/cloak-bench-cri --runs 5
 
 # cloak-vmm against QEMU on KVM with a tiny guest: start to first guest output, VMM memory.
-bench-policy:
+bench-policy: image
 	cargo build --release --locked -p cloak-tests --bin cloak-bench-policy
-	target/release/cloak-bench-policy --runs 10
+	$(TEST_ENV) target/release/cloak-bench-policy --runs 10
 
 bench-vmm:
 	cargo build --release --locked -p cloak-vmm -p cloak-tests --features cloak-vmm/test-guests \
