@@ -59,8 +59,10 @@ apt-get update -q >/dev/null
 # bridge/host-local for the CRI tests; iproute2: the shim wires pod networks with ip and tc;
 # protobuf-compiler: the CRI client bindings (k8s-cri) are generated at build time;
 # acpica-tools: iasl, the oracle that disassembles the ACPI tables cloak-vmm gives its guests.
+# cryptsetup-bin, erofs-utils: veritysetup and fsck.erofs, the oracles of the layer images.
 packages=(cpio libseccomp-dev libcap-ng-dev busybox-static runc containerd libssl-dev pkg-config
-    python3-venv containernetworking-plugins iproute2 protobuf-compiler acpica-tools)
+    python3-venv containernetworking-plugins iproute2 protobuf-compiler acpica-tools
+    cryptsetup-bin erofs-utils)
 missing=()
 for package in "${packages[@]}"; do
     dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
