@@ -6,10 +6,12 @@
 //! hang, or the host would wait for an agent that will not come.
 
 mod attestation;
+mod block;
 mod cmdline;
 mod container;
 mod error;
 mod guest_details;
+mod layers;
 mod modules;
 mod mounts;
 mod network;

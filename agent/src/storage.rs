@@ -10,29 +10,47 @@ use nix::mount::{mount, umount2, MntFlags, MsFlags};
 
 use crate::error::AgentError;
 
-/// Mounts done for one purpose, undone in reverse order.
+/// What was set up for one purpose: mounts, and the device-mapper devices below them.
+#[derive(Debug)]
+enum Undo {
+    Unmount(PathBuf),
+    RemoveDevice(String),
+}
+
+/// Mounts (and devices) done for one purpose, undone in reverse order.
 #[derive(Debug, Default)]
 pub(crate) struct MountStack {
-    targets: Vec<PathBuf>,
+    steps: Vec<Undo>,
 }
 
 impl MountStack {
-    fn push(&mut self, target: &Path) {
-        self.targets.push(target.to_owned());
+    pub(crate) fn push(&mut self, target: &Path) {
+        self.steps.push(Undo::Unmount(target.to_owned()));
     }
 
-    /// Detaches every mount, newest first. Lazy, so a process still holding a file open does
-    /// not keep the container from being removed.
+    /// A device-mapper device to remove once the mounts above it are gone.
+    pub(crate) fn push_device(&mut self, name: &str) {
+        self.steps.push(Undo::RemoveDevice(name.to_owned()));
+    }
+
+    /// Detaches every mount and removes every device, newest first. Lazy, so a process still
+    /// holding a file open does not keep the container from being removed (its device then
+    /// stays until that file is closed: removal is retried once the mounts are detached).
     pub(crate) fn unmount_all(&mut self) {
-        while let Some(target) = self.targets.pop() {
-            if let Err(err) = umount2(&target, MntFlags::MNT_DETACH) {
-                tracing::warn!(target = %target.display(), error = %err, "unmount failed");
+        while let Some(step) = self.steps.pop() {
+            match step {
+                Undo::Unmount(target) => {
+                    if let Err(err) = umount2(&target, MntFlags::MNT_DETACH) {
+                        tracing::warn!(target = %target.display(), error = %err, "unmount failed");
+                    }
+                }
+                Undo::RemoveDevice(name) => crate::layers::remove_device(&name),
             }
         }
     }
 }
 
-fn mount_at(
+pub(crate) fn mount_at(
     source: &str,
     target: &Path,
     fstype: Option<&str>,
@@ -172,15 +190,24 @@ impl DirectoryRootfs {
     }
 }
 
-/// The rootfs transport a `Storage` names.
-pub(crate) fn rootfs_source(storage: &Storage) -> anyhow::Result<Box<dyn RootfsSource>> {
+/// The rootfs transport a `Storage` names: a shared directory, or (`layers`) the verified
+/// layer images of `layers`, bottom first.
+pub(crate) fn rootfs_source(
+    storage: &Storage,
+    container: &str,
+    layers: Vec<crate::layers::Layer>,
+) -> anyhow::Result<Box<dyn RootfsSource>> {
     match storage.driver.as_str() {
         "bind" | "virtio-fs" => Ok(Box::new(DirectoryRootfs {
             source: PathBuf::from(&storage.source),
             overlay_in_memory: storage.overlay_in_memory,
         })),
+        crate::layers::LAYERS_DRIVER => Ok(Box::new(crate::layers::VerifiedLayers::new(
+            container, layers,
+        )?)),
         other => bail!(AgentError::InvalidArgument(format!(
-            "rootfs driver {other:?} is not supported (bind, virtio-fs)"
+            "rootfs driver {other:?} is not supported (bind, virtio-fs, {})",
+            crate::layers::LAYERS_DRIVER
         ))),
     }
 }
@@ -196,7 +223,7 @@ mod tests {
             mount_point: "/x".into(),
             ..Default::default()
         };
-        let err = rootfs_source(&storage).err().unwrap();
+        let err = rootfs_source(&storage, "c", Vec::new()).err().unwrap();
         assert!(matches!(
             err.downcast_ref::<AgentError>(),
             Some(AgentError::InvalidArgument(_))

@@ -8,6 +8,7 @@
 #   containers: [{type: "sandbox"|"container", name, image: {names, config_digest, layers},
 #                 args, env, env_patterns, cwd, user: {uid, gid, additional_gids},
 #                 capabilities, no_new_privileges, readonly_rootfs,
+#                 layers: [root hash...] (bottom first; empty: the shared directory),
 #                 mounts: [{destination, type, source: regex, options, below}],
 #                 sysctls, exec: [argv...], logs}]
 #   env_patterns: regexes over "NAME=value" allowed in every container (Kubernetes' service
@@ -66,7 +67,8 @@ CreateContainerRequest := {"allowed": false, "reason": concat("; ", sort(violati
 	count(violations) > 0
 }
 
-CreateContainerRequest := {"allowed": true, "record": {"entry": entry_indices[0], "logs": entry.logs}} if {
+# The record carries the layers' root hashes: the agent opens the layers with these.
+CreateContainerRequest := {"allowed": true, "record": {"entry": entry_indices[0], "logs": entry.logs, "layers": pinned_layers(entry)}} if {
 	count(entry_indices) == 1
 	count(violations) == 0
 	entry := policy_data.containers[entry_indices[0]]
@@ -111,15 +113,33 @@ hook_violations(oci) := {"OCI hooks are not allowed"} if {
 	count(object.get(oci, "hooks", {})) > 0
 } else := set()
 
-# The root filesystem is the directory the shim shares for this container, nothing else yet.
+# The root filesystem: the pinned layers, verified in the guest under their root hashes, in
+# order; only an entry that pins none may run from the directory the shim shares.
+pinned_layers(entry) := object.get(entry, "layers", [])
+
 rootfs_violations(request, entry) := {"the root filesystem is not writable-protected as pinned"} if {
 	entry.readonly_rootfs
 	not object.get(request.oci, ["root", "readonly"], false)
+} else := {"the root filesystem is not built from the pinned layers"} if {
+	count(pinned_layers(entry)) > 0
+	not layers_match(request, pinned_layers(entry))
 } else := {sprintf("rootfs %v is not this container's shared directory", [request.rootfs])} if {
+	count(pinned_layers(entry)) == 0
 	not rootfs_shared(request)
 } else := {"storages are not allowed"} if {
+	count(pinned_layers(entry)) == 0
 	count(request.storages) > 0
 } else := set()
+
+layers_match(request, layers) if {
+	request.rootfs.driver == "layers"
+	count(request.storages) == count(layers)
+	every index, storage in request.storages {
+		storage.driver == "erofs-verity"
+		storage.source == sprintf("/run/cloak/shared/%s/layers/%d.img", [request.container_id, index])
+		storage.verity_root_hash == layers[index]
+	}
+}
 
 rootfs_shared(request) if {
 	request.rootfs.driver == "bind"

@@ -18,6 +18,7 @@ pub struct Configuration {
     pub guest: GuestConfig,
     pub agent: AgentConfig,
     pub runtime: RuntimeConfig,
+    pub layers: LayersConfig,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -151,6 +152,25 @@ impl Default for RuntimeConfig {
     fn default() -> Self {
         Self {
             run_dir: PathBuf::from("/run/cloak"),
+        }
+    }
+}
+
+/// Where confidential pods' layer images come from and are kept.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LayersConfig {
+    /// Converted layer images (erofs + dm-verity), one per layer digest, kept between pods.
+    pub cache_dir: PathBuf,
+    /// containerd's content store, where layer blobs are read by digest.
+    pub content_dir: PathBuf,
+}
+
+impl Default for LayersConfig {
+    fn default() -> Self {
+        Self {
+            cache_dir: PathBuf::from("/var/lib/cloak/layers"),
+            content_dir: PathBuf::from("/var/lib/containerd/io.containerd.content.v1.content"),
         }
     }
 }

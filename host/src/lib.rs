@@ -9,6 +9,7 @@ pub mod console;
 pub mod host_mounts;
 pub mod hybrid_vsock;
 pub mod hypervisor;
+pub mod layer_cache;
 pub mod network;
 pub mod pod_vm;
 pub mod run_dir;

@@ -32,6 +32,9 @@ pub struct ContainerEntry {
     pub kind: String,
     pub name: String,
     pub image: ImageIdentity,
+    /// The dm-verity root hashes of the image's layers, bottom first: the container runs from
+    /// exactly these, verified in the guest.
+    pub layers: Vec<String>,
     pub args: Vec<String>,
     /// Exact `NAME=value` the process must have.
     pub env: Vec<String>,

@@ -35,6 +35,8 @@ pub struct Image {
     pub name: String,
     pub config_digest: String,
     pub layers: Vec<String>,
+    /// Each layer's dm-verity root hash as a `cloak-layers` image (what the guest checks).
+    pub layer_root_hashes: Vec<String>,
     pub config: RunConfig,
     /// The image's /etc/passwd and /etc/group after all layers (empty where it has none).
     pub passwd: String,
@@ -134,19 +136,40 @@ impl Archive {
         Ok(bytes)
     }
 
+    /// The uncompressed tar of a layer.
+    fn layer_tar(&self, layer: &Descriptor) -> Result<Box<dyn Read>, GenerateError> {
+        let media_type = layer.media_type.clone().unwrap_or_default();
+        let bytes = self.layer_bytes(&layer.digest)?;
+        let cursor = std::io::Cursor::new(bytes);
+        if media_type.ends_with("gzip") {
+            Ok(Box::new(flate2::read::GzDecoder::new(cursor)))
+        } else if media_type.ends_with(".tar") || media_type.is_empty() {
+            Ok(Box::new(cursor))
+        } else {
+            Err(GenerateError::LayerType(media_type))
+        }
+    }
+
+    /// The root hash of a layer's image, converted as every node converts it.
+    fn root_hash(&self, layer: &Descriptor) -> Result<String, GenerateError> {
+        let failed = |source| GenerateError::Archive {
+            path: format!("{} layer {}", self.path.display(), layer.digest),
+            source,
+        };
+        let mut image = tempfile::tempfile().map_err(failed)?;
+        let converted = cloak_layers::convert(self.layer_tar(layer)?, &mut image)
+            .map_err(|err| GenerateError::Layer {
+                digest: layer.digest.clone(),
+                reason: err.to_string(),
+            })?;
+        Ok(converted.verity.root_hex())
+    }
+
     /// `/etc/passwd` and `/etc/group` after applying `layers` in order (whiteouts included).
     fn user_files(&self, layers: &[Descriptor]) -> Result<(String, String), GenerateError> {
         let mut found = [String::new(), String::new()];
         for layer in layers {
-            let media_type = layer.media_type.as_deref().unwrap_or_default();
-            let bytes = self.layer_bytes(&layer.digest)?;
-            let reader: Box<dyn Read> = if media_type.ends_with("gzip") {
-                Box::new(flate2::read::GzDecoder::new(bytes.as_slice()))
-            } else if media_type.ends_with(".tar") || media_type.is_empty() {
-                Box::new(bytes.as_slice())
-            } else {
-                return Err(GenerateError::LayerType(media_type.to_owned()));
-            };
+            let reader = self.layer_tar(layer)?;
             let failed = |source| GenerateError::Archive {
                 path: format!("{} layer {}", self.path.display(), layer.digest),
                 source,
@@ -239,10 +262,16 @@ impl ImageStore {
                 serde_json::from_slice(archive.blob(&manifest.config.digest)?)
                     .map_err(GenerateError::Json)?;
             let (passwd, group) = archive.user_files(&manifest.layers)?;
+            let layer_root_hashes = manifest
+                .layers
+                .iter()
+                .map(|layer| archive.root_hash(layer))
+                .collect::<Result<_, _>>()?;
             let image = Image {
                 name: name.clone(),
                 config_digest: manifest.config.digest.clone(),
                 layers: manifest.layers.iter().map(|l| l.digest.clone()).collect(),
+                layer_root_hashes,
                 config: config.config,
                 passwd,
                 group,

@@ -61,6 +61,8 @@ pub enum GenerateError {
     Digest(String),
     #[error("a blob's content does not match its digest {expected} (it is {actual})")]
     DigestMismatch { expected: String, actual: String },
+    #[error("layer {digest}: {reason}")]
+    Layer { digest: String, reason: String },
     #[error("layer media type {0} is not supported (tar or tar+gzip)")]
     LayerType(String),
     #[error("image index {0} has no linux/amd64 manifest")]
@@ -306,6 +308,7 @@ fn policy_data(
         kind: "sandbox".into(),
         name: String::new(),
         image: identity(&options.sandbox_image, sandbox_image),
+        layers: sandbox_image.layer_root_hashes.clone(),
         args: sandbox.args,
         env: sandbox.env,
         env_patterns: sandbox.env_patterns,
@@ -345,6 +348,7 @@ fn policy_data(
             kind: "container".into(),
             name: container.name.clone(),
             image: identity(&container.image, image),
+            layers: image.layer_root_hashes.clone(),
             args: resolved.args,
             env: resolved.env,
             env_patterns: resolved.env_patterns,

@@ -661,3 +661,48 @@ fn the_sandbox_reports_and_unknown_requests() {
     assert!(reason(&report).contains("report"), "{report:?}");
     assert!(!allowed(&policy.decide("SomeFutureRequest", json!({}))));
 }
+
+const H0: &str = "1111111111111111111111111111111111111111111111111111111111111111";
+const H1: &str = "2222222222222222222222222222222222222222222222222222222222222222";
+
+/// The app entry pinning two layers, and its request with the layered rootfs.
+fn layered() -> (AgentPolicy, Value) {
+    let mut data = policy_data();
+    data["containers"][1]["layers"] = json!([H0, H1]);
+    let policy = AgentPolicy::load(&with_policy_data(CONFIDENTIAL_RULES, &data)).unwrap();
+    let mut request = create_app();
+    request["rootfs"] = json!({"driver": "layers", "source": ""});
+    request["storages"] = json!([
+        {"driver": "erofs-verity", "source": format!("/run/cloak/shared/{CID}/layers/0.img"), "verity_root_hash": H0},
+        {"driver": "erofs-verity", "source": format!("/run/cloak/shared/{CID}/layers/1.img"), "verity_root_hash": H1},
+    ]);
+    (policy, request)
+}
+
+#[test]
+fn a_container_that_pins_layers_runs_from_exactly_them() {
+    let (policy, request) = layered();
+    let Decision::Allow { record } = policy.decide("CreateContainerRequest", request.clone()) else {
+        panic!("the pinned layers are admitted");
+    };
+    assert_eq!(record.unwrap()["layers"], json!([H0, H1]), "the agent opens them with these");
+    let mutations: [(&str, Mutation); 5] = [
+        ("the shared directory instead", |r| {
+            r["rootfs"] = json!({"driver": "bind", "source": format!("/run/cloak/shared/{CID}/rootfs")});
+            r["storages"] = json!([]);
+        }),
+        ("another root hash", |r| r["storages"][1]["verity_root_hash"] = json!(H0)),
+        ("the layers swapped", |r| {
+            let layers = r["storages"].as_array_mut().unwrap();
+            layers.swap(0, 1);
+        }),
+        ("a layer left out", |r| { r["storages"].as_array_mut().unwrap().pop(); }),
+        ("an image outside the container's entry", |r| r["storages"][0]["source"] = json!("/run/cloak/shared/other/layers/0.img")),
+    ];
+    for (name, mutate) in mutations {
+        let mut request = request.clone();
+        mutate(&mut request);
+        let decision = policy.decide("CreateContainerRequest", request);
+        assert!(reason(&decision).contains("not built from the pinned layers"), "{name}: {decision:?}");
+    }
+}

@@ -28,6 +28,11 @@ pub fn user_image() -> String {
     format!("docker.io/cloak/busybox-user:{IMAGE_TAG}")
 }
 
+/// Three layers: busybox, then files, then a whiteout and an opaque directory.
+pub fn layered_image() -> String {
+    format!("docker.io/cloak/layered:{IMAGE_TAG}")
+}
+
 /// The CRI plugin's sandbox image: busybox waiting for a signal, built locally.
 pub fn pause_image() -> String {
     format!("docker.io/cloak/pause:{IMAGE_TAG}")
@@ -195,6 +200,8 @@ impl PrivateContainerd {
         };
         let cloak_config = dir.path().join("cloak.toml");
         let mut configuration = env.configuration(&run_dir);
+        configuration.layers.cache_dir = dir.path().join("layer-cache");
+        configuration.layers.content_dir = root.join("io.containerd.content.v1.content");
         adjust(&mut configuration);
         std::fs::write(&cloak_config, toml_of(&configuration)?)?;
         let config = match install {
@@ -256,6 +263,7 @@ impl PrivateContainerd {
         let archive = self.dir.path().join("busybox-oci.tar");
         let mut images = oci_image::busybox_images(IMAGE_TAG);
         images.push(oci_image::pause_image(&pause_image()));
+        images.push(oci_image::layered_image(&layered_image())?);
         oci_image::write_archive(&rootfs, &images, &archive)?;
         std::fs::remove_dir_all(&rootfs)?;
         let namespaces: &[&str] = if cri {

@@ -110,6 +110,7 @@ impl VmTestEnv {
         let mut config = Configuration::default();
         config.guest.image_dir = self.guest_dir.clone();
         config.runtime.run_dir = run_root.to_owned();
+        config.layers.cache_dir = run_root.join("layer-cache");
         config.agent.boot_timeout_secs = boot_timeout().as_secs();
         config
     }

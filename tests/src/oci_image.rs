@@ -22,6 +22,8 @@ pub struct ImageSpec {
     /// Empty: root.
     pub user: String,
     pub cmd: Vec<String>,
+    /// Layer tars stacked on the root filesystem's, bottom first.
+    pub extra_layers: Vec<Vec<u8>>,
 }
 
 fn digest_of(bytes: &[u8]) -> String {
@@ -69,6 +71,18 @@ pub fn write_archive(rootfs: &Path, images: &[ImageSpec], out: &Path) -> std::io
     let mut blobs: Vec<(String, Vec<u8>)> = vec![(layer_digest.clone(), layer.clone())];
     let mut manifests = Vec::new();
     for image in images {
+        let mut layers = vec![
+            json!({ "mediaType": LAYER_MEDIA_TYPE, "digest": layer_digest, "size": layer.len() }),
+        ];
+        let mut diff_ids = vec![layer_digest.clone()];
+        for extra in &image.extra_layers {
+            let digest = digest_of(extra);
+            layers.push(
+                json!({ "mediaType": LAYER_MEDIA_TYPE, "digest": digest, "size": extra.len() }),
+            );
+            diff_ids.push(digest.clone());
+            blobs.push((digest, extra.clone()));
+        }
         let config = serde_json::to_vec(&json!({
             "architecture": "amd64",
             "os": "linux",
@@ -78,14 +92,14 @@ pub fn write_archive(rootfs: &Path, images: &[ImageSpec], out: &Path) -> std::io
                 "User": image.user,
                 "Cmd": image.cmd,
             },
-            "rootfs": { "type": "layers", "diff_ids": [layer_digest] },
+            "rootfs": { "type": "layers", "diff_ids": diff_ids },
         }))?;
         let config_digest = digest_of(&config);
         let manifest = serde_json::to_vec(&json!({
             "schemaVersion": 2,
             "mediaType": MANIFEST_MEDIA_TYPE,
             "config": { "mediaType": CONFIG_MEDIA_TYPE, "digest": config_digest, "size": config.len() },
-            "layers": [{ "mediaType": LAYER_MEDIA_TYPE, "digest": layer_digest, "size": layer.len() }],
+            "layers": layers,
         }))?;
         let manifest_digest = digest_of(&manifest);
         let tag = image.name.rsplit(':').next().unwrap_or("latest").to_owned();
@@ -135,6 +149,7 @@ pub fn busybox_images(tag: &str) -> Vec<ImageSpec> {
         working_dir: "/home/user".to_owned(),
         user: String::new(),
         cmd: vec!["sh".to_owned()],
+        extra_layers: Vec::new(),
     };
     let user = ImageSpec {
         name: format!("docker.io/cloak/busybox-user:{tag}"),
@@ -156,7 +171,55 @@ pub fn pause_image(name: &str) -> ImageSpec {
             "-c".to_owned(),
             "trap 'exit 0' TERM INT; while :; do sleep 3600 & wait $!; done".to_owned(),
         ],
+        extra_layers: Vec::new(),
     }
+}
+
+fn append(builder: &mut tar::Builder<Vec<u8>>, path: &str, bytes: &[u8]) -> std::io::Result<()> {
+    let mut header = tar::Header::new_gnu();
+    header.set_size(bytes.len() as u64);
+    header.set_mode(0o644);
+    header.set_mtime(1_700_000_000);
+    header.set_cksum();
+    builder.append_data(&mut header, path, bytes)
+}
+
+/// Size of `data/big` in the layered image's middle layer.
+pub const BIG_FILE_BYTES: usize = 4 << 20;
+
+/// The middle layer of the layered test image: `data/big` (its first large file, so its
+/// bytes start at block 1 of the layer image), `data/a`, `data/b`, `opq/x`, `opq/y`.
+pub fn middle_layer() -> std::io::Result<Vec<u8>> {
+    let mut builder = tar::Builder::new(Vec::new());
+    let big: Vec<u8> = (0..BIG_FILE_BYTES).map(|i| (i % 241) as u8).collect();
+    append(&mut builder, "data/big", &big)?;
+    for (path, text) in [
+        ("data/a", "a\n"),
+        ("data/b", "b\n"),
+        ("opq/x", "x\n"),
+        ("opq/y", "y\n"),
+    ] {
+        append(&mut builder, path, text.as_bytes())?;
+    }
+    builder.into_inner()
+}
+
+/// The top layer: deletes `data/a` (a whiteout), makes `opq` opaque with one new file `z`.
+pub fn top_layer() -> std::io::Result<Vec<u8>> {
+    let mut builder = tar::Builder::new(Vec::new());
+    append(&mut builder, "data/.wh.a", b"")?;
+    append(&mut builder, "opq/.wh..wh..opq", b"")?;
+    append(&mut builder, "opq/z", b"z\n")?;
+    builder.into_inner()
+}
+
+/// A three-layer image: busybox, then `middle_layer`, then `top_layer`.
+pub fn layered_image(name: &str) -> std::io::Result<ImageSpec> {
+    Ok(ImageSpec {
+        name: name.to_owned(),
+        extra_layers: vec![middle_layer()?, top_layer()?],
+        ..pause_image(name)
+    })
 }
 
 #[cfg(test)]

@@ -171,17 +171,31 @@ impl TestPod {
         streams: Streams,
         rootfs: &Path,
     ) -> anyhow::Result<ProcessStreams> {
+        let rootfs = Storage {
+            driver: "bind".into(),
+            source: rootfs.display().to_string(),
+            overlay_in_memory: true,
+            ..Default::default()
+        };
+        self.create_with_storages(id, spec, streams, rootfs, Vec::new())
+            .await
+    }
+
+    /// CreateContainer with `rootfs` and the request's `storages` as given (layered roots).
+    pub async fn create_with_storages(
+        &self,
+        id: &str,
+        spec: &Spec,
+        streams: Streams,
+        rootfs: Storage,
+        storages: Vec<Storage>,
+    ) -> anyhow::Result<ProcessStreams> {
         let (stdio, handles) = self.open_streams(id, "", streams).await?;
         let request = CreateContainerRequest {
             container_id: id.to_owned(),
             oci_spec_json: serde_json::to_vec(spec)?,
-            rootfs: Some(Storage {
-                driver: "bind".into(),
-                source: rootfs.display().to_string(),
-                overlay_in_memory: true,
-                ..Default::default()
-            })
-            .into(),
+            rootfs: Some(rootfs).into(),
+            storages,
             stdio: Some(stdio).into(),
             ..Default::default()
         };
@@ -218,6 +232,37 @@ impl TestPod {
         };
         self.agent().exec_process(ctx(), &request).await?;
         Ok(handles)
+    }
+
+    /// Runs `args` as exec `exec_id` in container `id`: its exit status, and its stdout then
+    /// stderr as text.
+    pub async fn run_exec(&self, id: &str, exec_id: &str, args: &[&str]) -> (i32, String) {
+        let streams = self
+            .exec(id, exec_id, args, Streams::default())
+            .await
+            .unwrap_or_else(|err| panic!("exec {args:?}: {err:#}"));
+        let (stdout, stderr) = streams
+            .collect()
+            .await
+            .unwrap_or_else(|err| panic!("output of {args:?}: {err:#}"));
+        let status = self
+            .wait(id, exec_id)
+            .await
+            .unwrap_or_else(|err| panic!("wait for {args:?}: {err:#}"))
+            .exit_status;
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&stdout),
+            String::from_utf8_lossy(&stderr)
+        );
+        (status, text)
+    }
+
+    /// `run_exec` of a command that must succeed: its output.
+    pub async fn run_exec_text(&self, id: &str, exec_id: &str, args: &[&str]) -> String {
+        let (status, text) = self.run_exec(id, exec_id, args).await;
+        assert_eq!(status, 0, "{args:?}: {text}");
+        text
     }
 
     pub async fn wait(&self, id: &str, exec_id: &str) -> anyhow::Result<WaitProcessResponse> {

@@ -14,11 +14,12 @@ use crate::storage::{self, MountStack};
 
 impl ContainerRuntime {
     /// Creates container `request.container_id`; `grants` says which of its streams may reach
-    /// the host.
+    /// the host, `pinned_layers` the root hashes of its layers where the policy pins them.
     pub(crate) async fn create(
         &self,
         request: CreateContainerRequest,
         grants: StreamGrants,
+        pinned_layers: Option<Vec<String>>,
     ) -> anyhow::Result<()> {
         let id = request.container_id.clone();
         if !cloak_protocol::is_valid_id(&id) {
@@ -50,7 +51,8 @@ impl ContainerRuntime {
         let Some(rootfs) = request.rootfs.as_ref() else {
             bail!(AgentError::InvalidArgument("no rootfs given".to_owned()));
         };
-        let rootfs_source = storage::rootfs_source(rootfs)?;
+        let layers = crate::layers::layers_of(&request.storages, pinned_layers.as_deref())?;
+        let rootfs_source = storage::rootfs_source(rootfs, &id, layers)?;
 
         for sysctl in &network_sysctls {
             sysctl.apply()?;

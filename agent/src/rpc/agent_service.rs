@@ -211,12 +211,22 @@ impl AgentRpc {
             .into());
         }
         let id = req.container_id.clone();
+        // The layers' root hashes come from the policy's record, never from the host, where
+        // the policy pins them.
+        let pinned_layers = record
+            .as_ref()
+            .and_then(|record| record.get("layers"))
+            .and_then(|layers| serde_json::from_value::<Vec<String>>(layers.clone()).ok());
         // Admitted first, so the stream decisions can see what was recorded.
         if let Some(policy) = self.state.policy.get() {
             policy.admit(&id, record);
         }
         let grants = self.stream_grants(&id, "");
-        let created = self.state.containers.create(req, grants).await;
+        let created = self
+            .state
+            .containers
+            .create(req, grants, pinned_layers)
+            .await;
         if created.is_err() {
             if let Some(policy) = self.state.policy.get() {
                 policy.forget(&id);

@@ -6,6 +6,7 @@ pub mod cleanup;
 pub mod errors;
 pub mod events;
 pub mod fifo_io;
+pub mod layers;
 pub mod logging;
 pub mod metrics;
 pub mod pod;

@@ -60,6 +60,9 @@ const VM_WATCH_INTERVAL: Duration = Duration::from_millis(200);
 
 pub struct Pod {
     pub record: PodRecord,
+    /// The layers the pod's policy pins per container, and the node's cache of their images.
+    pub layer_pins: super::layers::LayerPins,
+    pub layer_cache: cloak_host::layer_cache::LayerCache,
     /// A clone of the VM's, usable without taking the VM's lock.
     client: AgentClient,
     vmm_pid: u32,
@@ -92,6 +95,11 @@ impl Pod {
         };
         let vmm_pid = vm.process_ids().first().copied().unwrap_or(0);
         Ok(Self {
+            layer_pins: super::layers::LayerPins::of_init_data(&setup.init_data),
+            layer_cache: cloak_host::layer_cache::LayerCache::new(
+                &config.layers.cache_dir,
+                &config.layers.content_dir,
+            ),
             client: vm.agent().clone(),
             vmm_pid,
             record,

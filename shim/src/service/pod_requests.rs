@@ -24,23 +24,21 @@ fn container(id: &str) -> ContainerRequest {
 }
 
 impl Pod {
-    /// Creates container `id` from its OCI spec on a rootfs the guest finds at `rootfs`.
+    /// Creates container `id` from its OCI spec on `rootfs` (a directory the guest finds in
+    /// the share, or `layers`: the verified layer images of `storages`).
     pub async fn create_container(
         &self,
         id: &str,
         oci_spec_json: Vec<u8>,
-        rootfs: String,
+        rootfs: Storage,
+        storages: Vec<Storage>,
         stdio: StdioConfig,
     ) -> ttrpc::Result<()> {
         let request = CreateContainerRequest {
             container_id: id.to_owned(),
             oci_spec_json,
-            rootfs: Some(Storage {
-                driver: "bind".into(),
-                source: rootfs,
-                ..Default::default()
-            })
-            .into(),
+            rootfs: Some(rootfs).into(),
+            storages,
             stdio: Some(stdio).into(),
             ..Default::default()
         };

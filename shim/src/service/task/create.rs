@@ -18,6 +18,7 @@ use super::{fifos_of, locked, not_found, Inner};
 use cloak_host::host_mounts;
 use cloak_host::pod_vm::guest_path;
 use cloak_host::PodSetup;
+use cloak_protocol::agent::Storage;
 
 impl Inner {
     pub(super) async fn do_create(
@@ -98,9 +99,41 @@ impl Inner {
             .write(bundle)
             .map_err(|err| TaskError::Internal(err.into()))?;
         let guest_dir = guest_path(Path::new(&req.id));
-        super::super::rootfs::mount_rootfs(&req.rootfs, bundle, spec, &host_dir.join("rootfs"))
-            .await
-            .map_err(|err| TaskError::InvalidArgument(format!("rootfs: {err}")))?;
+        // A container whose layers the policy pins runs from their verified images; any
+        // other from containerd's rootfs, shared as a directory.
+        let (rootfs, storages) = match pod.layer_pins.for_spec(spec) {
+            Some(pins) => {
+                let storages = super::super::layers::stage(
+                    &pod.layer_cache,
+                    pins,
+                    &host_dir.join("layers"),
+                    &guest_dir.join("layers"),
+                )
+                .await
+                .map_err(|err| TaskError::InvalidArgument(format!("layers: {err:#}")))?;
+                let rootfs = Storage {
+                    driver: "layers".into(),
+                    ..Default::default()
+                };
+                (rootfs, storages)
+            }
+            None => {
+                super::super::rootfs::mount_rootfs(
+                    &req.rootfs,
+                    bundle,
+                    spec,
+                    &host_dir.join("rootfs"),
+                )
+                .await
+                .map_err(|err| TaskError::InvalidArgument(format!("rootfs: {err}")))?;
+                let rootfs = Storage {
+                    driver: "bind".into(),
+                    source: guest_dir.join("rootfs").display().to_string(),
+                    ..Default::default()
+                };
+                (rootfs, Vec::new())
+            }
+        };
         host_mounts::share_bind_mounts(spec, &host_dir.join("mounts"), &guest_dir.join("mounts"))
             .map_err(|err| TaskError::InvalidArgument(format!("mounts: {err}")))?;
         let fifos = fifos_of(&req.stdin, &req.stdout, &req.stderr, req.terminal);
@@ -113,9 +146,8 @@ impl Inner {
             TaskError::Internal(anyhow::anyhow!("opening the stdio fifos: {err}"))
         })?;
         let spec_json = serde_json::to_vec(spec).map_err(|err| TaskError::Internal(err.into()))?;
-        let rootfs = guest_dir.join("rootfs").display().to_string();
         if let Err(err) = pod
-            .create_container(&req.id, spec_json, rootfs, stdio)
+            .create_container(&req.id, spec_json, rootfs, storages, stdio)
             .await
         {
             bridge.stop();
