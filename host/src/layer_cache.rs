@@ -102,7 +102,11 @@ impl LayerCache {
         let mut reader = std::io::BufReader::new(file);
         let magic = {
             use std::io::BufRead;
-            reader.fill_buf().map_err(Self::io(&blob))?.get(..4).map(<[u8]>::to_vec)
+            reader
+                .fill_buf()
+                .map_err(Self::io(&blob))?
+                .get(..4)
+                .map(<[u8]>::to_vec)
         };
         let tar: Box<dyn Read> = match magic.as_deref() {
             Some([0x1f, 0x8b, ..]) => Box::new(flate2::read::GzDecoder::new(reader)),
@@ -111,12 +115,18 @@ impl LayerCache {
         };
         let started = std::time::Instant::now();
         let temporary = tempfile::NamedTempFile::new_in(&self.dir).map_err(Self::io(&self.dir))?;
-        let mut out = temporary.as_file().try_clone().map_err(Self::io(&self.dir))?;
-        let converted = cloak_layers::convert(tar, &mut out).map_err(|err| LayerCacheError::Convert {
-            digest: digest.to_owned(),
-            reason: err.to_string(),
-        })?;
-        temporary.persist(&image).map_err(|err| Self::io(&image)(err.error))?;
+        let mut out = temporary
+            .as_file()
+            .try_clone()
+            .map_err(Self::io(&self.dir))?;
+        let converted =
+            cloak_layers::convert(tar, &mut out).map_err(|err| LayerCacheError::Convert {
+                digest: digest.to_owned(),
+                reason: err.to_string(),
+            })?;
+        temporary
+            .persist(&image)
+            .map_err(|err| Self::io(&image)(err.error))?;
         let record = Record {
             root_hash: converted.verity.root_hex(),
             image_bytes: converted.image_bytes,
@@ -158,7 +168,11 @@ impl LayerCache {
         let mut freed = 0;
         for entry in std::fs::read_dir(&self.dir).into_iter().flatten().flatten() {
             let path = entry.path();
-            let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_owned();
+            let stem = path
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .unwrap_or_default()
+                .to_owned();
             if keep.contains(&stem.as_str()) {
                 continue;
             }

@@ -50,7 +50,12 @@ impl LayerPins {
         let strings = |value: &serde_json::Value| -> Vec<String> {
             value
                 .as_array()
-                .map(|items| items.iter().filter_map(|i| i.as_str().map(str::to_owned)).collect())
+                .map(|items| {
+                    items
+                        .iter()
+                        .filter_map(|i| i.as_str().map(str::to_owned))
+                        .collect()
+                })
                 .unwrap_or_default()
         };
         let containers = data["containers"]
@@ -63,7 +68,9 @@ impl LayerPins {
                             digests: strings(&entry["image"]["layers"]),
                             root_hashes: strings(&entry["layers"]),
                         };
-                        (!pins.root_hashes.is_empty() && pins.digests.len() == pins.root_hashes.len()).then(|| {
+                        (!pins.root_hashes.is_empty()
+                            && pins.digests.len() == pins.root_hashes.len())
+                        .then(|| {
                             (
                                 entry["type"].as_str().unwrap_or_default().to_owned(),
                                 entry["name"].as_str().unwrap_or_default().to_owned(),
@@ -143,8 +150,14 @@ mod tests {
         let mut spec = Spec::default();
         spec.set_annotations(Some(
             [
-                ("io.kubernetes.cri.container-type".to_owned(), "container".to_owned()),
-                ("io.kubernetes.cri.container-name".to_owned(), "app".to_owned()),
+                (
+                    "io.kubernetes.cri.container-type".to_owned(),
+                    "container".to_owned(),
+                ),
+                (
+                    "io.kubernetes.cri.container-name".to_owned(),
+                    "app".to_owned(),
+                ),
             ]
             .into(),
         ));
@@ -157,8 +170,14 @@ mod tests {
         );
         spec.set_annotations(Some(
             [
-                ("io.kubernetes.cri.container-type".to_owned(), "container".to_owned()),
-                ("io.kubernetes.cri.container-name".to_owned(), "plain".to_owned()),
+                (
+                    "io.kubernetes.cri.container-type".to_owned(),
+                    "container".to_owned(),
+                ),
+                (
+                    "io.kubernetes.cri.container-name".to_owned(),
+                    "plain".to_owned(),
+                ),
             ]
             .into(),
         ));
