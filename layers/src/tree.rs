@@ -216,9 +216,10 @@ pub(crate) fn read_layer(
         let mut parts = components(&path)?;
         let header = entry.header().clone();
         let mode = (header.mode().map_err(LayerError::Tar)? & 0o7777) as u16;
-        let uid = u32::try_from(header.uid().map_err(LayerError::Tar)?).unwrap_or(u32::MAX);
-        let gid = u32::try_from(header.gid().map_err(LayerError::Tar)?).unwrap_or(u32::MAX);
-        let mtime = header.mtime().map_err(LayerError::Tar)?;
+        // Some image tools leave these fields empty: they read as 0, on every node alike.
+        let uid = u32::try_from(header.uid().unwrap_or(0)).unwrap_or(u32::MAX);
+        let gid = u32::try_from(header.gid().unwrap_or(0)).unwrap_or(u32::MAX);
+        let mtime = header.mtime().unwrap_or(0);
         let kind = header.entry_type();
         let mut xattrs = BTreeMap::new();
         if let Some(extensions) = entry.pax_extensions().map_err(LayerError::Tar)? {

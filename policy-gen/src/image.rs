@@ -157,10 +157,12 @@ impl Archive {
             source,
         };
         let mut image = tempfile::tempfile().map_err(failed)?;
-        let converted = cloak_layers::convert(self.layer_tar(layer)?, &mut image)
-            .map_err(|err| GenerateError::Layer {
-                digest: layer.digest.clone(),
-                reason: err.to_string(),
+        let converted =
+            cloak_layers::convert(self.layer_tar(layer)?, &mut image).map_err(|err| {
+                GenerateError::Layer {
+                    digest: layer.digest.clone(),
+                    reason: err.to_string(),
+                }
             })?;
         Ok(converted.verity.root_hex())
     }

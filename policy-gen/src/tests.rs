@@ -147,6 +147,14 @@ fn pins_what_kubelet_and_the_cri_plugin_will_ask_for() {
     assert_eq!(sandbox["sysctls"]["net.core.somaxconn"], "1024");
     let app = &data["containers"][1];
     assert_eq!(app["name"], "app");
+    // One layer, pinned by its digest and by the root hash of its image.
+    assert_eq!(app["image"]["layers"].as_array().unwrap().len(), 1);
+    let root = app["layers"][0].as_str().unwrap();
+    assert!(
+        root.len() == 64 && root.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{root}"
+    );
+    assert_eq!(sandbox["layers"], app["layers"], "the same layer");
     assert_eq!(
         app["image"]["names"],
         json!([

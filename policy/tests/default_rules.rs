@@ -682,27 +682,42 @@ fn layered() -> (AgentPolicy, Value) {
 #[test]
 fn a_container_that_pins_layers_runs_from_exactly_them() {
     let (policy, request) = layered();
-    let Decision::Allow { record } = policy.decide("CreateContainerRequest", request.clone()) else {
+    let Decision::Allow { record } = policy.decide("CreateContainerRequest", request.clone())
+    else {
         panic!("the pinned layers are admitted");
     };
-    assert_eq!(record.unwrap()["layers"], json!([H0, H1]), "the agent opens them with these");
+    assert_eq!(
+        record.unwrap()["layers"],
+        json!([H0, H1]),
+        "the agent opens them with these"
+    );
     let mutations: [(&str, Mutation); 5] = [
         ("the shared directory instead", |r| {
-            r["rootfs"] = json!({"driver": "bind", "source": format!("/run/cloak/shared/{CID}/rootfs")});
+            r["rootfs"] =
+                json!({"driver": "bind", "source": format!("/run/cloak/shared/{CID}/rootfs")});
             r["storages"] = json!([]);
         }),
-        ("another root hash", |r| r["storages"][1]["verity_root_hash"] = json!(H0)),
+        ("another root hash", |r| {
+            r["storages"][1]["verity_root_hash"] = json!(H0)
+        }),
         ("the layers swapped", |r| {
             let layers = r["storages"].as_array_mut().unwrap();
             layers.swap(0, 1);
         }),
-        ("a layer left out", |r| { r["storages"].as_array_mut().unwrap().pop(); }),
-        ("an image outside the container's entry", |r| r["storages"][0]["source"] = json!("/run/cloak/shared/other/layers/0.img")),
+        ("a layer left out", |r| {
+            r["storages"].as_array_mut().unwrap().pop();
+        }),
+        ("an image outside the container's entry", |r| {
+            r["storages"][0]["source"] = json!("/run/cloak/shared/other/layers/0.img")
+        }),
     ];
     for (name, mutate) in mutations {
         let mut request = request.clone();
         mutate(&mut request);
         let decision = policy.decide("CreateContainerRequest", request);
-        assert!(reason(&decision).contains("not built from the pinned layers"), "{name}: {decision:?}");
+        assert!(
+            reason(&decision).contains("not built from the pinned layers"),
+            "{name}: {decision:?}"
+        );
     }
 }

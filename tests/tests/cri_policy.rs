@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use cloak_host::config::TeeKind;
 use cloak_tests::containerd::{
-    containerd_program, image, pause_image, user_image, PrivateContainerd,
+    containerd_program, image, layered_image, pause_image, user_image, PrivateContainerd,
 };
 use cloak_tests::cri::{
     cni_netns, container_config, cri_test_env, CriClient, PodSpec, RUNTIME_HANDLER,
@@ -334,4 +334,106 @@ fn a_pod_with_generated_init_data_runs_what_its_yaml_says_and_nothing_else() {
         cri.remove_pod(&quiet_id).await.unwrap();
     });
     cloak_tests::cri::assert_pods_left_nothing(&containerd, &netns_before);
+    // Every container ran from verified layer images; the one busybox layer (under the
+    // sandbox, the app and the writer) was converted once and then found in the cache.
+    let log = std::fs::read_to_string(containerd.dir().join("containerd.log")).unwrap();
+    assert_eq!(
+        log.matches("layer image converted").count(),
+        1,
+        "converted once"
+    );
+    assert!(
+        log.matches("layer image cache hit").count() >= 3,
+        "then cache hits"
+    );
+    assert!(
+        log.contains("layer opened with dm-verity"),
+        "the guest opened the layers"
+    );
+}
+
+/// The container's output lines in a CRI log file (`<time> stdout F <line>`).
+fn logged_lines(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| line.splitn(4, ' ').nth(3).map(str::to_owned))
+        .collect()
+}
+
+#[test]
+fn a_layered_image_shows_the_same_files_from_verified_layers_as_under_runc() {
+    let test = "a_layered_image_shows_the_same_files_from_verified_layers_as_under_runc";
+    let Some((env, shim)) = cri_test_env(test) else {
+        return;
+    };
+    let Some(cloak) = cloak_tests::cloak_binary(test) else {
+        return;
+    };
+    let _slot = vm_slot();
+    let containerd = PrivateContainerd::start_with_cri_configured(&env, &shim, &|config| {
+        config.hypervisor.tee = TeeKind::Sim;
+    })
+    .unwrap();
+    let command = ["sh", "-c", "find /data /opq | sort; cat /opq/z"];
+    let yaml = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: layers\nspec:\n  containers:\n  - name: list\n    image: {}\n    command: {command:?}\n",
+        layered_image()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let archive = containerd.image_archive();
+    let (_, annotation) = generate(
+        &cloak,
+        dir.path(),
+        &yaml,
+        &["--images", archive.to_str().unwrap()],
+    );
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let listings: Vec<Vec<String>> = runtime.block_on(async {
+        let mut cri = CriClient::connect(&containerd.address).await.unwrap();
+        let mut listings = Vec::new();
+        for (handler, init_data) in [(RUNTIME_HANDLER, Some(&annotation)), ("", None)] {
+            let name = if handler.is_empty() { "runc" } else { "cloak" };
+            let log_directory = containerd.dir().join("pod-logs").join(name);
+            std::fs::create_dir_all(&log_directory).unwrap();
+            let mut pod = PodSpec::new("layers", handler, log_directory);
+            if let Some(value) = init_data {
+                pod.annotations
+                    .insert("io.cloak.init-data".into(), value.clone());
+            }
+            let pod_id = cri.run_pod(&pod).await.unwrap();
+            let config = container_config("list", &layered_image(), &command);
+            let id = cri
+                .create_container_with(&pod_id, &pod, config)
+                .await
+                .unwrap();
+            cri.start_container(&id)
+                .await
+                .unwrap_or_else(|err| panic!("{name}: {err:#}\n{}", containerd.log_tail(30)));
+            assert_eq!(
+                cri.wait_for_exit(&id, Duration::from_secs(60))
+                    .await
+                    .unwrap(),
+                0,
+                "{name}"
+            );
+            listings.push(logged_lines(&pod.log_directory.join("list.log")));
+            cri.remove_pod(&pod_id).await.unwrap();
+        }
+        listings
+    });
+    assert_eq!(
+        listings[0],
+        ["/data", "/data/b", "/data/big", "/opq", "/opq/z", "z"],
+        "whiteout and opaque directory as overlay shows them"
+    );
+    assert_eq!(
+        listings[0], listings[1],
+        "cloak (verified layers) and runc agree"
+    );
+    let log = std::fs::read_to_string(containerd.dir().join("containerd.log")).unwrap();
+    assert!(
+        log.contains("layer opened with dm-verity"),
+        "cloak ran from verified layers"
+    );
 }
