@@ -23,6 +23,9 @@ pub(crate) struct AgentState {
     pub ready_at_ms: std::sync::atomic::AtomicU64,
     /// The agent policy, loaded once at CreateSandbox and never replaced.
     pub policy: std::sync::OnceLock<crate::policy::AgentPolicy>,
+    /// Whether containers may run from a directory the host shares: always without a TEE; in
+    /// a TEE only where the init-data says so. Decided at CreateSandbox.
+    pub shared_rootfs: std::sync::OnceLock<bool>,
 }
 
 impl AgentState {
@@ -37,6 +40,7 @@ impl AgentState {
             tee: tokio::sync::OnceCell::new(),
             ready_at_ms: std::sync::atomic::AtomicU64::new(0),
             policy: std::sync::OnceLock::new(),
+            shared_rootfs: std::sync::OnceLock::new(),
         }
     }
 }

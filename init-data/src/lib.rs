@@ -22,6 +22,9 @@ pub const INIT_DATA_VERSION: &str = "0.1.0";
 pub const POLICY_KEY: &str = "policy.rego";
 /// Pod annotation carrying the init-data (base64, optionally gzip-compressed).
 pub const ANNOTATION: &str = "io.cloak.init-data";
+/// The `[data]` key that lets a pod in a TEE run containers from a host-shared directory
+/// (value `"shared"`): for development only, as the host then chooses every file.
+pub const ROOTFS_KEY: &str = "cloak.rootfs";
 /// Kata Containers' annotation for the same, accepted so pods written for Kata CoCo run.
 pub const KATA_ANNOTATION: &str = "io.katacontainers.config.hypervisor.cc_init_data";
 /// SEV-SNP's HOST_DATA: a digest longer than this is truncated, a shorter one zero-padded.

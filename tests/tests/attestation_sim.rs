@@ -22,7 +22,7 @@ use sha2::{Digest, Sha256, Sha384};
 /// The init-data of the attested pod: a sha384 document, so HOST_DATA is a truncated digest
 /// (with no policy of its own: the image's default runs its containers).
 const INIT_DATA: &[u8] =
-    b"version = \"0.1.0\"\nalgorithm = \"sha384\"\n\n[data]\n\"note.txt\" = \"the attested pod\"\n";
+    b"version = \"0.1.0\"\nalgorithm = \"sha384\"\n\n[data]\n\"note.txt\" = \"the attested pod\"\n\"cloak.rootfs\" = \"shared\"\n";
 /// Other init-data, for the mismatches.
 const OTHER_INIT_DATA: &[u8] =
     b"version = \"0.1.0\"\nalgorithm = \"sha256\"\n\n[data]\n\"note.txt\" = \"another pod\"\n";

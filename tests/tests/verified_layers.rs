@@ -170,3 +170,51 @@ fn a_container_runs_from_verified_layers_and_sees_host_changes_as_errors() {
         pod.shutdown().await.unwrap();
     });
 }
+
+#[test]
+fn a_pod_in_a_tee_refuses_a_host_shared_rootfs_and_runs_verified_layers() {
+    let Some(env) =
+        VmTestEnv::get("a_pod_in_a_tee_refuses_a_host_shared_rootfs_and_runs_verified_layers")
+    else {
+        return;
+    };
+    let _slot = vm_slot();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let simulated = |config: &mut cloak_host::Configuration| {
+            config.hypervisor.tee = cloak_host::config::TeeKind::Sim;
+        };
+        let pod = TestPod::boot_with(&env, simulated, &[])
+            .await
+            .unwrap_or_else(|err| panic!("boot: {err:#}"));
+        let refused = pod
+            .create("shared", &busybox_spec(&["true"]), Streams::default())
+            .await
+            .err()
+            .expect("a host-shared rootfs is refused in a TEE");
+        let message = format!("{refused:#}");
+        assert!(message.contains("only from verified layers"), "{message}");
+        let base_dir = tempfile::tempdir().unwrap();
+        build_busybox_rootfs(base_dir.path()).unwrap();
+        let hash = convert(
+            &layer_tar(base_dir.path()).unwrap(),
+            &pod.shared.path().join("layered/layers/0.img"),
+        );
+        let streams = pod
+            .create_with_storages(
+                "layered",
+                &busybox_spec(&["echo", "verified"]),
+                Streams::default(),
+                layered_rootfs(),
+                vec![layer_storage("layered", 0, &hash)],
+            )
+            .await
+            .unwrap_or_else(|err| panic!("create: {err:#}"));
+        pod.start("layered").await.unwrap();
+        let (stdout, _) = streams.collect().await.unwrap();
+        assert_eq!(stdout, b"verified\n");
+        assert_eq!(pod.wait("layered", "").await.unwrap().exit_status, 0);
+        pod.remove("layered").await.unwrap();
+        pod.shutdown().await.unwrap();
+    });
+}

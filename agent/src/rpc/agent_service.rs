@@ -165,6 +165,10 @@ impl AgentRpc {
             tracing::info!(own = !req.init_data.is_empty(), "agent policy loaded");
             // A concurrent CreateSandbox may have won: the first policy stays.
             let _ = self.state.policy.set(policy);
+            let _ = self
+                .state
+                .shared_rootfs
+                .set(self.shared_rootfs_allowed(&req.init_data).await);
         }
         if let Some(policy) = self.state.policy.get() {
             crate::policy::enforce(
@@ -175,6 +179,22 @@ impl AgentRpc {
         }
         self.state.sandbox.lock().await.create(&req, refusal)?;
         Ok(Empty::default())
+    }
+
+    /// Whether this pod's containers may run from a host-shared directory: without a TEE
+    /// yes; in one only if its (checked) init-data says `"cloak.rootfs" = "shared"`.
+    async fn shared_rootfs_allowed(&self, init_data: &[u8]) -> bool {
+        let (tee, _) = self.tee_and_probe_report().await;
+        if *tee == cloak_protocol::agent::TeeKind::TEE_NONE {
+            return true;
+        }
+        let allowed = cloak_init_data::InitData::parse(init_data)
+            .ok()
+            .is_some_and(|document| document.get(cloak_init_data::ROOTFS_KEY) == Some("shared"));
+        if allowed {
+            tracing::warn!("this pod in a TEE may run containers from host-shared directories (init-data cloak.rootfs = \"shared\"): the host chooses their files");
+        }
+        allowed
     }
 
     /// In a TEE the init-data must be what the VM was launched with (its SHA-256 is the
@@ -208,6 +228,16 @@ impl AgentRpc {
             return Err(AgentError::FailedPrecondition(format!(
                 "this pod runs no containers: {reason}"
             ))
+            .into());
+        }
+        let shared = req
+            .rootfs
+            .as_ref()
+            .is_some_and(|rootfs| rootfs.driver != crate::layers::LAYERS_DRIVER);
+        if shared && self.state.shared_rootfs.get() != Some(&true) {
+            return Err(AgentError::PermissionDenied(
+                "a pod in a TEE runs containers only from verified layers, not from a host-shared directory (init-data cloak.rootfs = \"shared\" allows it, for development)".to_owned(),
+            )
             .into());
         }
         let id = req.container_id.clone();
