@@ -176,6 +176,22 @@ fn node(out: &mut impl Write, args: &CheckArgs, config: &Configuration) -> anyho
             ),
         },
     )?;
+    // Informational: an empty cache is fine (it fills with the first confidential pod).
+    let cache = cloak_host::layer_cache::LayerCache::new(
+        &config.layers.cache_dir,
+        &config.layers.content_dir,
+    );
+    let (bytes, layers) = cache.usage();
+    line(
+        out,
+        "layer cache",
+        true,
+        &format!(
+            "{}: {layers} layer images, {:.1} MiB (cloak cache prune empties it)",
+            config.layers.cache_dir.display(),
+            bytes as f64 / (1024.0 * 1024.0)
+        ),
+    )?;
     Ok(all)
 }
 

@@ -4,6 +4,7 @@
 //! launch digest a verifier should expect; `cloak attest verify` checks a report.
 
 mod attest;
+mod cache;
 mod check;
 mod image;
 mod install;
@@ -51,6 +52,11 @@ enum Command {
         #[command(subcommand)]
         command: attest::AttestCommand,
     },
+    /// The node's cache of layer images for confidential pods.
+    Cache {
+        #[command(subcommand)]
+        command: cache::CacheCommand,
+    },
     /// Agent policies of confidential pods.
     Policy {
         #[command(subcommand)]
@@ -74,6 +80,7 @@ fn main() -> std::process::ExitCode {
         Command::Probe(args) => probe::run(args),
         Command::Measure(args) => measure::run(args),
         Command::Policy { command } => policy::run(command),
+        Command::Cache { command } => cache::run(command),
         Command::Check(args) => check::run(args),
         Command::Install(args) => install::install(args),
         Command::Uninstall(args) => install::uninstall(args),

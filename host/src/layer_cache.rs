@@ -182,3 +182,67 @@ impl LayerCache {
         Ok(freed)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sha2::Digest as _;
+
+    fn layer_tar() -> Vec<u8> {
+        let mut builder = tar::Builder::new(Vec::new());
+        let mut header = tar::Header::new_gnu();
+        header.set_size(6);
+        header.set_mode(0o644);
+        header.set_cksum();
+        builder
+            .append_data(&mut header, "etc/hostname", &b"cache\n"[..])
+            .unwrap_or_else(|err| panic!("{err}"));
+        builder.into_inner().unwrap_or_else(|err| panic!("{err}"))
+    }
+
+    #[test]
+    fn a_layer_is_converted_once_then_found_and_pruned() {
+        use std::io::Write as _;
+        let dir = tempfile::tempdir().unwrap_or_else(|err| panic!("{err}"));
+        let content = dir.path().join("content");
+        std::fs::create_dir_all(content.join("blobs/sha256")).unwrap_or_else(|err| panic!("{err}"));
+        // A gzip blob, as registries serve layers.
+        let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gzip.write_all(&layer_tar())
+            .unwrap_or_else(|err| panic!("{err}"));
+        let blob = gzip.finish().unwrap_or_else(|err| panic!("{err}"));
+        let hex: String = sha2::Sha256::digest(&blob)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        std::fs::write(content.join("blobs/sha256").join(&hex), &blob)
+            .unwrap_or_else(|err| panic!("{err}"));
+        let digest = format!("sha256:{hex}");
+        let cache = LayerCache::new(&dir.path().join("cache"), &content);
+        let first = cache.ensure(&digest).unwrap_or_else(|err| panic!("{err}"));
+        let second = cache.ensure(&digest).unwrap_or_else(|err| panic!("{err}"));
+        assert!(first.converted && !second.converted);
+        assert_eq!(first.root_hash, second.root_hash);
+        let mut direct = tempfile::tempfile().unwrap_or_else(|err| panic!("{err}"));
+        let expected = cloak_layers::convert(&layer_tar()[..], &mut direct)
+            .unwrap_or_else(|err| panic!("{err}"));
+        assert_eq!(
+            first.root_hash,
+            expected.verity.root_hex(),
+            "the gzip layer's tar"
+        );
+        assert_eq!(cache.usage().1, 1);
+        assert!(matches!(
+            cache.ensure("sha256:00"),
+            Err(LayerCacheError::Digest(_))
+        ));
+        assert_eq!(
+            cache
+                .prune(&[digest.clone()])
+                .unwrap_or_else(|err| panic!("{err}")),
+            0
+        );
+        assert!(cache.prune(&[]).unwrap_or_else(|err| panic!("{err}")) > 0);
+        assert_eq!(cache.usage(), (0, 0));
+    }
+}
