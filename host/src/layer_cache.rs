@@ -238,7 +238,7 @@ mod tests {
         ));
         assert_eq!(
             cache
-                .prune(&[digest.clone()])
+                .prune(std::slice::from_ref(&digest))
                 .unwrap_or_else(|err| panic!("{err}")),
             0
         );

@@ -350,6 +350,20 @@ fn a_pod_with_generated_init_data_runs_what_its_yaml_says_and_nothing_else() {
         log.contains("layer opened with dm-verity"),
         "the guest opened the layers"
     );
+    // The root hash the node computed is the one the generator pinned from the archive.
+    let records: Vec<String> = std::fs::read_dir(containerd.dir().join("layer-cache"))
+        .unwrap()
+        .flatten()
+        .filter(|entry| entry.path().extension().is_some_and(|e| e == "json"))
+        .map(|entry| std::fs::read_to_string(entry.path()).unwrap())
+        .collect();
+    assert_eq!(records.len(), 1, "{records:?}");
+    let record: serde_json::Value = serde_json::from_str(&records[0]).unwrap();
+    let node_hash = record["root_hash"].as_str().unwrap();
+    assert!(
+        String::from_utf8_lossy(&init_data).contains(node_hash),
+        "the policy pins the node's root hash {node_hash}"
+    );
 }
 
 /// The container's output lines in a CRI log file (`<time> stdout F <line>`).
