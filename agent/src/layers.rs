@@ -14,7 +14,7 @@ use nix::mount::MsFlags;
 
 use crate::block::{device_mapper, loop_device};
 use crate::error::AgentError;
-use crate::storage::{mount_at, MountStack, RootfsSource};
+use crate::storage::{mount_at, mount_overlay, mount_scratch, MountStack, RootfsSource};
 
 /// The rootfs driver whose layers are the request's `storages`.
 pub(crate) const LAYERS_DRIVER: &str = "layers";
@@ -187,46 +187,14 @@ impl RootfsSource for VerifiedLayers {
     fn mount(&self, target: &Path, scratch: &Path) -> anyhow::Result<MountStack> {
         let mut stack = MountStack::default();
         let result = (|| {
-            mount_at(
-                "tmpfs",
-                scratch,
-                Some("tmpfs"),
-                MsFlags::MS_NODEV,
-                Some("mode=0755"),
-                &mut stack,
-            )?;
+            mount_scratch(scratch, &mut stack)?;
             let mut lower = Vec::new();
             for index in 0..self.layers.len() {
                 let at = scratch.join("layers").join(index.to_string());
                 self.mount_layer(index, &at, &mut stack)?;
                 lower.push(at);
             }
-            let upper = scratch.join("upper");
-            let work = scratch.join("work");
-            for dir in [&upper, &work] {
-                std::fs::create_dir_all(dir)
-                    .with_context(|| format!("creating {}", dir.display()))?;
-            }
-            // overlayfs lists the top layer first.
-            let lowerdir: Vec<String> = lower
-                .iter()
-                .rev()
-                .map(|p| p.display().to_string())
-                .collect();
-            let options = format!(
-                "lowerdir={},upperdir={},workdir={}",
-                lowerdir.join(":"),
-                upper.display(),
-                work.display()
-            );
-            mount_at(
-                "overlay",
-                target,
-                Some("overlay"),
-                MsFlags::empty(),
-                Some(&options),
-                &mut stack,
-            )
+            mount_overlay(&lower, scratch, target, &mut stack)
         })();
         if let Err(err) = result {
             stack.unmount_all();

@@ -160,34 +160,56 @@ impl DirectoryRootfs {
         scratch: &Path,
         stack: &mut MountStack,
     ) -> anyhow::Result<()> {
-        mount_at(
-            "tmpfs",
-            scratch,
-            Some("tmpfs"),
-            MsFlags::MS_NODEV,
-            Some("mode=0755"),
-            stack,
-        )?;
-        let upper = scratch.join("upper");
-        let work = scratch.join("work");
-        for dir in [&upper, &work] {
-            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        }
-        let options = format!(
-            "lowerdir={},upperdir={},workdir={}",
-            self.source.display(),
-            upper.display(),
-            work.display()
-        );
-        mount_at(
-            "overlay",
-            target,
-            Some("overlay"),
-            MsFlags::empty(),
-            Some(&options),
-            stack,
-        )
+        mount_scratch(scratch, stack)?;
+        mount_overlay(std::slice::from_ref(&self.source), scratch, target, stack)
     }
+}
+
+/// A tmpfs at `scratch`, for an overlay's upper layer (and anything else kept in guest memory).
+pub(crate) fn mount_scratch(scratch: &Path, stack: &mut MountStack) -> anyhow::Result<()> {
+    mount_at(
+        "tmpfs",
+        scratch,
+        Some("tmpfs"),
+        MsFlags::MS_NODEV,
+        Some("mode=0755"),
+        stack,
+    )
+}
+
+/// overlayfs of `lower` (bottom first) at `target`, its upper and work directories in the
+/// scratch tmpfs at `scratch`.
+pub(crate) fn mount_overlay(
+    lower: &[PathBuf],
+    scratch: &Path,
+    target: &Path,
+    stack: &mut MountStack,
+) -> anyhow::Result<()> {
+    let upper = scratch.join("upper");
+    let work = scratch.join("work");
+    for dir in [&upper, &work] {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    // overlayfs lists the top layer first.
+    let lowerdir: Vec<String> = lower
+        .iter()
+        .rev()
+        .map(|p| p.display().to_string())
+        .collect();
+    let options = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        lowerdir.join(":"),
+        upper.display(),
+        work.display()
+    );
+    mount_at(
+        "overlay",
+        target,
+        Some("overlay"),
+        MsFlags::empty(),
+        Some(&options),
+        stack,
+    )
 }
 
 /// The rootfs transport a `Storage` names: a shared directory, or (`layers`) the verified

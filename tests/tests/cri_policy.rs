@@ -140,20 +140,32 @@ fn assert_refused(err: &anyhow::Error, request: &str, reason: &str) {
     assert!(message.contains(reason), "{message} lacks {reason:?}");
 }
 
-#[test]
-fn a_pod_with_generated_init_data_runs_what_its_yaml_says_and_nothing_else() {
-    let test = "a_pod_with_generated_init_data_runs_what_its_yaml_says_and_nothing_else";
-    let Some((env, shim)) = cri_test_env(test) else {
-        return;
-    };
-    let Some(cloak) = cloak_tests::cloak_binary(test) else {
-        return;
-    };
-    let _slot = vm_slot();
+/// A CRI-enabled private containerd whose cloak pods run in the simulated TEE, the `cloak`
+/// command, and the VM slot held for the test; `None` after saying why `test` cannot run.
+fn simulated_tee_containerd(
+    test: &str,
+) -> Option<(
+    std::sync::MutexGuard<'static, ()>,
+    PrivateContainerd,
+    std::path::PathBuf,
+)> {
+    let (env, shim) = cri_test_env(test)?;
+    let cloak = cloak_tests::cloak_binary(test)?;
+    let slot = vm_slot();
     let containerd = PrivateContainerd::start_with_cri_configured(&env, &shim, &|config| {
         config.hypervisor.tee = TeeKind::Sim;
     })
     .unwrap();
+    Some((slot, containerd, cloak))
+}
+
+#[test]
+fn a_pod_with_generated_init_data_runs_what_its_yaml_says_and_nothing_else() {
+    let Some((_slot, containerd, cloak)) = simulated_tee_containerd(
+        "a_pod_with_generated_init_data_runs_what_its_yaml_says_and_nothing_else",
+    ) else {
+        return;
+    };
     let netns_before = cni_netns();
     let dir = tempfile::tempdir().unwrap();
     let archive = containerd.image_archive();
@@ -377,18 +389,11 @@ fn logged_lines(path: &Path) -> Vec<String> {
 
 #[test]
 fn a_layered_image_shows_the_same_files_from_verified_layers_as_under_runc() {
-    let test = "a_layered_image_shows_the_same_files_from_verified_layers_as_under_runc";
-    let Some((env, shim)) = cri_test_env(test) else {
+    let Some((_slot, containerd, cloak)) = simulated_tee_containerd(
+        "a_layered_image_shows_the_same_files_from_verified_layers_as_under_runc",
+    ) else {
         return;
     };
-    let Some(cloak) = cloak_tests::cloak_binary(test) else {
-        return;
-    };
-    let _slot = vm_slot();
-    let containerd = PrivateContainerd::start_with_cri_configured(&env, &shim, &|config| {
-        config.hypervisor.tee = TeeKind::Sim;
-    })
-    .unwrap();
     let command = ["sh", "-c", "find /data /opq | sort; cat /opq/z"];
     let yaml = format!(
         "apiVersion: v1\nkind: Pod\nmetadata:\n  name: layers\nspec:\n  containers:\n  - name: list\n    image: {}\n    command: {command:?}\n",

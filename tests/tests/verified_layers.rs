@@ -1,10 +1,10 @@
-//! Containers from verified layer images in a real pod VM: the host converts layers with
-//! `cloak-layers` and shares the images; the agent opens each with dm-verity under its root
-//! hash and stacks them with overlayfs. The container sees the layers as overlay semantics
-//! say (a whiteout hides a lower file, an opaque directory hides a lower directory's
-//! content); a byte the host flips in a layer image while the pod runs is an I/O error in
-//! the container; a valid image of another layer in a layer's place is refused before the
-//! container exists.
+//! Containers from verified layer images in a real pod VM with the simulated TEE: the host
+//! converts layers with `cloak-layers` and shares the images; the agent opens each with
+//! dm-verity under its root hash and stacks them with overlayfs. The container sees the layers
+//! as overlay semantics say (a whiteout hides a lower file, an opaque directory hides a lower
+//! directory's content); a byte the host flips in a layer image while the pod runs is an I/O
+//! error in the container and a log line naming the layer; a valid image of another layer in
+//! a layer's place is refused before the container exists; a host-shared rootfs is refused.
 
 #![allow(clippy::unwrap_used)] // a test fails loudly by design
 
@@ -36,6 +36,17 @@ fn convert(tar: &[u8], path: &Path) -> String {
         .root_hex()
 }
 
+/// A pod in the simulated TEE, as a confidential pod runs (no init-data: the allow-all
+/// policy, so the request's root hashes are used).
+async fn simulated_pod(env: &VmTestEnv) -> TestPod {
+    let simulated = |config: &mut cloak_host::Configuration| {
+        config.hypervisor.tee = cloak_host::config::TeeKind::Sim;
+    };
+    TestPod::boot_with(env, simulated, &[])
+        .await
+        .unwrap_or_else(|err| panic!("boot: {err:#}"))
+}
+
 fn layer_storage(container: &str, index: usize, root_hash: &str) -> Storage {
     Storage {
         driver: "erofs-verity".into(),
@@ -62,9 +73,7 @@ fn a_container_runs_from_verified_layers_and_sees_host_changes_as_errors() {
     let _slot = vm_slot();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
-        let pod = TestPod::boot(&env)
-            .await
-            .unwrap_or_else(|err| panic!("boot: {err:#}"));
+        let pod = simulated_pod(&env).await;
         let shared = pod.shared.path().to_owned();
         let base_dir = tempfile::tempdir().unwrap();
         build_busybox_rootfs(base_dir.path()).unwrap();
@@ -181,12 +190,7 @@ fn a_pod_in_a_tee_refuses_a_host_shared_rootfs_and_runs_verified_layers() {
     let _slot = vm_slot();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
-        let simulated = |config: &mut cloak_host::Configuration| {
-            config.hypervisor.tee = cloak_host::config::TeeKind::Sim;
-        };
-        let pod = TestPod::boot_with(&env, simulated, &[])
-            .await
-            .unwrap_or_else(|err| panic!("boot: {err:#}"));
+        let pod = simulated_pod(&env).await;
         let refused = pod
             .create("shared", &busybox_spec(&["true"]), Streams::default())
             .await
