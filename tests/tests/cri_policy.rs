@@ -115,15 +115,17 @@ fn app_config(attempt: u32) -> ContainerConfig {
         key: "MODE".into(),
         value: "prod".into(),
     }];
-    let security = config
+    security(&mut config).run_as_user = Some(Int64Value { value: 1000 });
+    config
+}
+
+/// The container's Linux security context (`container_config` always has one).
+fn security(config: &mut ContainerConfig) -> &mut k8s_cri::v1::LinuxContainerSecurityContext {
+    config
         .linux
         .as_mut()
+        .and_then(|linux| linux.security_context.as_mut())
         .unwrap()
-        .security_context
-        .as_mut()
-        .unwrap();
-    security.run_as_user = Some(Int64Value { value: 1000 });
-    config
 }
 
 fn log_text(pod: &PodSpec, log: &str) -> String {
@@ -274,27 +276,13 @@ fn a_pod_with_generated_init_data_runs_what_its_yaml_says_and_nothing_else() {
             ),
             (
                 "UID 0",
-                |c| {
-                    c.linux
-                        .as_mut()
-                        .unwrap()
-                        .security_context
-                        .as_mut()
-                        .unwrap()
-                        .run_as_user = Some(Int64Value { value: 0 })
-                },
+                |c| security(c).run_as_user = Some(Int64Value { value: 0 }),
                 "uid 0 is not 1000",
             ),
             (
                 "an added capability",
                 |c| {
-                    c.linux
-                        .as_mut()
-                        .unwrap()
-                        .security_context
-                        .as_mut()
-                        .unwrap()
-                        .capabilities = Some(Capability {
+                    security(c).capabilities = Some(Capability {
                         add_capabilities: vec!["SYS_ADMIN".into()],
                         ..Default::default()
                     })

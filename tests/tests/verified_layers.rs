@@ -36,6 +36,13 @@ fn convert(tar: &[u8], path: &Path) -> String {
         .root_hex()
 }
 
+/// The busybox root filesystem as one layer tar.
+fn busybox_layer() -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    build_busybox_rootfs(dir.path()).unwrap();
+    layer_tar(dir.path()).unwrap()
+}
+
 /// A pod in the simulated TEE, as a confidential pod runs (no init-data: the allow-all
 /// policy, so the request's root hashes are used).
 async fn simulated_pod(env: &VmTestEnv) -> TestPod {
@@ -75,9 +82,7 @@ fn a_container_runs_from_verified_layers_and_sees_host_changes_as_errors() {
     runtime.block_on(async {
         let pod = simulated_pod(&env).await;
         let shared = pod.shared.path().to_owned();
-        let base_dir = tempfile::tempdir().unwrap();
-        build_busybox_rootfs(base_dir.path()).unwrap();
-        let base = layer_tar(base_dir.path()).unwrap();
+        let base = busybox_layer();
         let layers = [base, middle_layer().unwrap(), top_layer().unwrap()];
         let hashes: Vec<String> = layers
             .iter()
@@ -175,7 +180,6 @@ fn a_container_runs_from_verified_layers_and_sees_host_changes_as_errors() {
         pod.signal("app", "", 9).await.unwrap();
         pod.wait("app", "").await.unwrap();
         pod.remove("app").await.unwrap();
-        // Removing the container removed its devices: a container of the same id opens again.
         pod.shutdown().await.unwrap();
     });
 }
@@ -198,10 +202,8 @@ fn a_pod_in_a_tee_refuses_a_host_shared_rootfs_and_runs_verified_layers() {
             .expect("a host-shared rootfs is refused in a TEE");
         let message = format!("{refused:#}");
         assert!(message.contains("only from verified layers"), "{message}");
-        let base_dir = tempfile::tempdir().unwrap();
-        build_busybox_rootfs(base_dir.path()).unwrap();
         let hash = convert(
-            &layer_tar(base_dir.path()).unwrap(),
+            &busybox_layer(),
             &pod.shared.path().join("layered/layers/0.img"),
         );
         let streams = pod
