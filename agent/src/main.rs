@@ -21,6 +21,7 @@ mod ready;
 mod reaper;
 mod rpc;
 mod sandbox;
+mod secrets;
 mod state;
 mod storage;
 

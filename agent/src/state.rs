@@ -26,6 +26,8 @@ pub(crate) struct AgentState {
     /// Whether containers may run from a directory the host shares: always without a TEE; in
     /// a TEE only where the init-data says so. Decided at CreateSandbox.
     pub shared_rootfs: std::sync::OnceLock<bool>,
+    /// The pod's key broker (from its init-data) and attested session. Set at CreateSandbox.
+    pub secrets: std::sync::OnceLock<crate::secrets::Secrets>,
 }
 
 impl AgentState {
@@ -41,6 +43,7 @@ impl AgentState {
             ready_at_ms: std::sync::atomic::AtomicU64::new(0),
             policy: std::sync::OnceLock::new(),
             shared_rootfs: std::sync::OnceLock::new(),
+            secrets: std::sync::OnceLock::new(),
         }
     }
 }

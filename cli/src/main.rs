@@ -8,6 +8,7 @@ mod cache;
 mod check;
 mod image;
 mod install;
+mod kbs;
 mod measure;
 mod policy;
 mod probe;
@@ -62,6 +63,11 @@ enum Command {
         #[command(subcommand)]
         command: policy::PolicyCommand,
     },
+    /// The embedded key broker (Trustee's KBS protocol) and sealed secrets.
+    Kbs {
+        #[command(subcommand)]
+        command: kbs::KbsCommand,
+    },
     /// Print the SEV-SNP launch digest of a guest (the flags of `sev-snp-measure`).
     Measure(measure::MeasureArgs),
 }
@@ -81,6 +87,7 @@ fn main() -> std::process::ExitCode {
         Command::Measure(args) => measure::run(args),
         Command::Policy { command } => policy::run(command),
         Command::Cache { command } => cache::run(command),
+        Command::Kbs { command } => kbs::run(command),
         Command::Check(args) => check::run(args),
         Command::Install(args) => install::install(args),
         Command::Uninstall(args) => install::uninstall(args),

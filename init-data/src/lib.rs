@@ -26,6 +26,12 @@ pub const ANNOTATION: &str = "io.cloak.init-data";
 /// (value `"shared"`): for development only, as the host then chooses every file.
 pub const ROOTFS_KEY: &str = "cloak.rootfs";
 /// Kata Containers' annotation for the same, accepted so pods written for Kata CoCo run.
+/// Confidential Containers' data-hub settings: `[kbc] url` (and `kbs_cert`) name the key
+/// broker the pod's secrets come from — measured, since they are part of the init-data.
+pub const CDH_KEY: &str = "cdh.toml";
+/// Resources (`kbs:///repo/type/tag`, one per line) the pod gets as files below
+/// `/run/cloak/secrets/` in every container.
+pub const SECRETS_KEY: &str = "cloak.secrets";
 pub const KATA_ANNOTATION: &str = "io.katacontainers.config.hypervisor.cc_init_data";
 /// SEV-SNP's HOST_DATA: a digest longer than this is truncated, a shorter one zero-padded.
 pub use cloak_snp_abi::HOST_DATA_BYTES;
@@ -46,6 +52,30 @@ pub enum InitDataError {
     Gzip(std::io::Error),
     #[error("init-data is larger than {limit} bytes")]
     TooLarge { limit: usize },
+    #[error("init-data {CDH_KEY}: {0}")]
+    Cdh(String),
+}
+
+/// The key broker a pod's init-data names (`cdh.toml`'s `[kbc]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KbsSettings {
+    pub url: String,
+    /// The broker's CA certificate (PEM), for an https:// broker.
+    pub cert: Option<String>,
+}
+
+#[derive(serde::Deserialize)]
+struct CdhDocument {
+    kbc: Option<Kbc>,
+}
+
+#[derive(serde::Deserialize)]
+struct Kbc {
+    #[serde(default)]
+    name: Option<String>,
+    url: String,
+    #[serde(default)]
+    kbs_cert: Option<String>,
 }
 
 /// The digest algorithms the format allows.
@@ -155,6 +185,39 @@ impl InitData {
     /// The agent policy the document carries, if any.
     pub fn policy(&self) -> Option<&str> {
         self.get(POLICY_KEY)
+    }
+
+    /// The key broker this pod's secrets come from, if the document names one.
+    pub fn kbs(&self) -> Result<Option<KbsSettings>, InitDataError> {
+        let Some(text) = self.get(CDH_KEY) else {
+            return Ok(None);
+        };
+        let document: CdhDocument =
+            toml::from_str(text).map_err(|err| InitDataError::Cdh(err.to_string()))?;
+        let Some(kbc) = document.kbc else {
+            return Ok(None);
+        };
+        if let Some(name) = kbc.name.filter(|name| name != "cc_kbc") {
+            return Err(InitDataError::Cdh(format!(
+                "[kbc] name {name:?}: only cc_kbc (the KBS protocol) is supported"
+            )));
+        }
+        Ok(Some(KbsSettings {
+            url: kbc.url,
+            cert: kbc.kbs_cert.filter(|cert| !cert.trim().is_empty()),
+        }))
+    }
+
+    /// The resources the document asks to have as files (`cloak.secrets`, one per line).
+    pub fn secret_files(&self) -> Vec<&str> {
+        self.get(SECRETS_KEY)
+            .map(|text| {
+                text.lines()
+                    .map(str::trim)
+                    .filter(|line| !line.is_empty() && !line.starts_with('#'))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// The names of the `[data]` entries, in order.

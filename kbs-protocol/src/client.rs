@@ -19,6 +19,8 @@ use crate::{binding, PROTOCOL_VERSION, SESSION_COOKIE, SIMULATED_HEADER};
 pub enum ClientError {
     #[error(transparent)]
     Http(#[from] HttpError),
+    #[error("{0:?}: https:// brokers are not supported yet (TLS with the init-data's kbs_cert is not built); name an http:// broker")]
+    Https(String),
     #[error("the key broker refused {step} ({status}): {detail}")]
     Refused {
         step: &'static str,
@@ -54,6 +56,9 @@ pub struct Session {
 
 impl KbsClient {
     pub fn new(url: &str) -> Result<Self, ClientError> {
+        if url.starts_with("https://") {
+            return Err(ClientError::Https(url.to_owned()));
+        }
         Ok(Self {
             endpoint: Endpoint::parse(url)?,
         })

@@ -50,6 +50,8 @@ impl ContainerRuntime {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .unmount_all();
+        // Unsealed copies of its secrets, in guest memory.
+        let _ = std::fs::remove_dir_all(crate::secrets::unsealed_dir(id));
         std::fs::remove_dir_all(&container.bundle)
             .or_else(|err| {
                 if err.kind() == std::io::ErrorKind::NotFound {

@@ -169,6 +169,10 @@ impl AgentRpc {
                 .state
                 .shared_rootfs
                 .set(self.shared_rootfs_allowed(&req.init_data).await);
+            let _ = self
+                .state
+                .secrets
+                .set(crate::secrets::Secrets::of_init_data(&req.init_data));
         }
         if let Some(policy) = self.state.policy.get() {
             crate::policy::enforce(
@@ -252,12 +256,32 @@ impl AgentRpc {
             policy.admit(&id, record);
         }
         let grants = self.stream_grants(&id, "");
+        // After the policy saw the request as the host sent it (sealed), before anything runs.
+        let mut req = req;
+        if let Some(secrets) = self.state.secrets.get() {
+            let tee = self.tee().await;
+            match crate::secrets::unseal_container(secrets, tee, &id, &req.oci_spec_json).await {
+                Ok(Some(spec)) => req.oci_spec_json = spec,
+                Ok(None) => {}
+                Err(err) => {
+                    let _ = std::fs::remove_dir_all(crate::secrets::unsealed_dir(&id));
+                    if let Some(policy) = self.state.policy.get() {
+                        policy.forget(&id);
+                    }
+                    return Err(AgentError::FailedPrecondition(format!(
+                        "container {id} refused: {err}"
+                    ))
+                    .into());
+                }
+            }
+        }
         let created = self
             .state
             .containers
             .create(req, grants, pinned_layers)
             .await;
         if created.is_err() {
+            let _ = std::fs::remove_dir_all(crate::secrets::unsealed_dir(&id));
             if let Some(policy) = self.state.policy.get() {
                 policy.forget(&id);
             }
