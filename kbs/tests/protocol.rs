@@ -1,0 +1,330 @@
+//! The broker end to end over HTTP on loopback, with the guest's real client and reports signed
+//! by the simulated AMD-SP (`cloak_attestation::simulated_psp`, whose inputs the test chooses:
+//! these tests check the protocol, not a measurement). Every refusal the issue lists is a
+//! case: a replayed nonce, a swapped tee-pubkey, a stale or unknown cookie, a resource the
+//! policy does not grant, a measurement or HOST_DATA not among the reference values, a debug
+//! policy, and a simulated report at a broker not told to accept one.
+
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cloak_attestation::simulated_psp::{ReportInputs, SimulatedPsp};
+use cloak_kbs::{Broker, BrokerConfig};
+use cloak_kbs_protocol::client::{ClientError, KbsClient};
+use cloak_kbs_protocol::evidence::SnpEvidence;
+use cloak_kbs_protocol::http;
+use cloak_kbs_protocol::jwe::TeeKeyPair;
+use cloak_kbs_protocol::resource::ResourceUri;
+
+const MEASUREMENT: [u8; 48] = [0x5a; 48];
+const INIT_DATA: &str = "version = \"0.1.0\"\nalgorithm = \"sha256\"\n\n[data]\n\"note\" = \"kbs test\"\n";
+const SECRET: &[u8] = b"s3cret value";
+/// Guest policy with SMT allowed and the reserved bit 17 set; bit 19 is debug.
+const POLICY: u64 = 0x30000;
+const DEBUG_POLICY: u64 = 0x30000 | (1 << 19);
+
+struct Fixture {
+    url: String,
+    psp: Arc<SimulatedPsp>,
+    _resources: tempfile::TempDir,
+}
+
+fn host_data_of(init_data: &str) -> [u8; 32] {
+    cloak_init_data::host_data_for(init_data.as_bytes()).unwrap()
+}
+
+async fn broker(adjust: impl FnOnce(&mut BrokerConfig)) -> Fixture {
+    let resources = tempfile::tempdir().unwrap();
+    let dir = resources.path().join("default/secret");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("db"), SECRET).unwrap();
+    std::fs::write(dir.join("other"), b"other").unwrap();
+    let mut config = BrokerConfig {
+        resources_dir: resources.path().to_owned(),
+        measurements: vec![hex::encode(MEASUREMENT)],
+        host_data: vec![hex::encode(host_data_of(INIT_DATA))],
+        minimum_tcb: Default::default(),
+        policy: cloak_kbs::DEFAULT_POLICY.to_owned(),
+        allow_simulated: true,
+        session_ttl: Duration::from_secs(60),
+    };
+    adjust(&mut config);
+    let broker = Arc::new(Broker::new(config).unwrap());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(cloak_kbs::serve(listener, broker));
+    Fixture {
+        url,
+        psp: Arc::new(SimulatedPsp::generate().unwrap()),
+        _resources: resources,
+    }
+}
+
+/// Evidence as a guest launched with `measurement`, `init_data` and `policy` gets it.
+fn evidence_for(
+    psp: &SimulatedPsp,
+    measurement: [u8; 48],
+    init_data: &str,
+    policy: u64,
+    report_data: [u8; 64],
+) -> SnpEvidence {
+    let report = psp
+        .report(&ReportInputs {
+            measurement,
+            host_data: host_data_of(init_data),
+            report_data,
+            policy,
+        })
+        .unwrap();
+    SnpEvidence::new(&report, &psp.certificates_pem().unwrap())
+}
+
+fn db() -> ResourceUri {
+    ResourceUri::parse("kbs:///default/secret/db").unwrap()
+}
+
+async fn attest_as(
+    fixture: &Fixture,
+    measurement: [u8; 48],
+    init_data: &str,
+    policy: u64,
+) -> Result<Vec<u8>, ClientError> {
+    let client = KbsClient::new(&fixture.url).unwrap();
+    let psp = fixture.psp.clone();
+    let sent = init_data.to_owned();
+    let launched = init_data.to_owned();
+    let session = client
+        .attest(Some(&sent), move |report_data| async move {
+            Ok(evidence_for(&psp, measurement, &launched, policy, report_data))
+        })
+        .await?;
+    client.resource(&session, &db()).await
+}
+
+fn refusal(result: Result<Vec<u8>, ClientError>) -> (u16, String) {
+    match result {
+        Err(ClientError::Refused { status, detail, .. }) => (status, detail),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn an_attested_pod_gets_the_resource_decrypted_with_its_key() {
+    let fixture = broker(|_| {}).await;
+    let plaintext = attest_as(&fixture, MEASUREMENT, INIT_DATA, POLICY).await.unwrap();
+    assert_eq!(plaintext, SECRET);
+}
+
+#[tokio::test]
+async fn a_measurement_not_among_the_reference_values_is_refused() {
+    let fixture = broker(|_| {}).await;
+    let (status, detail) = refusal(attest_as(&fixture, [0x5b; 48], INIT_DATA, POLICY).await);
+    assert_eq!(status, 403, "{detail}");
+    assert!(detail.contains("launch measurement 5b5b"), "{detail}");
+}
+
+#[tokio::test]
+async fn other_init_data_than_the_policy_requires_is_refused() {
+    let fixture = broker(|_| {}).await;
+    let other = INIT_DATA.replace("kbs test", "another pod");
+    let (status, detail) = refusal(attest_as(&fixture, MEASUREMENT, &other, POLICY).await);
+    assert_eq!(status, 403, "{detail}");
+    assert!(detail.contains("HOST_DATA"), "{detail}");
+}
+
+#[tokio::test]
+async fn init_data_that_is_not_what_host_data_binds_is_refused_at_attest() {
+    let fixture = broker(|_| {}).await;
+    let client = KbsClient::new(&fixture.url).unwrap();
+    let psp = fixture.psp.clone();
+    // Launched with INIT_DATA, but claims other init-data.
+    let claimed = INIT_DATA.replace("kbs test", "claimed");
+    let result = client
+        .attest(Some(&claimed), move |report_data| async move {
+            Ok(evidence_for(&psp, MEASUREMENT, INIT_DATA, POLICY, report_data))
+        })
+        .await;
+    let Err(ClientError::Refused { status, detail, step }) = result else {
+        panic!("{result:?}");
+    };
+    assert_eq!((status, step), (401, "attest"));
+    assert!(detail.contains("host-data"), "{detail}");
+}
+
+#[tokio::test]
+async fn a_debug_policy_is_refused() {
+    let fixture = broker(|_| {}).await;
+    let (status, detail) = refusal(attest_as(&fixture, MEASUREMENT, INIT_DATA, DEBUG_POLICY).await);
+    assert_eq!(status, 403, "{detail}");
+    assert!(detail.contains("debugging"), "{detail}");
+}
+
+#[tokio::test]
+async fn a_simulated_report_is_refused_unless_allowed() {
+    let fixture = broker(|config| config.allow_simulated = false).await;
+    let client = KbsClient::new(&fixture.url).unwrap();
+    let psp = fixture.psp.clone();
+    let result = client
+        .attest(Some(INIT_DATA), move |report_data| async move {
+            Ok(evidence_for(&psp, MEASUREMENT, INIT_DATA, POLICY, report_data))
+        })
+        .await;
+    let Err(ClientError::Refused { status, detail, .. }) = result else {
+        panic!("{result:?}");
+    };
+    assert_eq!(status, 401);
+    assert!(detail.contains("SIMULATED"), "{detail}");
+    // Allowed, every answer says so.
+    let fixture = broker(|_| {}).await;
+    let answer = http::request(
+        &http::Endpoint::parse(&fixture.url).unwrap(),
+        "POST",
+        "/kbs/v0/auth",
+        &[],
+        br#"{"version":"0.4.0","tee":"snp","extra-params":{}}"#,
+    )
+    .await
+    .unwrap();
+    assert_eq!(answer.header(cloak_kbs_protocol::SIMULATED_HEADER).next(), Some("true"));
+}
+
+/// Hand-made protocol steps for the cases the client never produces.
+struct Raw {
+    endpoint: http::Endpoint,
+}
+
+impl Raw {
+    async fn auth(&self) -> (String, String) {
+        let answer = http::request(
+            &self.endpoint,
+            "POST",
+            "/kbs/v0/auth",
+            &[],
+            br#"{"version":"0.4.0","tee":"snp","extra-params":{}}"#,
+        )
+        .await
+        .unwrap();
+        assert_eq!(answer.status, 200);
+        let cookie = cloak_kbs_protocol::client::session_cookie(&answer).unwrap();
+        let challenge: kbs_types::Challenge = serde_json::from_slice(&answer.body).unwrap();
+        (cookie, challenge.nonce)
+    }
+
+    async fn post(&self, path: &str, cookie: &str, body: &[u8]) -> http::Response {
+        let cookie = format!("kbs-session-id={cookie}");
+        http::request(&self.endpoint, "POST", path, &[("Cookie", &cookie)], body)
+            .await
+            .unwrap()
+    }
+
+    async fn get(&self, path: &str, cookie: &str) -> http::Response {
+        let cookie = format!("kbs-session-id={cookie}");
+        http::request(&self.endpoint, "GET", path, &[("Cookie", &cookie)], &[])
+            .await
+            .unwrap()
+    }
+}
+
+/// An Attestation for `nonce`: the report binds `bound_key`, the runtime data names `sent_key`.
+fn attestation(
+    psp: &SimulatedPsp,
+    nonce: &str,
+    bound_key: &TeeKeyPair,
+    sent_key: &TeeKeyPair,
+) -> Vec<u8> {
+    let bound = kbs_types::RuntimeData {
+        nonce: nonce.to_owned(),
+        tee_pubkey: bound_key.public_jwk(),
+    };
+    let report_data = cloak_kbs_protocol::binding::report_data_for(&bound).unwrap();
+    let evidence = evidence_for(psp, MEASUREMENT, INIT_DATA, POLICY, report_data);
+    serde_json::to_vec(&serde_json::json!({
+        "init-data": {"format": "toml", "body": INIT_DATA},
+        "runtime-data": {"nonce": nonce, "tee-pubkey": sent_key.public_jwk()},
+        "tee-evidence": {"primary_evidence": evidence, "additional_evidence": ""},
+    }))
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_replayed_attestation_is_refused() {
+    let fixture = broker(|_| {}).await;
+    let raw = Raw {
+        endpoint: http::Endpoint::parse(&fixture.url).unwrap(),
+    };
+    let key = TeeKeyPair::generate();
+    let (cookie, nonce) = raw.auth().await;
+    let body = attestation(&fixture.psp, &nonce, &key, &key);
+    assert_eq!(raw.post("/kbs/v0/attest", &cookie, &body).await.status, 200);
+    // The same attestation again, in the same session: its challenge is spent.
+    let again = raw.post("/kbs/v0/attest", &cookie, &body).await;
+    assert_eq!(again.status, 401, "{}", String::from_utf8_lossy(&again.body));
+    // In a new session: the nonce is not that session's.
+    let (fresh, _) = raw.auth().await;
+    let replayed = raw.post("/kbs/v0/attest", &fresh, &body).await;
+    assert_eq!(replayed.status, 401);
+    assert!(String::from_utf8_lossy(&replayed.body).contains("nonce"));
+}
+
+#[tokio::test]
+async fn a_swapped_tee_pubkey_is_refused() {
+    let fixture = broker(|_| {}).await;
+    let raw = Raw {
+        endpoint: http::Endpoint::parse(&fixture.url).unwrap(),
+    };
+    let (cookie, nonce) = raw.auth().await;
+    let guest = TeeKeyPair::generate();
+    let attacker = TeeKeyPair::generate();
+    let body = attestation(&fixture.psp, &nonce, &guest, &attacker);
+    let answer = raw.post("/kbs/v0/attest", &cookie, &body).await;
+    assert_eq!(answer.status, 401);
+    let text = String::from_utf8_lossy(&answer.body);
+    assert!(text.contains("report-data"), "{text}");
+    // Nothing is released on that session.
+    assert_eq!(raw.get(&db().path(), &cookie).await.status, 401);
+}
+
+#[tokio::test]
+async fn a_stale_or_unknown_cookie_is_refused() {
+    let fixture = broker(|config| config.session_ttl = Duration::from_secs(1)).await;
+    let raw = Raw {
+        endpoint: http::Endpoint::parse(&fixture.url).unwrap(),
+    };
+    let key = TeeKeyPair::generate();
+    let (cookie, nonce) = raw.auth().await;
+    let body = attestation(&fixture.psp, &nonce, &key, &key);
+    assert_eq!(raw.post("/kbs/v0/attest", &cookie, &body).await.status, 200);
+    let fresh = raw.get(&db().path(), &cookie).await;
+    assert_eq!(fresh.status, 200);
+    assert_eq!(key.decrypt(&fresh.body).unwrap(), SECRET);
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    let stale = raw.get(&db().path(), &cookie).await;
+    assert_eq!(stale.status, 401, "{}", String::from_utf8_lossy(&stale.body));
+    assert!(String::from_utf8_lossy(&stale.body).contains("expired"));
+    assert_eq!(raw.get(&db().path(), "no-such-session").await.status, 401);
+}
+
+#[tokio::test]
+async fn a_resource_the_policy_does_not_grant_is_forbidden() {
+    // Withholds default/secret/other, on top of the default checks.
+    let policy = format!(
+        "{}\nviolations contains \"default/secret/other is not granted to this pod\" if {{\n\tinput.resource.tag == \"other\"\n}}\n",
+        cloak_kbs::DEFAULT_POLICY
+    );
+    let fixture = broker(|config| config.policy = policy).await;
+    let raw = Raw {
+        endpoint: http::Endpoint::parse(&fixture.url).unwrap(),
+    };
+    let key = TeeKeyPair::generate();
+    let (cookie, nonce) = raw.auth().await;
+    let body = attestation(&fixture.psp, &nonce, &key, &key);
+    assert_eq!(raw.post("/kbs/v0/attest", &cookie, &body).await.status, 200);
+    assert_eq!(raw.get(&db().path(), &cookie).await.status, 200);
+    let other = raw.get("/kbs/v0/resource/default/secret/other", &cookie).await;
+    assert_eq!(other.status, 403);
+    assert!(String::from_utf8_lossy(&other.body).contains("is not granted to this pod"));
+    assert_eq!(raw.get("/kbs/v0/resource/default/secret/missing", &cookie).await.status, 404);
+    assert_eq!(raw.get("/kbs/v0/resource/default/../db", &cookie).await.status, 400);
+}
