@@ -31,7 +31,8 @@ image: guest-binaries cloak
 # containerd 2.x (scripts/setup-host.sh unpacks Debian testing's package here).
 CONTAINERD2_DIR ?= /opt/cloak-tools/containerd2/usr/bin
 TEST_ENV = CLOAK_GUEST_DIR=$(CURDIR)/$(GUEST_DIR) CLOAK_AGENT_BIN=$(CURDIR)/$(AGENT_BIN) \
-	CLOAK_FLOOR_INIT_BIN=$(CURDIR)/$(FLOOR_BIN) CLOAK_REQUIRE_VM_TESTS=1
+	CLOAK_FLOOR_INIT_BIN=$(CURDIR)/$(FLOOR_BIN) CLOAK_REQUIRE_VM_TESTS=1 \
+	CLOAK_PYTHON=/opt/cloak-tools/bin/python
 
 # Everything, VM tests included: a test that cannot run here fails instead of skipping. The
 # tests drive the built `cloak` and `containerd-shim-cloak-v2` binaries (cargo test alone does
@@ -41,7 +42,7 @@ test: image shim vmm
 	$(TEST_ENV) cargo test --release --locked --workspace --features cloak-vmm/test-guests
 	$(TEST_ENV) CLOAK_CONTAINERD_DIR=$(CONTAINERD2_DIR) \
 		cargo test --release --locked -p cloak-tests --features cloak-vmm/test-guests \
-		--test cri --test cri_pod_semantics --test cri_policy
+		--test cri --test cri_pod_semantics --test cri_policy --test kbs_secrets
 
 SHIM_BIN := target/release/containerd-shim-cloak-v2
 

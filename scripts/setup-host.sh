@@ -7,6 +7,8 @@ set -euo pipefail
 VHOST_DEVICE_VSOCK_VERSION=0.3.0
 VIRTIOFSD_VERSION=1.14.0
 SEV_SNP_MEASURE_VERSION=0.0.13
+# An independent JOSE implementation, the oracle of the key broker's JWE.
+JWCRYPTO_VERSION=1.5.6
 PYTHON_TOOLS=/opt/cloak-tools
 # containerd 2.x for the CRI tests' second run (Debian 12 ships 1.6 only): Debian testing's
 # package, which needs nothing newer than bookworm's libc (libc6 >= 2.34) and runc. It is
@@ -98,6 +100,10 @@ if ! command -v sev-snp-measure >/dev/null 2>&1; then
     /usr/bin/python3 -m venv "$PYTHON_TOOLS"
     "$PYTHON_TOOLS/bin/pip" install --quiet "sev-snp-measure==$SEV_SNP_MEASURE_VERSION"
     ln -sf "$PYTHON_TOOLS/bin/sev-snp-measure" /usr/local/bin/sev-snp-measure
+fi
+if ! "$PYTHON_TOOLS/bin/python" -c "import jwcrypto" >/dev/null 2>&1; then
+    log "installing jwcrypto $JWCRYPTO_VERSION (pip, in $PYTHON_TOOLS)"
+    "$PYTHON_TOOLS/bin/pip" install --quiet "jwcrypto==$JWCRYPTO_VERSION"
 fi
 
 # apt-get download from a private sources list (testing, then unstable): the host's own apt

@@ -59,7 +59,7 @@ impl ResourcePolicy {
         } else {
             violations.join("; ")
         };
-        Err(BrokerError::Forbidden(format!("{resource}: {reason}")))
+        Err(BrokerError::Forbidden(reason))
     }
 
     fn decide(&self, input: &serde_json::Value) -> Result<(bool, Vec<String>), BrokerError> {

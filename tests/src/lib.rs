@@ -250,3 +250,30 @@ pub fn build_image_with_init(
     })
     .expect("guest image builds")
 }
+
+/// The initrd with one byte changed: one hex digit of the `tmp` directory's cpio mtime, so
+/// the guest still boots the same way.
+pub fn initrd_with_one_changed_byte(original: &Path, out: &Path) {
+    use std::io::{Read as _, Write as _};
+    let mut archive = Vec::new();
+    flate2::read::GzDecoder::new(std::fs::File::open(original).unwrap())
+        .read_to_end(&mut archive)
+        .unwrap();
+    const HEADER: usize = 110;
+    const MTIME: usize = 6 + 5 * 8;
+    let name = archive
+        .windows(4)
+        .enumerate()
+        .position(|(at, window)| {
+            window == b"tmp\0"
+                && at >= HEADER
+                && &archive[at - HEADER..at - HEADER + 6] == b"070701"
+        })
+        .expect("the initrd has a tmp directory entry");
+    let digit = name - HEADER + MTIME + 7;
+    archive[digit] = if archive[digit] == b'1' { b'2' } else { b'1' };
+    let mut encoder =
+        flate2::write::GzEncoder::new(std::fs::File::create(out).unwrap(), Default::default());
+    encoder.write_all(&archive).unwrap();
+    encoder.finish().unwrap();
+}

@@ -6,7 +6,6 @@
 
 #![allow(clippy::unwrap_used)] // a test fails loudly by design
 
-use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -238,32 +237,6 @@ fn a_simulated_report_verifies_against_the_image_reference_values() {
     });
 }
 
-/// The initrd with one byte changed: one hex digit of the `tmp` directory's cpio mtime, so
-/// the guest still boots the same way.
-fn initrd_with_one_changed_byte(original: &Path, out: &Path) {
-    let mut archive = Vec::new();
-    flate2::read::GzDecoder::new(std::fs::File::open(original).unwrap())
-        .read_to_end(&mut archive)
-        .unwrap();
-    const HEADER: usize = 110;
-    const MTIME: usize = 6 + 5 * 8;
-    let name = archive
-        .windows(4)
-        .enumerate()
-        .position(|(at, window)| {
-            window == b"tmp\0"
-                && at >= HEADER
-                && &archive[at - HEADER..at - HEADER + 6] == b"070701"
-        })
-        .expect("the initrd has a tmp directory entry");
-    let digit = name - HEADER + MTIME + 7;
-    archive[digit] = if archive[digit] == b'1' { b'2' } else { b'1' };
-    let mut encoder =
-        flate2::write::GzEncoder::new(std::fs::File::create(out).unwrap(), Default::default());
-    encoder.write_all(&archive).unwrap();
-    encoder.finish().unwrap();
-}
-
 #[test]
 fn one_changed_initrd_byte_fails_the_measurement_check() {
     let test = "one_changed_initrd_byte_fails_the_measurement_check";
@@ -273,7 +246,7 @@ fn one_changed_initrd_byte_fails_the_measurement_check() {
     let reference_values = setup.env.guest_dir.join("reference-values.json");
     let changed = tempfile::tempdir().unwrap();
     let initrd = changed.path().join("initrd.img");
-    initrd_with_one_changed_byte(
+    cloak_tests::initrd_with_one_changed_byte(
         &setup.env.guest_dir.join(&setup.env.manifest.initrd.file),
         &initrd,
     );

@@ -470,6 +470,26 @@ impl AgentService for AgentRpc {
                 .forget(&req.container_id, &req.exec_id);
             return to_ttrpc("ExecProcess", Err(err));
         }
+        let mut req = req;
+        if let Some(secrets) = self.state.secrets.get() {
+            let tee = self.tee().await;
+            match crate::secrets::unseal_exec(secrets, tee, &req.container_id, &req.process_json)
+                .await
+            {
+                Ok(Some(process)) => req.process_json = process,
+                Ok(None) => {}
+                Err(err) => {
+                    self.state
+                        .containers
+                        .streams
+                        .forget(&req.container_id, &req.exec_id);
+                    return to_ttrpc(
+                        "ExecProcess",
+                        Err(AgentError::FailedPrecondition(format!("exec refused: {err}")).into()),
+                    );
+                }
+            }
+        }
         let grants = self.stream_grants(&req.container_id, &req.exec_id);
         to_ttrpc(
             "ExecProcess",

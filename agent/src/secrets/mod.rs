@@ -14,7 +14,7 @@ use cloak_kbs_protocol::evidence::SnpEvidence;
 use cloak_kbs_protocol::resource::ResourceUri;
 use cloak_protocol::agent::TeeKind;
 
-pub(crate) use unseal::unseal_container;
+pub(crate) use unseal::{unseal_container, unseal_exec};
 
 /// Where a container's unsealed files are kept (removed with the container).
 pub(crate) fn unsealed_dir(container_id: &str) -> PathBuf {
@@ -44,6 +44,9 @@ pub(crate) struct Secrets {
     files: Vec<String>,
     init_data: Option<String>,
     session: tokio::sync::Mutex<Option<Session>>,
+    /// Resources already released, by name: the pod's execs and later containers reuse them
+    /// (guest memory, like every unsealed copy).
+    released: std::sync::Mutex<std::collections::HashMap<ResourceUri, Vec<u8>>>,
     files_ready: tokio::sync::OnceCell<bool>,
 }
 
@@ -62,6 +65,7 @@ impl Secrets {
                 .unwrap_or_default(),
             init_data: parsed.and_then(|document| String::from_utf8(document.bytes().to_vec()).ok()),
             session: tokio::sync::Mutex::new(None),
+            released: Default::default(),
             files_ready: tokio::sync::OnceCell::new(),
         }
     }
@@ -76,6 +80,21 @@ impl Secrets {
 
     /// One resource, attesting first if this pod has no live session.
     pub(crate) async fn fetch(&self, tee: TeeKind, uri: &ResourceUri) -> Result<Vec<u8>, SecretError> {
+        if let Some(plaintext) = self.released().get(uri) {
+            return Ok(plaintext.clone());
+        }
+        let plaintext = self.fetch_from_broker(tee, uri).await?;
+        self.released().insert(uri.clone(), plaintext.clone());
+        Ok(plaintext)
+    }
+
+    fn released(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<ResourceUri, Vec<u8>>> {
+        self.released
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    async fn fetch_from_broker(&self, tee: TeeKind, uri: &ResourceUri) -> Result<Vec<u8>, SecretError> {
         let client = self.client(&format!("kbs:///{uri}"))?;
         let mut session = self.session.lock().await;
         let fresh = session.is_none();

@@ -54,29 +54,7 @@ pub(crate) async fn unseal_container(
         .pointer_mut("/process/env")
         .and_then(Value::as_array_mut)
     {
-        for entry in env.iter_mut() {
-            let Some((name, value)) = entry.as_str().and_then(|e| e.split_once('=')) else {
-                continue;
-            };
-            if !sealed::is_sealed(value.as_bytes()) {
-                continue;
-            }
-            let name = name.to_owned();
-            let uri = sealed::resource_of(value)
-                .map_err(|err| io(format!("environment variable {name}"), err))?;
-            let plaintext = secrets.fetch(tee, &uri).await.map_err(|err| {
-                io(format!("unsealing environment variable {name} (kbs:///{uri})"), err)
-            })?;
-            let plaintext = String::from_utf8(plaintext).map_err(|_| {
-                io(
-                    format!("environment variable {name}"),
-                    format!("resource {uri} is not UTF-8 text"),
-                )
-            })?;
-            *entry = json!(format!("{name}={plaintext}"));
-            changed = true;
-            tracing::info!(container = %container_id, variable = %name, resource = %uri, "environment variable unsealed");
-        }
+        changed |= unseal_env(secrets, tee, container_id, env).await?;
     }
 
     let unsealed = unsealed_dir(container_id);
@@ -99,7 +77,12 @@ pub(crate) async fn unseal_container(
         }
     }
 
-    if secrets.ensure_files(tee).await? {
+    // The pod's sandbox (pause) container runs no workload: it gets no resource files.
+    let sandbox = spec
+        .pointer("/annotations/io.kubernetes.cri.container-type")
+        .and_then(Value::as_str)
+        == Some("sandbox");
+    if !sandbox && secrets.ensure_files(tee).await? {
         let mount = json!({
             "destination": SECRETS_DIR,
             "type": "bind",
@@ -118,6 +101,61 @@ pub(crate) async fn unseal_container(
     serde_json::to_vec(&spec)
         .map(Some)
         .map_err(|err| io("the container's spec", err))
+}
+
+/// Replaces the sealed values of an OCI `env` list; whether any was.
+async fn unseal_env(
+    secrets: &Secrets,
+    tee: TeeKind,
+    container_id: &str,
+    env: &mut [Value],
+) -> Result<bool, SecretError> {
+    let mut changed = false;
+    for entry in env.iter_mut() {
+        let Some((name, value)) = entry.as_str().and_then(|e| e.split_once('=')) else {
+            continue;
+        };
+        if !sealed::is_sealed(value.as_bytes()) {
+            continue;
+        }
+        let name = name.to_owned();
+        let uri = sealed::resource_of(value)
+            .map_err(|err| io(format!("environment variable {name}"), err))?;
+        let plaintext = secrets.fetch(tee, &uri).await.map_err(|err| {
+            io(format!("unsealing environment variable {name} (kbs:///{uri})"), err)
+        })?;
+        let plaintext = String::from_utf8(plaintext).map_err(|_| {
+            io(
+                format!("environment variable {name}"),
+                format!("resource {uri} is not UTF-8 text"),
+            )
+        })?;
+        *entry = json!(format!("{name}={plaintext}"));
+        changed = true;
+        tracing::info!(container = %container_id, variable = %name, resource = %uri, "environment variable unsealed");
+    }
+    Ok(changed)
+}
+
+/// An exec's process with its sealed environment values replaced (containerd builds an
+/// exec's environment from the container's spec as the host knows it: sealed), or `None`.
+pub(crate) async fn unseal_exec(
+    secrets: &Secrets,
+    tee: TeeKind,
+    container_id: &str,
+    process_json: &[u8],
+) -> Result<Option<Vec<u8>>, SecretError> {
+    let mut process: Value =
+        serde_json::from_slice(process_json).map_err(|err| io("the exec's process", err))?;
+    let Some(env) = process.get_mut("env").and_then(Value::as_array_mut) else {
+        return Ok(None);
+    };
+    if !unseal_env(secrets, tee, container_id, env).await? {
+        return Ok(None);
+    }
+    serde_json::to_vec(&process)
+        .map(Some)
+        .map_err(|err| io("the exec's process", err))
 }
 
 /// The first bytes of `path` if it is a small regular file in sealed form, else `None`.
