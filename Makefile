@@ -13,7 +13,7 @@ CACHE_DIR     ?= $(CURDIR)/.cache
 
 export CLOAK_CACHE_DIR := $(CACHE_DIR)
 
-.PHONY: all guest-binaries cloak shim vmm image test demo bench bench-boot bench-containers bench-containerd bench-cri bench-layers bench-policy bench-vmm lint deny clean
+.PHONY: all guest-binaries cloak shim vmm image test demo bench bench-boot bench-containers bench-containerd bench-cri bench-kbs bench-layers bench-policy bench-vmm lint deny clean
 
 all: image
 
@@ -81,6 +81,11 @@ bench-cri: image shim
 		target/release/cloak-bench-cri --runs 5
 
 # cloak-vmm against QEMU on KVM with a tiny guest: start to first guest output, VMM memory.
+bench-kbs: image shim cloak
+	cargo build --release --locked -p cloak-tests --bin cloak-bench-kbs
+	$(TEST_ENV) CLOAK_SHIM_BIN=$(CURDIR)/$(SHIM_BIN) CLOAK_BIN=$(CURDIR)/target/release/cloak \
+		target/release/cloak-bench-kbs --runs 5
+
 bench-layers: image
 	cargo build --release --locked -p cloak-tests --bin cloak-bench-layers
 	$(TEST_ENV) target/release/cloak-bench-layers --runs 3
@@ -94,7 +99,7 @@ bench-vmm:
 		--bin cloak-vmm --bin cloak-bench-vmm
 	target/release/cloak-bench-vmm --runs 10
 
-bench: bench-boot bench-containers bench-containerd bench-cri bench-layers bench-policy bench-vmm
+bench: bench-boot bench-containers bench-containerd bench-cri bench-kbs bench-layers bench-policy bench-vmm
 
 # Installed by scripts/setup-host.sh.
 CARGO_DENY ?= /opt/cloak-tools/cargo-deny/bin/cargo-deny

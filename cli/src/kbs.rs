@@ -50,7 +50,10 @@ pub(crate) fn run(command: KbsCommand) -> anyhow::Result<()> {
     match command {
         KbsCommand::Seal { resource } => {
             let uri = cloak_kbs_protocol::resource::ResourceUri::parse(&resource)?;
-            println!("{}", cloak_kbs_protocol::sealed::seal(&uri));
+            #[allow(clippy::print_stdout)] // the command's output
+            {
+                println!("{}", cloak_kbs_protocol::sealed::seal(&uri));
+            }
             Ok(())
         }
         KbsCommand::Serve(args) => serve(args),
@@ -79,8 +82,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         );
     }
     let policy = match &args.policy {
-        Some(path) => std::fs::read_to_string(path)
-            .with_context(|| format!("reading {}", path.display()))?,
+        Some(path) => {
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?
+        }
         None => cloak_kbs::DEFAULT_POLICY.to_owned(),
     };
     let config = cloak_kbs::BrokerConfig {

@@ -153,3 +153,35 @@ fn a_compressed_annotation_may_not_expand_past_the_limit() {
         Err(InitDataError::TooLarge { .. })
     ));
 }
+
+#[test]
+fn the_key_broker_and_secret_files_come_from_the_document() {
+    let document = InitData::parse(
+        b"version = \"0.1.0\"\nalgorithm = \"sha256\"\n\n[data]\n\"cdh.toml\" = '''\n[kbc]\nname = \"cc_kbc\"\nurl = \"http://10.0.0.5:8080\"\nkbs_cert = \"\"\n'''\n\"cloak.secrets\" = \"\"\"\nkbs:///default/a/b\n# a comment\n\nkbs:///default/c/d\n\"\"\"\n",
+    )
+    .unwrap();
+    assert_eq!(
+        document.kbs().unwrap(),
+        Some(crate::KbsSettings {
+            url: "http://10.0.0.5:8080".to_owned(),
+            cert: None
+        })
+    );
+    assert_eq!(
+        document.secret_files(),
+        vec!["kbs:///default/a/b", "kbs:///default/c/d"]
+    );
+    // Another KBC is refused by name; no cdh.toml is no broker.
+    let other = InitData::parse(
+        b"version = \"0.1.0\"\nalgorithm = \"sha256\"\n\n[data]\n\"cdh.toml\" = \"[kbc]\\nname = \\\"offline_fs_kbc\\\"\\nurl = \\\"x\\\"\\n\"\n",
+    )
+    .unwrap();
+    assert!(other
+        .kbs()
+        .unwrap_err()
+        .to_string()
+        .contains("offline_fs_kbc"));
+    let none = InitData::parse(b"version = \"0.1.0\"\nalgorithm = \"sha256\"\n").unwrap();
+    assert_eq!(none.kbs().unwrap(), None);
+    assert!(none.secret_files().is_empty());
+}

@@ -180,7 +180,12 @@ fn refused_unless_ok(step: &'static str, answer: &http::Response) -> Result<(), 
     let detail = serde_json::from_slice::<serde_json::Value>(&answer.body)
         .ok()
         .and_then(|value| value.get("detail")?.as_str().map(str::to_owned))
-        .unwrap_or_else(|| String::from_utf8_lossy(&answer.body).chars().take(300).collect());
+        .unwrap_or_else(|| {
+            String::from_utf8_lossy(&answer.body)
+                .chars()
+                .take(300)
+                .collect()
+        });
     Err(ClientError::Refused {
         step,
         status: answer.status,

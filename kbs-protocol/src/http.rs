@@ -103,12 +103,13 @@ pub async fn request(
 ) -> Result<Response, HttpError> {
     let address = endpoint.address();
     let exchange = async {
-        let mut stream = TcpStream::connect(&address)
-            .await
-            .map_err(|source| HttpError::Connect {
-                address: address.clone(),
-                source,
-            })?;
+        let mut stream =
+            TcpStream::connect(&address)
+                .await
+                .map_err(|source| HttpError::Connect {
+                    address: address.clone(),
+                    source,
+                })?;
         let mut head = format!(
             "{method} {}{path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\nAccept: application/json\r\nContent-Length: {}\r\n",
             endpoint.prefix,

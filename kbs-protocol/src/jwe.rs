@@ -126,7 +126,9 @@ impl TeeKeyPair {
         if content != CONTENT_ALGORITHM {
             return Err(JweError::ContentAlgorithm(content.to_owned()));
         }
-        let epk = header.get("epk").ok_or(JweError::Missing("protected epk"))?;
+        let epk = header
+            .get("epk")
+            .ok_or(JweError::Missing("protected epk"))?;
         let party = |name: &'static str| match header.get(name).and_then(Value::as_str) {
             Some(text) => from_b64url(text).map_err(|_| JweError::Encoding(name)),
             None => Ok(Vec::new()),

@@ -20,7 +20,9 @@ pub enum SealedError {
     Payload(String),
     #[error("sealed secret version {0:?} is not supported (0.1.0)")]
     Version(String),
-    #[error("sealed secret type {0:?} is not supported: only \"vault\" (a resource of the key broker)")]
+    #[error(
+        "sealed secret type {0:?} is not supported: only \"vault\" (a resource of the key broker)"
+    )]
     Type(String),
     #[error("sealed secret provider {0:?} is not supported: only \"kbs\"")]
     Provider(String),
@@ -50,7 +52,8 @@ pub fn resource_of(sealed: &str) -> Result<ResourceUri, SealedError> {
     if parts.len() != 4 || parts[0] != "sealed" {
         return Err(SealedError::Parts(parts.len()));
     }
-    let payload = crate::from_b64url(parts[2]).map_err(|err| SealedError::Payload(err.to_string()))?;
+    let payload =
+        crate::from_b64url(parts[2]).map_err(|err| SealedError::Payload(err.to_string()))?;
     let payload: Payload =
         serde_json::from_slice(&payload).map_err(|err| SealedError::Payload(err.to_string()))?;
     if payload.version != "0.1.0" {

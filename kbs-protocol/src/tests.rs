@@ -45,9 +45,10 @@ fn messages_use_the_specification_field_names() {
 
 #[test]
 fn canonical_json_sorts_keys_and_drops_white_space() {
-    let value: Value =
-        serde_json::from_str(r#"{ "tee-pubkey": {"y": "2", "x": "1", "kty": "EC"}, "nonce": "n\u0001" }"#)
-            .unwrap();
+    let value: Value = serde_json::from_str(
+        r#"{ "tee-pubkey": {"y": "2", "x": "1", "kty": "EC"}, "nonce": "n\u0001" }"#,
+    )
+    .unwrap();
     assert_eq!(
         String::from_utf8(canonical::to_canonical(&value)).unwrap(),
         r#"{"nonce":"n\u0001","tee-pubkey":{"kty":"EC","x":"1","y":"2"}}"#
@@ -164,7 +165,10 @@ const JWCRYPTO_PLAINTEXT: &[u8] = b"a secret written by jwcrypto";
 #[test]
 fn a_jwe_written_by_jwcrypto_decrypts() {
     let key = TeeKeyPair::from_private_bytes(&from_b64url(JWCRYPTO_KEY_D.trim()).unwrap()).unwrap();
-    assert_eq!(key.decrypt(JWCRYPTO_JWE.as_bytes()).unwrap(), JWCRYPTO_PLAINTEXT);
+    assert_eq!(
+        key.decrypt(JWCRYPTO_JWE.as_bytes()).unwrap(),
+        JWCRYPTO_PLAINTEXT
+    );
 }
 
 /// The other direction, live where Python has jwcrypto (`scripts/setup-host.sh` installs it):
@@ -201,7 +205,11 @@ sys.stdout.write(token.payload.decode())
         ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(out.stdout, b"from the broker");
 }
 
@@ -222,8 +230,14 @@ fn sealed_references_name_their_resource() {
     );
     for bad in [
         "sealed.a.b".to_owned(),
-        format!("sealed.h.{}.s", b64url(br#"{"version":"0.1.0","type":"envelope","name":"kbs:///a/b/c"}"#)),
-        format!("sealed.h.{}.s", b64url(br#"{"version":"0.1.0","type":"vault","name":"kbs:///a/../c"}"#)),
+        format!(
+            "sealed.h.{}.s",
+            b64url(br#"{"version":"0.1.0","type":"envelope","name":"kbs:///a/b/c"}"#)
+        ),
+        format!(
+            "sealed.h.{}.s",
+            b64url(br#"{"version":"0.1.0","type":"vault","name":"kbs:///a/../c"}"#)
+        ),
     ] {
         assert!(sealed::resource_of(&bad).is_err(), "{bad}");
     }
@@ -231,11 +245,19 @@ fn sealed_references_name_their_resource() {
 
 #[test]
 fn resource_names_refuse_path_tricks() {
-    for bad in ["kbs:///a/b", "kbs:///a/b/c/d", "kbs:///a/../c", "kbs:///a/b/%2e%2e", "http://x/a/b/c"] {
+    for bad in [
+        "kbs:///a/b",
+        "kbs:///a/b/c/d",
+        "kbs:///a/../c",
+        "kbs:///a/b/%2e%2e",
+        "http://x/a/b/c",
+    ] {
         assert!(ResourceUri::parse(bad).is_err(), "{bad}");
     }
     assert_eq!(
-        ResourceUri::parse("kbs://broker:8080/r/t/v1.2").unwrap().path(),
+        ResourceUri::parse("kbs://broker:8080/r/t/v1.2")
+            .unwrap()
+            .path(),
         "/kbs/v0/resource/r/t/v1.2"
     );
 }
@@ -248,12 +270,18 @@ fn http_responses_parse_with_length_chunks_or_to_the_end() {
     )
     .unwrap();
     assert_eq!(plain.body, b"hello");
-    assert_eq!(crate::client::session_cookie(&plain).as_deref(), Some("abc"));
+    assert_eq!(
+        crate::client::session_cookie(&plain).as_deref(),
+        Some("abc")
+    );
     let chunked = crate::http::parse_response(
         b"HTTP/1.1 401 Unauthorized\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2;x=y\r\nde\r\n0\r\n\r\n",
     )
     .unwrap();
-    assert_eq!((chunked.status, chunked.body.as_slice()), (401, &b"abcde"[..]));
+    assert_eq!(
+        (chunked.status, chunked.body.as_slice()),
+        (401, &b"abcde"[..])
+    );
     assert!(crate::http::parse_response(b"garbage").is_err());
     assert_eq!(
         crate::http::Endpoint::parse("http://10.88.0.1:8080/prefix/").unwrap(),

@@ -81,7 +81,12 @@ impl ResourcePolicy {
         let violations = match engine.eval_rule("data.cloak.kbs.violations".to_owned()) {
             Ok(regorus::Value::Set(set)) => set
                 .iter()
-                .map(|value| value.as_string().map(|s| s.to_string()).unwrap_or_else(|_| value.to_string()))
+                .map(|value| {
+                    value
+                        .as_string()
+                        .map(|s| s.to_string())
+                        .unwrap_or_else(|_| value.to_string())
+                })
                 .collect(),
             _ => Vec::new(),
         };

@@ -62,7 +62,9 @@ async fn answer(broker: &Broker, request: Request<Incoming>) -> Response<Full<By
                     ),
                 );
             }
-            builder.status(StatusCode::OK).body(Full::new(reply.body.into()))
+            builder
+                .status(StatusCode::OK)
+                .body(Full::new(reply.body.into()))
         }
         Err(err) => {
             tracing::info!(%method, %path, status = err.status(), reason = %err, "key broker refused");
@@ -75,7 +77,9 @@ async fn answer(broker: &Broker, request: Request<Incoming>) -> Response<Full<By
                 "detail": detail,
             });
             builder
-                .status(StatusCode::from_u16(err.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
+                .status(
+                    StatusCode::from_u16(err.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                )
                 .header("content-type", "application/problem+json")
                 .body(Full::new(problem.to_string().into()))
         }

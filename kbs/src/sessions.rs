@@ -85,8 +85,7 @@ impl Sessions {
         match entry.state {
             State::Challenged { nonce } => Ok(nonce),
             State::Attested { .. } => Err(BrokerError::Unauthorized(
-                "this session already attested; its challenge cannot be answered twice"
-                    .to_owned(),
+                "this session already attested; its challenge cannot be answered twice".to_owned(),
             )),
         }
     }

@@ -19,7 +19,8 @@ use cloak_kbs_protocol::jwe::TeeKeyPair;
 use cloak_kbs_protocol::resource::ResourceUri;
 
 const MEASUREMENT: [u8; 48] = [0x5a; 48];
-const INIT_DATA: &str = "version = \"0.1.0\"\nalgorithm = \"sha256\"\n\n[data]\n\"note\" = \"kbs test\"\n";
+const INIT_DATA: &str =
+    "version = \"0.1.0\"\nalgorithm = \"sha256\"\n\n[data]\n\"note\" = \"kbs test\"\n";
 const SECRET: &[u8] = b"s3cret value";
 /// Guest policy with SMT allowed and the reserved bit 17 set; bit 19 is debug.
 const POLICY: u64 = 0x30000;
@@ -97,7 +98,13 @@ async fn attest_as(
     let launched = init_data.to_owned();
     let session = client
         .attest(Some(&sent), move |report_data| async move {
-            Ok(evidence_for(&psp, measurement, &launched, policy, report_data))
+            Ok(evidence_for(
+                &psp,
+                measurement,
+                &launched,
+                policy,
+                report_data,
+            ))
         })
         .await?;
     client.resource(&session, &db()).await
@@ -113,7 +120,9 @@ fn refusal(result: Result<Vec<u8>, ClientError>) -> (u16, String) {
 #[tokio::test]
 async fn an_attested_pod_gets_the_resource_decrypted_with_its_key() {
     let fixture = broker(|_| {}).await;
-    let plaintext = attest_as(&fixture, MEASUREMENT, INIT_DATA, POLICY).await.unwrap();
+    let plaintext = attest_as(&fixture, MEASUREMENT, INIT_DATA, POLICY)
+        .await
+        .unwrap();
     assert_eq!(plaintext, SECRET);
 }
 
@@ -143,10 +152,21 @@ async fn init_data_that_is_not_what_host_data_binds_is_refused_at_attest() {
     let claimed = INIT_DATA.replace("kbs test", "claimed");
     let result = client
         .attest(Some(&claimed), move |report_data| async move {
-            Ok(evidence_for(&psp, MEASUREMENT, INIT_DATA, POLICY, report_data))
+            Ok(evidence_for(
+                &psp,
+                MEASUREMENT,
+                INIT_DATA,
+                POLICY,
+                report_data,
+            ))
         })
         .await;
-    let Err(ClientError::Refused { status, detail, step }) = result else {
+    let Err(ClientError::Refused {
+        status,
+        detail,
+        step,
+    }) = result
+    else {
         panic!("{result:?}");
     };
     assert_eq!((status, step), (401, "attest"));
@@ -168,7 +188,13 @@ async fn a_simulated_report_is_refused_unless_allowed() {
     let psp = fixture.psp.clone();
     let result = client
         .attest(Some(INIT_DATA), move |report_data| async move {
-            Ok(evidence_for(&psp, MEASUREMENT, INIT_DATA, POLICY, report_data))
+            Ok(evidence_for(
+                &psp,
+                MEASUREMENT,
+                INIT_DATA,
+                POLICY,
+                report_data,
+            ))
         })
         .await;
     let Err(ClientError::Refused { status, detail, .. }) = result else {
@@ -187,7 +213,10 @@ async fn a_simulated_report_is_refused_unless_allowed() {
     )
     .await
     .unwrap();
-    assert_eq!(answer.header(cloak_kbs_protocol::SIMULATED_HEADER).next(), Some("true"));
+    assert_eq!(
+        answer.header(cloak_kbs_protocol::SIMULATED_HEADER).next(),
+        Some("true")
+    );
 }
 
 /// Hand-made protocol steps for the cases the client never produces.
@@ -260,7 +289,12 @@ async fn a_replayed_attestation_is_refused() {
     assert_eq!(raw.post("/kbs/v0/attest", &cookie, &body).await.status, 200);
     // The same attestation again, in the same session: its challenge is spent.
     let again = raw.post("/kbs/v0/attest", &cookie, &body).await;
-    assert_eq!(again.status, 401, "{}", String::from_utf8_lossy(&again.body));
+    assert_eq!(
+        again.status,
+        401,
+        "{}",
+        String::from_utf8_lossy(&again.body)
+    );
     // In a new session: the nonce is not that session's.
     let (fresh, _) = raw.auth().await;
     let replayed = raw.post("/kbs/v0/attest", &fresh, &body).await;
@@ -301,7 +335,12 @@ async fn a_stale_or_unknown_cookie_is_refused() {
     assert_eq!(key.decrypt(&fresh.body).unwrap(), SECRET);
     tokio::time::sleep(Duration::from_millis(1300)).await;
     let stale = raw.get(&db().path(), &cookie).await;
-    assert_eq!(stale.status, 401, "{}", String::from_utf8_lossy(&stale.body));
+    assert_eq!(
+        stale.status,
+        401,
+        "{}",
+        String::from_utf8_lossy(&stale.body)
+    );
     assert!(String::from_utf8_lossy(&stale.body).contains("expired"));
     assert_eq!(raw.get(&db().path(), "no-such-session").await.status, 401);
 }
@@ -322,9 +361,21 @@ async fn a_resource_the_policy_does_not_grant_is_forbidden() {
     let body = attestation(&fixture.psp, &nonce, &key, &key);
     assert_eq!(raw.post("/kbs/v0/attest", &cookie, &body).await.status, 200);
     assert_eq!(raw.get(&db().path(), &cookie).await.status, 200);
-    let other = raw.get("/kbs/v0/resource/default/secret/other", &cookie).await;
+    let other = raw
+        .get("/kbs/v0/resource/default/secret/other", &cookie)
+        .await;
     assert_eq!(other.status, 403);
     assert!(String::from_utf8_lossy(&other.body).contains("is not granted to this pod"));
-    assert_eq!(raw.get("/kbs/v0/resource/default/secret/missing", &cookie).await.status, 404);
-    assert_eq!(raw.get("/kbs/v0/resource/default/../db", &cookie).await.status, 400);
+    assert_eq!(
+        raw.get("/kbs/v0/resource/default/secret/missing", &cookie)
+            .await
+            .status,
+        404
+    );
+    assert_eq!(
+        raw.get("/kbs/v0/resource/default/../db", &cookie)
+            .await
+            .status,
+        400
+    );
 }

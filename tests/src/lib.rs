@@ -6,6 +6,7 @@
 pub mod bench;
 pub mod containerd;
 pub mod cri;
+pub mod kbs;
 pub mod oci_image;
 pub mod pod;
 pub mod rootfs;
@@ -256,9 +257,9 @@ pub fn build_image_with_init(
 pub fn initrd_with_one_changed_byte(original: &Path, out: &Path) {
     use std::io::{Read as _, Write as _};
     let mut archive = Vec::new();
-    flate2::read::GzDecoder::new(std::fs::File::open(original).unwrap())
+    flate2::read::GzDecoder::new(std::fs::File::open(original).expect("the initrd"))
         .read_to_end(&mut archive)
-        .unwrap();
+        .expect("a gzip initrd");
     const HEADER: usize = 110;
     const MTIME: usize = 6 + 5 * 8;
     let name = archive
@@ -272,8 +273,10 @@ pub fn initrd_with_one_changed_byte(original: &Path, out: &Path) {
         .expect("the initrd has a tmp directory entry");
     let digit = name - HEADER + MTIME + 7;
     archive[digit] = if archive[digit] == b'1' { b'2' } else { b'1' };
-    let mut encoder =
-        flate2::write::GzEncoder::new(std::fs::File::create(out).unwrap(), Default::default());
-    encoder.write_all(&archive).unwrap();
-    encoder.finish().unwrap();
+    let mut encoder = flate2::write::GzEncoder::new(
+        std::fs::File::create(out).expect("the changed initrd"),
+        Default::default(),
+    );
+    encoder.write_all(&archive).expect("writing the initrd");
+    encoder.finish().expect("writing the initrd");
 }

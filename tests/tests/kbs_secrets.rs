@@ -9,68 +9,16 @@
 
 #![allow(clippy::unwrap_used)] // a test fails loudly by design
 
-use std::io::{BufRead as _, Read as _, Seek as _};
+use std::io::{Read as _, Seek as _};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 
 use cloak_host::config::TeeKind;
 use cloak_tests::containerd::{image, PrivateContainerd};
-use cloak_tests::cri::{
-    container_config, cri_test_env, CriClient, PodSpec, BRIDGE_ADDRESS, RUNTIME_HANDLER,
-};
+use cloak_tests::cri::{container_config, cri_test_env, CriClient, PodSpec, RUNTIME_HANDLER};
+use cloak_tests::kbs::{free_port, init_data_for, sealed, start_broker};
 use cloak_tests::vm_slot;
 use k8s_cri::v1::{KeyValue, Mount};
 use sha2::{Digest, Sha256};
-
-/// A broker process, killed on drop.
-struct BrokerProcess {
-    child: Child,
-}
-
-impl Drop for BrokerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("0.0.0.0:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn start_broker(cloak: &Path, resources: &Path, reference_values: &Path, init_data: &Path, port: u16) -> BrokerProcess {
-    let mut child = Command::new(cloak)
-        .args(["kbs", "serve", "--allow-simulated", "--address"])
-        .arg(format!("0.0.0.0:{port}"))
-        .arg("--resources")
-        .arg(resources)
-        .arg("--reference-values")
-        .arg(reference_values)
-        .arg("--init-data")
-        .arg(init_data)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert!(line.contains("listening on"), "{line:?}");
-    BrokerProcess { child }
-}
-
-/// The pod's init-data: its key broker, an init-data resource, the shared rootfs (the test
-/// images are not pinned layers), no policy of its own.
-fn init_data_for(port: u16, note: &str) -> String {
-    format!(
-        "version = \"0.1.0\"\nalgorithm = \"sha256\"\n\n[data]\n\"cloak.rootfs\" = \"shared\"\n\"cloak.secrets\" = \"kbs:///default/secret/config\"\n\"note\" = \"{note}\"\n\"cdh.toml\" = '''\n[kbc]\nname = \"cc_kbc\"\nurl = \"http://{BRIDGE_ADDRESS}:{port}\"\n'''\n"
-    )
-}
 
 fn random_secret(label: &str) -> String {
     let mut bytes = [0u8; 16];
@@ -124,12 +72,6 @@ fn fixture(test: &str, initrd: Option<PathBuf>) -> Option<Fixture> {
     })
 }
 
-fn sealed(cloak: &Path, uri: &str) -> String {
-    let out = Command::new(cloak).args(["kbs", "seal", uri]).output().unwrap();
-    assert!(out.status.success());
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
-}
-
 /// A kubelet-shaped Secret volume: `<key> -> ..data/<key>`, holding `content`.
 fn secret_volume(dir: &Path, key: &str, content: &str) -> PathBuf {
     let volume = dir.join("kubelet/pods/uid/volumes/kubernetes.io~secret/creds");
@@ -146,12 +88,12 @@ fn secret_consumer(fixture: &Fixture) -> k8s_cri::v1::ContainerConfig {
     let mut config = container_config("app", &image(), &["sleep", "3600"]);
     config.envs.push(KeyValue {
         key: "SECRET".into(),
-        value: sealed(&fixture.cloak, "kbs:///default/secret/env"),
+        value: sealed(&fixture.cloak, "kbs:///default/secret/env").unwrap(),
     });
     let volume = secret_volume(
         fixture.dir.path(),
         "token",
-        &sealed(&fixture.cloak, "kbs:///default/secret/file"),
+        &sealed(&fixture.cloak, "kbs:///default/secret/file").unwrap(),
     );
     config.mounts.push(Mount {
         container_path: "/secret".into(),
@@ -175,7 +117,13 @@ fn files_containing(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
             continue;
         };
         if metadata.is_dir() {
-            pending.extend(std::fs::read_dir(&path).into_iter().flatten().flatten().map(|e| e.path()));
+            pending.extend(
+                std::fs::read_dir(&path)
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .map(|e| e.path()),
+            );
         } else if metadata.is_file() {
             if let Ok(bytes) = std::fs::read(&path) {
                 if bytes.windows(needle.len()).any(|w| w == needle) {
@@ -205,7 +153,9 @@ fn memory_contains(pid: u32, needle: &[u8]) -> bool {
             u64::from_str_radix(end, 16).unwrap(),
         );
         let mut buffer = vec![0u8; (end - start) as usize];
-        if mem.seek(std::io::SeekFrom::Start(start)).is_err() || mem.read_exact(&mut buffer).is_err() {
+        if mem.seek(std::io::SeekFrom::Start(start)).is_err()
+            || mem.read_exact(&mut buffer).is_err()
+        {
             continue;
         }
         if buffer.windows(needle.len()).any(|w| w == needle) {
@@ -221,7 +171,7 @@ fn sealed_secrets_reach_the_container_and_no_host_side_copy() {
     let Some(fixture) = fixture(test, None) else {
         return;
     };
-    let port = free_port();
+    let port = free_port().unwrap();
     let init_data = init_data_for(port, "the attested pod");
     let init_data_file = fixture.dir.path().join("init-data.toml");
     std::fs::write(&init_data_file, &init_data).unwrap();
@@ -231,7 +181,8 @@ fn sealed_secrets_reach_the_container_and_no_host_side_copy() {
         &fixture.reference_values,
         &init_data_file,
         port,
-    );
+    )
+    .unwrap();
     let containerd = &fixture.containerd;
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
@@ -266,7 +217,10 @@ fn sealed_secrets_reach_the_container_and_no_host_side_copy() {
         let checks = [
             ("env", hash_of("printf %s \"$SECRET\" | sha256sum")),
             ("file", hash_of("cat /secret/token | sha256sum")),
-            ("config", hash_of("cat /run/cloak/secrets/default/secret/config | sha256sum")),
+            (
+                "config",
+                hash_of("cat /run/cloak/secrets/default/secret/config | sha256sum"),
+            ),
         ];
         for (tag, script) in checks {
             let out = cri.exec_sync(&app, &["sh", "-c", &script]).await.unwrap();
@@ -279,7 +233,10 @@ fn sealed_secrets_reach_the_container_and_no_host_side_copy() {
             );
         }
         // The volume's other view: the sealed form is gone from the container, too.
-        let out = cri.exec_sync(&app, &["sh", "-c", "grep -c sealed. /secret/token; true"]).await.unwrap();
+        let out = cri
+            .exec_sync(&app, &["sh", "-c", "grep -c sealed. /secret/token; true"])
+            .await
+            .unwrap();
         assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "0");
 
         // No host-side copy: containerd's directories and log, the pods' run directory, the
@@ -292,19 +249,28 @@ fn sealed_secrets_reach_the_container_and_no_host_side_copy() {
         assert!(!shims.is_empty(), "no shim process found");
         for (tag, plaintext) in &fixture.secrets {
             let needle = plaintext.as_bytes();
-            for dir in [containerd.dir(), containerd.run_dir.as_path(), fixture.dir.path().join("kubelet").as_path()] {
+            for dir in [
+                containerd.dir(),
+                containerd.run_dir.as_path(),
+                fixture.dir.path().join("kubelet").as_path(),
+            ] {
                 let found = files_containing(dir, needle);
                 assert!(found.is_empty(), "{tag} in host files {found:?}");
             }
             for pid in &shims {
-                assert!(!memory_contains(*pid, needle), "{tag} in the memory of shim {pid}");
+                assert!(
+                    !memory_contains(*pid, needle),
+                    "{tag} in the memory of shim {pid}"
+                );
             }
         }
         // The searches can find: the sealed reference is in containerd's files, and the
         // container's id in the shim's memory.
-        let sealed_env = sealed(&fixture.cloak, "kbs:///default/secret/env");
+        let sealed_env = sealed(&fixture.cloak, "kbs:///default/secret/env").unwrap();
         assert!(!files_containing(containerd.dir(), sealed_env.as_bytes()).is_empty());
-        assert!(shims.iter().any(|pid| memory_contains(*pid, app.as_bytes())));
+        assert!(shims
+            .iter()
+            .any(|pid| memory_contains(*pid, app.as_bytes())));
 
         cri.stop_container(&app, 0).await.unwrap();
         cri.remove_container(&app).await.unwrap();
@@ -351,18 +317,31 @@ fn a_pod_booted_with_a_changed_initrd_gets_no_secret() {
     };
     let changed = tempfile::tempdir().unwrap();
     let initrd = changed.path().join("initrd.img");
-    cloak_tests::initrd_with_one_changed_byte(&env.guest_dir.join(&env.manifest.initrd.file), &initrd);
+    cloak_tests::initrd_with_one_changed_byte(
+        &env.guest_dir.join(&env.manifest.initrd.file),
+        &initrd,
+    );
     drop(env);
     let Some(fixture) = fixture(test, Some(initrd)) else {
         return;
     };
-    let port = free_port();
+    let port = free_port().unwrap();
     let init_data = init_data_for(port, "the attested pod");
     let init_data_file = fixture.dir.path().join("init-data.toml");
     std::fs::write(&init_data_file, &init_data).unwrap();
-    let _broker = start_broker(&fixture.cloak, &fixture.dir.path().join("resources"), &fixture.reference_values, &init_data_file, port);
+    let _broker = start_broker(
+        &fixture.cloak,
+        &fixture.dir.path().join("resources"),
+        &fixture.reference_values,
+        &init_data_file,
+        port,
+    )
+    .unwrap();
     let message = refused_create(&fixture, &init_data);
-    assert!(message.contains("403") && message.contains("launch measurement"), "{message}");
+    assert!(
+        message.contains("403") && message.contains("launch measurement"),
+        "{message}"
+    );
 }
 
 #[test]
@@ -371,10 +350,20 @@ fn a_pod_with_init_data_the_broker_does_not_serve_gets_no_secret() {
     let Some(fixture) = fixture(test, None) else {
         return;
     };
-    let port = free_port();
+    let port = free_port().unwrap();
     let served = fixture.dir.path().join("served.toml");
     std::fs::write(&served, init_data_for(port, "the pod the broker serves")).unwrap();
-    let _broker = start_broker(&fixture.cloak, &fixture.dir.path().join("resources"), &fixture.reference_values, &served, port);
+    let _broker = start_broker(
+        &fixture.cloak,
+        &fixture.dir.path().join("resources"),
+        &fixture.reference_values,
+        &served,
+        port,
+    )
+    .unwrap();
     let message = refused_create(&fixture, &init_data_for(port, "another pod"));
-    assert!(message.contains("403") && message.contains("HOST_DATA"), "{message}");
+    assert!(
+        message.contains("403") && message.contains("HOST_DATA"),
+        "{message}"
+    );
 }

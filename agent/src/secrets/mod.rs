@@ -26,7 +26,9 @@ pub(crate) const SECRETS_DIR: &str = "/run/cloak/secrets";
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum SecretError {
-    #[error("this pod's init-data names no key broker (cdh.toml: [kbc] url), so {0} cannot be unsealed")]
+    #[error(
+        "this pod's init-data names no key broker (cdh.toml: [kbc] url), so {0} cannot be unsealed"
+    )]
     NoBroker(String),
     #[error("the init-data's key broker settings: {0}")]
     Settings(String),
@@ -61,9 +63,16 @@ impl Secrets {
             },
             files: parsed
                 .as_ref()
-                .map(|document| document.secret_files().into_iter().map(str::to_owned).collect())
+                .map(|document| {
+                    document
+                        .secret_files()
+                        .into_iter()
+                        .map(str::to_owned)
+                        .collect()
+                })
                 .unwrap_or_default(),
-            init_data: parsed.and_then(|document| String::from_utf8(document.bytes().to_vec()).ok()),
+            init_data: parsed
+                .and_then(|document| String::from_utf8(document.bytes().to_vec()).ok()),
             session: tokio::sync::Mutex::new(None),
             released: Default::default(),
             files_ready: tokio::sync::OnceCell::new(),
@@ -79,7 +88,11 @@ impl Secrets {
     }
 
     /// One resource, attesting first if this pod has no live session.
-    pub(crate) async fn fetch(&self, tee: TeeKind, uri: &ResourceUri) -> Result<Vec<u8>, SecretError> {
+    pub(crate) async fn fetch(
+        &self,
+        tee: TeeKind,
+        uri: &ResourceUri,
+    ) -> Result<Vec<u8>, SecretError> {
         if let Some(plaintext) = self.released().get(uri) {
             return Ok(plaintext.clone());
         }
@@ -88,13 +101,19 @@ impl Secrets {
         Ok(plaintext)
     }
 
-    fn released(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<ResourceUri, Vec<u8>>> {
+    fn released(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<ResourceUri, Vec<u8>>> {
         self.released
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    async fn fetch_from_broker(&self, tee: TeeKind, uri: &ResourceUri) -> Result<Vec<u8>, SecretError> {
+    async fn fetch_from_broker(
+        &self,
+        tee: TeeKind,
+        uri: &ResourceUri,
+    ) -> Result<Vec<u8>, SecretError> {
         let client = self.client(&format!("kbs:///{uri}"))?;
         let mut session = self.session.lock().await;
         let fresh = session.is_none();
@@ -131,9 +150,14 @@ impl Secrets {
             })
             .await?;
         if session.simulated {
-            tracing::warn!("the key broker accepts SIMULATED TEEs: the secrets it releases are not protected");
+            tracing::warn!(
+                "the key broker accepts SIMULATED TEEs: the secrets it releases are not protected"
+            );
         }
-        tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "attested to the key broker");
+        tracing::info!(
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "attested to the key broker"
+        );
         Ok(session)
     }
 
@@ -147,8 +171,9 @@ impl Secrets {
             return Ok(*ready);
         }
         for name in &self.files {
-            let uri = ResourceUri::parse(name)
-                .map_err(|err| SecretError::Settings(format!("{}: {err}", cloak_init_data::SECRETS_KEY)))?;
+            let uri = ResourceUri::parse(name).map_err(|err| {
+                SecretError::Settings(format!("{}: {err}", cloak_init_data::SECRETS_KEY))
+            })?;
             let plaintext = self.fetch(tee, &uri).await?;
             let path = PathBuf::from(SECRETS_DIR)
                 .join(&uri.repository)

@@ -122,7 +122,10 @@ async fn unseal_env(
         let uri = sealed::resource_of(value)
             .map_err(|err| io(format!("environment variable {name}"), err))?;
         let plaintext = secrets.fetch(tee, &uri).await.map_err(|err| {
-            io(format!("unsealing environment variable {name} (kbs:///{uri})"), err)
+            io(
+                format!("unsealing environment variable {name} (kbs:///{uri})"),
+                err,
+            )
         })?;
         let plaintext = String::from_utf8(plaintext).map_err(|_| {
             io(
@@ -231,14 +234,18 @@ async fn unseal_mount(
         let mode = std::fs::metadata(path)
             .map(|m| m.permissions().mode() & 0o777)
             .unwrap_or(0o444);
-        match sealed_files.iter().find(|(sealed_name, _)| sealed_name == name) {
+        match sealed_files
+            .iter()
+            .find(|(sealed_name, _)| sealed_name == name)
+        {
             Some((_, text)) => {
                 let what = format!("mounted file {}", name.to_string_lossy());
                 let plaintext = unseal(text.clone(), what).await?;
                 write_private(&out, &plaintext, mode)?;
             }
             None => {
-                let bytes = std::fs::read(path).map_err(|err| io(path.display().to_string(), err))?;
+                let bytes =
+                    std::fs::read(path).map_err(|err| io(path.display().to_string(), err))?;
                 write_private(&out, &bytes, mode)?;
             }
         }
