@@ -110,6 +110,27 @@ async fn attest_as(
     client.resource(&session, &db()).await
 }
 
+/// Attests as a guest launched with MEASUREMENT, INIT_DATA and POLICY that sends `claimed`
+/// as its init-data.
+async fn attest_claiming(
+    fixture: &Fixture,
+    claimed: &str,
+) -> Result<cloak_kbs_protocol::client::Session, ClientError> {
+    let client = KbsClient::new(&fixture.url).unwrap();
+    let psp = fixture.psp.clone();
+    client
+        .attest(Some(claimed), move |report_data| async move {
+            Ok(evidence_for(
+                &psp,
+                MEASUREMENT,
+                INIT_DATA,
+                POLICY,
+                report_data,
+            ))
+        })
+        .await
+}
+
 fn refusal(result: Result<Vec<u8>, ClientError>) -> (u16, String) {
     match result {
         Err(ClientError::Refused { status, detail, .. }) => (status, detail),
@@ -146,21 +167,8 @@ async fn other_init_data_than_the_policy_requires_is_refused() {
 #[tokio::test]
 async fn init_data_that_is_not_what_host_data_binds_is_refused_at_attest() {
     let fixture = broker(|_| {}).await;
-    let client = KbsClient::new(&fixture.url).unwrap();
-    let psp = fixture.psp.clone();
     // Launched with INIT_DATA, but claims other init-data.
-    let claimed = INIT_DATA.replace("kbs test", "claimed");
-    let result = client
-        .attest(Some(&claimed), move |report_data| async move {
-            Ok(evidence_for(
-                &psp,
-                MEASUREMENT,
-                INIT_DATA,
-                POLICY,
-                report_data,
-            ))
-        })
-        .await;
+    let result = attest_claiming(&fixture, &INIT_DATA.replace("kbs test", "claimed")).await;
     let Err(ClientError::Refused {
         status,
         detail,
@@ -184,19 +192,7 @@ async fn a_debug_policy_is_refused() {
 #[tokio::test]
 async fn a_simulated_report_is_refused_unless_allowed() {
     let fixture = broker(|config| config.allow_simulated = false).await;
-    let client = KbsClient::new(&fixture.url).unwrap();
-    let psp = fixture.psp.clone();
-    let result = client
-        .attest(Some(INIT_DATA), move |report_data| async move {
-            Ok(evidence_for(
-                &psp,
-                MEASUREMENT,
-                INIT_DATA,
-                POLICY,
-                report_data,
-            ))
-        })
-        .await;
+    let result = attest_claiming(&fixture, INIT_DATA).await;
     let Err(ClientError::Refused { status, detail, .. }) = result else {
         panic!("{result:?}");
     };
@@ -204,15 +200,8 @@ async fn a_simulated_report_is_refused_unless_allowed() {
     assert!(detail.contains("SIMULATED"), "{detail}");
     // Allowed, every answer says so.
     let fixture = broker(|_| {}).await;
-    let answer = http::request(
-        &http::Endpoint::parse(&fixture.url).unwrap(),
-        "POST",
-        "/kbs/v0/auth",
-        &[],
-        br#"{"version":"0.4.0","tee":"snp","extra-params":{}}"#,
-    )
-    .await
-    .unwrap();
+    let raw = Raw::of(&fixture);
+    let answer = raw.auth_answer().await;
     assert_eq!(
         answer.header(cloak_kbs_protocol::SIMULATED_HEADER).next(),
         Some("true")
@@ -225,8 +214,26 @@ struct Raw {
 }
 
 impl Raw {
-    async fn auth(&self) -> (String, String) {
-        let answer = http::request(
+    fn of(fixture: &Fixture) -> Self {
+        Self {
+            endpoint: http::Endpoint::parse(&fixture.url).unwrap(),
+        }
+    }
+
+    /// A session that attested with a fresh key: the key, the cookie and the attestation sent.
+    async fn attested(&self, psp: &SimulatedPsp) -> (TeeKeyPair, String, Vec<u8>) {
+        let key = TeeKeyPair::generate();
+        let (cookie, nonce) = self.auth().await;
+        let body = attestation(psp, &nonce, &key, &key);
+        assert_eq!(
+            self.post("/kbs/v0/attest", &cookie, &body).await.status,
+            200
+        );
+        (key, cookie, body)
+    }
+
+    async fn auth_answer(&self) -> http::Response {
+        http::request(
             &self.endpoint,
             "POST",
             "/kbs/v0/auth",
@@ -234,7 +241,11 @@ impl Raw {
             br#"{"version":"0.4.0","tee":"snp","extra-params":{}}"#,
         )
         .await
-        .unwrap();
+        .unwrap()
+    }
+
+    async fn auth(&self) -> (String, String) {
+        let answer = self.auth_answer().await;
         assert_eq!(answer.status, 200);
         let cookie = cloak_kbs_protocol::client::session_cookie(&answer).unwrap();
         let challenge: kbs_types::Challenge = serde_json::from_slice(&answer.body).unwrap();
@@ -280,13 +291,8 @@ fn attestation(
 #[tokio::test]
 async fn a_replayed_attestation_is_refused() {
     let fixture = broker(|_| {}).await;
-    let raw = Raw {
-        endpoint: http::Endpoint::parse(&fixture.url).unwrap(),
-    };
-    let key = TeeKeyPair::generate();
-    let (cookie, nonce) = raw.auth().await;
-    let body = attestation(&fixture.psp, &nonce, &key, &key);
-    assert_eq!(raw.post("/kbs/v0/attest", &cookie, &body).await.status, 200);
+    let raw = Raw::of(&fixture);
+    let (_, cookie, body) = raw.attested(&fixture.psp).await;
     // The same attestation again, in the same session: its challenge is spent.
     let again = raw.post("/kbs/v0/attest", &cookie, &body).await;
     assert_eq!(
@@ -305,9 +311,7 @@ async fn a_replayed_attestation_is_refused() {
 #[tokio::test]
 async fn a_swapped_tee_pubkey_is_refused() {
     let fixture = broker(|_| {}).await;
-    let raw = Raw {
-        endpoint: http::Endpoint::parse(&fixture.url).unwrap(),
-    };
+    let raw = Raw::of(&fixture);
     let (cookie, nonce) = raw.auth().await;
     let guest = TeeKeyPair::generate();
     let attacker = TeeKeyPair::generate();
@@ -323,13 +327,8 @@ async fn a_swapped_tee_pubkey_is_refused() {
 #[tokio::test]
 async fn a_stale_or_unknown_cookie_is_refused() {
     let fixture = broker(|config| config.session_ttl = Duration::from_secs(1)).await;
-    let raw = Raw {
-        endpoint: http::Endpoint::parse(&fixture.url).unwrap(),
-    };
-    let key = TeeKeyPair::generate();
-    let (cookie, nonce) = raw.auth().await;
-    let body = attestation(&fixture.psp, &nonce, &key, &key);
-    assert_eq!(raw.post("/kbs/v0/attest", &cookie, &body).await.status, 200);
+    let raw = Raw::of(&fixture);
+    let (key, cookie, _) = raw.attested(&fixture.psp).await;
     let fresh = raw.get(&db().path(), &cookie).await;
     assert_eq!(fresh.status, 200);
     assert_eq!(key.decrypt(&fresh.body).unwrap(), SECRET);
@@ -353,13 +352,8 @@ async fn a_resource_the_policy_does_not_grant_is_forbidden() {
         cloak_kbs::DEFAULT_POLICY
     );
     let fixture = broker(|config| config.policy = policy).await;
-    let raw = Raw {
-        endpoint: http::Endpoint::parse(&fixture.url).unwrap(),
-    };
-    let key = TeeKeyPair::generate();
-    let (cookie, nonce) = raw.auth().await;
-    let body = attestation(&fixture.psp, &nonce, &key, &key);
-    assert_eq!(raw.post("/kbs/v0/attest", &cookie, &body).await.status, 200);
+    let raw = Raw::of(&fixture);
+    let (_, cookie, _) = raw.attested(&fixture.psp).await;
     assert_eq!(raw.get(&db().path(), &cookie).await.status, 200);
     let other = raw
         .get("/kbs/v0/resource/default/secret/other", &cookie)

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use cloak_host::config::TeeKind;
 use cloak_tests::containerd::{image, PrivateContainerd};
 use cloak_tests::cri::{container_config, cri_test_env, CriClient, PodSpec, RUNTIME_HANDLER};
-use cloak_tests::kbs::{free_port, init_data_for, sealed, start_broker};
+use cloak_tests::kbs::{free_port, init_data_for, sealed, start_broker, BrokerProcess};
 use cloak_tests::vm_slot;
 use k8s_cri::v1::{KeyValue, Mount};
 use sha2::{Digest, Sha256};
@@ -70,6 +70,33 @@ fn fixture(test: &str, initrd: Option<PathBuf>) -> Option<Fixture> {
         reference_values,
         secrets,
     })
+}
+
+impl Fixture {
+    /// A broker serving the pod with the init-data `init_data_for(port, note)`: it and the
+    /// document.
+    fn serve(&self, note: &str) -> (BrokerProcess, String) {
+        let port = free_port().unwrap();
+        let init_data = init_data_for(port, note);
+        let init_data_file = self.dir.path().join("init-data.toml");
+        std::fs::write(&init_data_file, &init_data).unwrap();
+        let broker = start_broker(
+            &self.cloak,
+            &self.dir.path().join("resources"),
+            &self.reference_values,
+            &init_data_file,
+            port,
+        )
+        .unwrap();
+        (broker, init_data)
+    }
+}
+
+/// The broker port an init-data document names.
+fn served_port(init_data: &str) -> u16 {
+    let url = init_data.split("url = \"http://").nth(1).unwrap();
+    let end = url.find('"').unwrap();
+    url[..end].rsplit(':').next().unwrap().parse().unwrap()
 }
 
 /// A kubelet-shaped Secret volume: `<key> -> ..data/<key>`, holding `content`.
@@ -171,33 +198,12 @@ fn sealed_secrets_reach_the_container_and_no_host_side_copy() {
     let Some(fixture) = fixture(test, None) else {
         return;
     };
-    let port = free_port().unwrap();
-    let init_data = init_data_for(port, "the attested pod");
-    let init_data_file = fixture.dir.path().join("init-data.toml");
-    std::fs::write(&init_data_file, &init_data).unwrap();
-    let _broker = start_broker(
-        &fixture.cloak,
-        &fixture.dir.path().join("resources"),
-        &fixture.reference_values,
-        &init_data_file,
-        port,
-    )
-    .unwrap();
+    let (_broker, init_data) = fixture.serve("the attested pod");
     let containerd = &fixture.containerd;
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         let mut cri = CriClient::connect(&containerd.address).await.unwrap();
-        let log_directory = containerd.dir().join("pod-logs/secrets");
-        std::fs::create_dir_all(&log_directory).unwrap();
-        let mut pod = PodSpec::new("secrets", RUNTIME_HANDLER, log_directory);
-        pod.annotations.insert(
-            "io.cloak.init-data".into(),
-            cloak_init_data::encode_annotation(init_data.as_bytes()).unwrap(),
-        );
-        let pod_id = cri
-            .run_pod(&pod)
-            .await
-            .unwrap_or_else(|err| panic!("{err:#}\n{}", containerd.log_tail(40)));
+        let (pod, pod_id) = run_pod(&mut cri, containerd, "secrets", &init_data).await;
         let app = cri
             .create_container_with(&pod_id, &pod, secret_consumer(&fixture))
             .await
@@ -278,23 +284,34 @@ fn sealed_secrets_reach_the_container_and_no_host_side_copy() {
     });
 }
 
+/// A running CRI pod `name` carrying `init_data`: its spec and id.
+async fn run_pod(
+    cri: &mut CriClient,
+    containerd: &PrivateContainerd,
+    name: &str,
+    init_data: &str,
+) -> (PodSpec, String) {
+    let log_directory = containerd.dir().join("pod-logs").join(name);
+    std::fs::create_dir_all(&log_directory).unwrap();
+    let mut pod = PodSpec::new(name, RUNTIME_HANDLER, log_directory);
+    pod.annotations.insert(
+        "io.cloak.init-data".into(),
+        cloak_init_data::encode_annotation(init_data.as_bytes()).unwrap(),
+    );
+    let pod_id = cri
+        .run_pod(&pod)
+        .await
+        .unwrap_or_else(|err| panic!("{err:#}\n{}", containerd.log_tail(40)));
+    (pod, pod_id)
+}
+
 /// Creates the secret consumer in a pod with `init_data`; the refusal's message.
 fn refused_create(fixture: &Fixture, init_data: &str) -> String {
     let containerd = &fixture.containerd;
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         let mut cri = CriClient::connect(&containerd.address).await.unwrap();
-        let log_directory = containerd.dir().join("pod-logs/refused");
-        std::fs::create_dir_all(&log_directory).unwrap();
-        let mut pod = PodSpec::new("refused", RUNTIME_HANDLER, log_directory);
-        pod.annotations.insert(
-            "io.cloak.init-data".into(),
-            cloak_init_data::encode_annotation(init_data.as_bytes()).unwrap(),
-        );
-        let pod_id = cri
-            .run_pod(&pod)
-            .await
-            .unwrap_or_else(|err| panic!("{err:#}\n{}", containerd.log_tail(40)));
+        let (pod, pod_id) = run_pod(&mut cri, containerd, "refused", init_data).await;
         let app = cri
             .create_container_with(&pod_id, &pod, secret_consumer(fixture))
             .await
@@ -325,18 +342,7 @@ fn a_pod_booted_with_a_changed_initrd_gets_no_secret() {
     let Some(fixture) = fixture(test, Some(initrd)) else {
         return;
     };
-    let port = free_port().unwrap();
-    let init_data = init_data_for(port, "the attested pod");
-    let init_data_file = fixture.dir.path().join("init-data.toml");
-    std::fs::write(&init_data_file, &init_data).unwrap();
-    let _broker = start_broker(
-        &fixture.cloak,
-        &fixture.dir.path().join("resources"),
-        &fixture.reference_values,
-        &init_data_file,
-        port,
-    )
-    .unwrap();
+    let (_broker, init_data) = fixture.serve("the attested pod");
     let message = refused_create(&fixture, &init_data);
     assert!(
         message.contains("403") && message.contains("launch measurement"),
@@ -350,17 +356,8 @@ fn a_pod_with_init_data_the_broker_does_not_serve_gets_no_secret() {
     let Some(fixture) = fixture(test, None) else {
         return;
     };
-    let port = free_port().unwrap();
-    let served = fixture.dir.path().join("served.toml");
-    std::fs::write(&served, init_data_for(port, "the pod the broker serves")).unwrap();
-    let _broker = start_broker(
-        &fixture.cloak,
-        &fixture.dir.path().join("resources"),
-        &fixture.reference_values,
-        &served,
-        port,
-    )
-    .unwrap();
+    let (_broker, served) = fixture.serve("the pod the broker serves");
+    let port = served_port(&served);
     let message = refused_create(&fixture, &init_data_for(port, "another pod"));
     assert!(
         message.contains("403") && message.contains("HOST_DATA"),
