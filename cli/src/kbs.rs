@@ -41,6 +41,13 @@ pub(crate) struct ServeArgs {
     /// Accept cloak's SIMULATED TEE (development and tests only: nothing is protected).
     #[arg(long)]
     allow_simulated: bool,
+    /// Serve HTTPS with this certificate chain (PEM, leaf first); pods trust its CA through
+    /// their init-data's kbs_cert.
+    #[arg(long = "tls-cert", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The TLS private key (PEM).
+    #[arg(long = "tls-key", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// How long a challenge and an attested session last, in seconds.
     #[arg(long = "session-ttl", default_value_t = 300)]
     session_ttl: u64,
@@ -97,6 +104,13 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         session_ttl: std::time::Duration::from_secs(args.session_ttl),
     };
     let broker = Arc::new(cloak_kbs::Broker::new(config)?);
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(cloak_kbs::tls_acceptor(
+            &std::fs::read(cert).with_context(|| format!("reading {}", cert.display()))?,
+            &std::fs::read(key).with_context(|| format!("reading {}", key.display()))?,
+        )?),
+        _ => None,
+    };
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(&args.address)
@@ -105,11 +119,12 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let bound = listener.local_addr()?;
         #[allow(clippy::print_stdout)] // the address is the command's output
         {
-            println!("cloak kbs listening on {bound}");
+            let scheme = if tls.is_some() { "https" } else { "http" };
+            println!("cloak kbs listening on {bound} ({scheme})");
         }
         use std::io::Write as _;
         let _ = std::io::stdout().flush();
-        cloak_kbs::serve(listener, broker).await?;
+        cloak_kbs::serve(listener, broker, tls).await?;
         Ok(())
     })
 }

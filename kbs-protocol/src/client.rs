@@ -19,8 +19,6 @@ use crate::{binding, PROTOCOL_VERSION, SESSION_COOKIE, SIMULATED_HEADER};
 pub enum ClientError {
     #[error(transparent)]
     Http(#[from] HttpError),
-    #[error("{0:?}: https:// brokers are not supported yet (TLS with the init-data's kbs_cert is not built); name an http:// broker")]
-    Https(String),
     #[error("the key broker refused {step} ({status}): {detail}")]
     Refused {
         step: &'static str,
@@ -55,12 +53,11 @@ pub struct Session {
 }
 
 impl KbsClient {
-    pub fn new(url: &str) -> Result<Self, ClientError> {
-        if url.starts_with("https://") {
-            return Err(ClientError::Https(url.to_owned()));
-        }
+    /// The broker at `url`; an `https://` one is trusted only if its certificate chains to
+    /// `ca_pem`.
+    pub fn new(url: &str, ca_pem: Option<&str>) -> Result<Self, ClientError> {
         Ok(Self {
-            endpoint: Endpoint::parse(url)?,
+            endpoint: Endpoint::with_ca(url, ca_pem)?,
         })
     }
 

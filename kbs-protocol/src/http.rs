@@ -1,11 +1,15 @@
 //! The little HTTP/1.1 the guest's key-broker client needs: one request per connection
 //! (`Connection: close`), a body with Content-Length, answers with Content-Length, chunked
 //! coding or read to the end; bounded in size and time, since the network between guest and
-//! broker is the host's.
+//! broker is the host's. `https://` brokers are reached over TLS (rustls) trusting only the CA
+//! the pod's init-data names, so the host cannot stand in for the broker.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, ServerName};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// Larger answers are refused: resources are secrets, not images.
@@ -14,8 +18,17 @@ pub const TIMEOUT: Duration = Duration::from_secs(15);
 
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
-    #[error("{0:?} is not an http:// address with a host and port")]
+    #[error("{0:?} is not an http:// or https:// address with a host")]
     Address(String),
+    #[error(
+        "{url}: an https:// broker needs its CA certificate (cdh.toml [kbc] kbs_cert): {reason}"
+    )]
+    Trust { url: String, reason: String },
+    #[error("TLS with {address}: {source}")]
+    Tls {
+        address: String,
+        source: std::io::Error,
+    },
     #[error("connecting to {address}: {source}")]
     Connect {
         address: String,
@@ -34,38 +47,62 @@ pub enum HttpError {
     Malformed { address: String, reason: String },
 }
 
-/// Where a broker listens: `http://host:port[/prefix]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where a broker listens: `http://host:port[/prefix]`, or `https://` with the CA to trust.
+#[derive(Debug, Clone)]
 pub struct Endpoint {
     pub host: String,
     pub port: u16,
     /// Path before `/kbs/v0/...`, without a trailing slash.
     pub prefix: String,
+    tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl Endpoint {
+    /// An `http://` address (an `https://` one needs its CA: `with_ca`).
     pub fn parse(url: &str) -> Result<Self, HttpError> {
-        let rest = url
-            .strip_prefix("http://")
-            .ok_or_else(|| HttpError::Address(url.to_owned()))?;
+        Self::with_ca(url, None)
+    }
+
+    /// `url`, trusting only the certificates in `ca_pem` for an `https://` one.
+    pub fn with_ca(url: &str, ca_pem: Option<&str>) -> Result<Self, HttpError> {
+        let (rest, default_port, tls) = if let Some(rest) = url.strip_prefix("http://") {
+            (rest, 80, false)
+        } else if let Some(rest) = url.strip_prefix("https://") {
+            (rest, 443, true)
+        } else {
+            return Err(HttpError::Address(url.to_owned()));
+        };
         let (authority, prefix) = match rest.find('/') {
             Some(at) => (&rest[..at], rest[at..].trim_end_matches('/')),
             None => (rest, ""),
         };
         let (host, port) = match authority.rsplit_once(':') {
-            Some((host, port)) if !host.is_empty() => (
+            Some((host, port)) if !host.is_empty() && !port.contains(']') => (
                 host.trim_start_matches('[').trim_end_matches(']'),
                 port.parse::<u16>()
                     .map_err(|_| HttpError::Address(url.to_owned()))?,
             ),
-            _ if !authority.is_empty() => (authority, 80),
+            _ if !authority.is_empty() => (
+                authority.trim_start_matches('[').trim_end_matches(']'),
+                default_port,
+            ),
             _ => return Err(HttpError::Address(url.to_owned())),
+        };
+        let tls = if tls {
+            Some(client_config(url, ca_pem)?)
+        } else {
+            None
         };
         Ok(Self {
             host: host.to_owned(),
             port,
             prefix: prefix.to_owned(),
+            tls,
         })
+    }
+
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
     }
 
     fn address(&self) -> String {
@@ -75,6 +112,32 @@ impl Endpoint {
             format!("{}:{}", self.host, self.port)
         }
     }
+}
+
+/// A TLS client trusting the CA certificates of `ca_pem` and nothing else.
+fn client_config(url: &str, ca_pem: Option<&str>) -> Result<Arc<rustls::ClientConfig>, HttpError> {
+    let trust = |reason: String| HttpError::Trust {
+        url: url.to_owned(),
+        reason,
+    };
+    let pem = ca_pem.ok_or_else(|| trust("none given".to_owned()))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for certificate in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+        let certificate = certificate.map_err(|err| trust(err.to_string()))?;
+        roots
+            .add(certificate)
+            .map_err(|err| trust(err.to_string()))?;
+    }
+    if roots.is_empty() {
+        return Err(trust("no PEM certificate in it".to_owned()));
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|err| trust(err.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
 }
 
 #[derive(Debug, Clone)]
@@ -102,43 +165,42 @@ pub async fn request(
     body: &[u8],
 ) -> Result<Response, HttpError> {
     let address = endpoint.address();
+    let mut head = format!(
+        "{method} {}{path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\nAccept: application/json\r\nContent-Length: {}\r\n",
+        endpoint.prefix,
+        body.len()
+    );
+    if !body.is_empty() {
+        head.push_str("Content-Type: application/json\r\n");
+    }
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    let mut request = head.into_bytes();
+    request.extend_from_slice(body);
     let exchange = async {
-        let mut stream =
-            TcpStream::connect(&address)
-                .await
-                .map_err(|source| HttpError::Connect {
-                    address: address.clone(),
-                    source,
-                })?;
-        let mut head = format!(
-            "{method} {}{path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\nAccept: application/json\r\nContent-Length: {}\r\n",
-            endpoint.prefix,
-            body.len()
-        );
-        if !body.is_empty() {
-            head.push_str("Content-Type: application/json\r\n");
-        }
-        for (name, value) in headers {
-            head.push_str(&format!("{name}: {value}\r\n"));
-        }
-        head.push_str("\r\n");
-        let io = |source| HttpError::Io {
-            address: address.clone(),
-            source,
-        };
-        stream.write_all(head.as_bytes()).await.map_err(io)?;
-        stream.write_all(body).await.map_err(io)?;
-        let mut raw = Vec::new();
-        (&mut stream)
-            .take(MAX_RESPONSE_BYTES as u64 + 1)
-            .read_to_end(&mut raw)
+        let stream = TcpStream::connect(&address)
             .await
-            .map_err(io)?;
-        if raw.len() > MAX_RESPONSE_BYTES {
-            return Err(HttpError::TooLarge {
+            .map_err(|source| HttpError::Connect {
                 address: address.clone(),
-            });
-        }
+                source,
+            })?;
+        let raw = match &endpoint.tls {
+            None => exchange(stream, &request, &address).await?,
+            Some(config) => {
+                let name = ServerName::try_from(endpoint.host.clone())
+                    .map_err(|err| HttpError::Address(format!("{}: {err}", endpoint.host)))?;
+                let stream = tokio_rustls::TlsConnector::from(config.clone())
+                    .connect(name, stream)
+                    .await
+                    .map_err(|source| HttpError::Tls {
+                        address: address.clone(),
+                        source,
+                    })?;
+                exchange(stream, &request, &address).await?
+            }
+        };
         parse_response(&raw).map_err(|reason| HttpError::Malformed {
             address: address.clone(),
             reason,
@@ -149,6 +211,37 @@ pub async fn request(
         .map_err(|_| HttpError::Timeout {
             address: address.clone(),
         })?
+}
+
+/// Writes `request` and reads the whole answer, bounded.
+async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    request: &[u8],
+    address: &str,
+) -> Result<Vec<u8>, HttpError> {
+    let io = |source| HttpError::Io {
+        address: address.to_owned(),
+        source,
+    };
+    stream.write_all(request).await.map_err(io)?;
+    stream.flush().await.map_err(io)?;
+    let mut raw = Vec::new();
+    match (&mut stream)
+        .take(MAX_RESPONSE_BYTES as u64 + 1)
+        .read_to_end(&mut raw)
+        .await
+    {
+        Ok(_) => {}
+        // A TLS peer that closes without close_notify after a complete answer.
+        Err(err) if err.kind() == std::io::ErrorKind::UnexpectedEof && !raw.is_empty() => {}
+        Err(err) => return Err(io(err)),
+    }
+    if raw.len() > MAX_RESPONSE_BYTES {
+        return Err(HttpError::TooLarge {
+            address: address.to_owned(),
+        });
+    }
+    Ok(raw)
 }
 
 /// Parses a whole HTTP/1.1 response.

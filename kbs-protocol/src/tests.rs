@@ -283,13 +283,21 @@ fn http_responses_parse_with_length_chunks_or_to_the_end() {
         (401, &b"abcde"[..])
     );
     assert!(crate::http::parse_response(b"garbage").is_err());
+    let endpoint = crate::http::Endpoint::parse("http://10.88.0.1:8080/prefix/").unwrap();
     assert_eq!(
-        crate::http::Endpoint::parse("http://10.88.0.1:8080/prefix/").unwrap(),
-        crate::http::Endpoint {
-            host: "10.88.0.1".to_owned(),
-            port: 8080,
-            prefix: "/prefix".to_owned()
-        }
+        (
+            endpoint.host.as_str(),
+            endpoint.port,
+            endpoint.prefix.as_str(),
+            endpoint.is_tls()
+        ),
+        ("10.88.0.1", 8080, "/prefix", false)
     );
-    assert!(crate::http::Endpoint::parse("https://x:1").is_err());
+    let endpoint = crate::http::Endpoint::parse("http://[fd00::1]").unwrap();
+    assert_eq!((endpoint.host.as_str(), endpoint.port), ("fd00::1", 80));
+    // https:// needs the CA to trust, and nothing else is trusted.
+    let err = crate::http::Endpoint::parse("https://x:1").unwrap_err();
+    assert!(err.to_string().contains("kbs_cert"), "{err}");
+    assert!(crate::http::Endpoint::with_ca("https://x:1", Some("not pem")).is_err());
+    assert!(crate::http::Endpoint::parse("ftp://x").is_err());
 }

@@ -11,6 +11,7 @@ mod resource_policy;
 mod resources;
 mod server;
 mod sessions;
+mod tls;
 mod token;
 
 use std::path::PathBuf;
@@ -20,6 +21,7 @@ pub use appraise::Claims;
 pub use error::BrokerError;
 pub use resource_policy::DEFAULT_POLICY;
 pub use server::serve;
+pub use tls::acceptor as tls_acceptor;
 
 use cloak_attestation::verify::MinimumTcb;
 

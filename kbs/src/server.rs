@@ -18,20 +18,40 @@ use crate::{appraise, resources, Broker, BrokerError};
 
 const MAX_REQUEST_BYTES: usize = 1 << 20;
 
-/// Serves `listener` until it fails; each connection on a task of its own.
-pub async fn serve(listener: tokio::net::TcpListener, broker: Arc<Broker>) -> std::io::Result<()> {
+/// Serves `listener` until it fails, over TLS with `tls`; each connection on a task of its
+/// own.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    broker: Arc<Broker>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) -> std::io::Result<()> {
     loop {
         let (stream, peer) = listener.accept().await?;
         let broker = broker.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |request| {
                 let broker = broker.clone();
                 async move { Ok::<_, Infallible>(answer(&broker, request).await) }
             });
-            if let Err(err) = hyper::server::conn::http1::Builder::new()
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                .await
-            {
+            let http = hyper::server::conn::http1::Builder::new();
+            let served = match tls {
+                None => {
+                    http.serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await
+                }
+                Some(tls) => match tls.accept(stream).await {
+                    Ok(stream) => {
+                        http.serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                            .await
+                    }
+                    Err(err) => {
+                        tracing::info!(%peer, error = %err, "key broker TLS handshake failed");
+                        return;
+                    }
+                },
+            };
+            if let Err(err) = served {
                 tracing::debug!(%peer, error = %err, "key broker connection ended");
             }
         });

@@ -55,7 +55,7 @@ async fn broker(adjust: impl FnOnce(&mut BrokerConfig)) -> Fixture {
     let broker = Arc::new(Broker::new(config).unwrap());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(cloak_kbs::serve(listener, broker));
+    tokio::spawn(cloak_kbs::serve(listener, broker, None));
     Fixture {
         url,
         psp: Arc::new(SimulatedPsp::generate().unwrap()),
@@ -92,7 +92,7 @@ async fn attest_as(
     init_data: &str,
     policy: u64,
 ) -> Result<Vec<u8>, ClientError> {
-    let client = KbsClient::new(&fixture.url).unwrap();
+    let client = KbsClient::new(&fixture.url, None).unwrap();
     let psp = fixture.psp.clone();
     let sent = init_data.to_owned();
     let launched = init_data.to_owned();
@@ -116,7 +116,7 @@ async fn attest_claiming(
     fixture: &Fixture,
     claimed: &str,
 ) -> Result<cloak_kbs_protocol::client::Session, ClientError> {
-    let client = KbsClient::new(&fixture.url).unwrap();
+    let client = KbsClient::new(&fixture.url, None).unwrap();
     let psp = fixture.psp.clone();
     client
         .attest(Some(claimed), move |report_data| async move {
@@ -372,4 +372,131 @@ async fn a_resource_the_policy_does_not_grant_is_forbidden() {
             .status,
         400
     );
+}
+
+/// A CA and a certificate it signs for 127.0.0.1: (CA PEM, leaf chain PEM, leaf key PEM).
+fn test_pki(common_name: &str) -> (String, Vec<u8>, Vec<u8>) {
+    use openssl::asn1::Asn1Time;
+    use openssl::bn::BigNum;
+    use openssl::hash::MessageDigest;
+    use openssl::pkey::PKey;
+    use openssl::x509::extension::{BasicConstraints, SubjectAlternativeName};
+    use openssl::x509::{X509Builder, X509NameBuilder};
+    let name = |cn: &str| {
+        let mut name = X509NameBuilder::new().unwrap();
+        name.append_entry_by_text("CN", cn).unwrap();
+        name.build()
+    };
+    let key = || {
+        PKey::from_ec_key(
+            openssl::ec::EcKey::generate(
+                &openssl::ec::EcGroup::from_curve_name(openssl::nid::Nid::X9_62_PRIME256V1)
+                    .unwrap(),
+            )
+            .unwrap(),
+        )
+        .unwrap()
+    };
+    let (ca_key, leaf_key) = (key(), key());
+    let certificate =
+        |subject: &str, issuer: &str, public: &PKey<openssl::pkey::Private>, ca: bool| {
+            let mut builder = X509Builder::new().unwrap();
+            builder.set_version(2).unwrap();
+            builder
+                .set_serial_number(
+                    &BigNum::from_u32(if ca { 1 } else { 2 })
+                        .unwrap()
+                        .to_asn1_integer()
+                        .unwrap(),
+                )
+                .unwrap();
+            builder.set_subject_name(&name(subject)).unwrap();
+            builder.set_issuer_name(&name(issuer)).unwrap();
+            builder.set_pubkey(public).unwrap();
+            builder
+                .set_not_before(&Asn1Time::days_from_now(0).unwrap())
+                .unwrap();
+            builder
+                .set_not_after(&Asn1Time::days_from_now(1).unwrap())
+                .unwrap();
+            if ca {
+                builder
+                    .append_extension(BasicConstraints::new().critical().ca().build().unwrap())
+                    .unwrap();
+            } else {
+                let san = SubjectAlternativeName::new()
+                    .ip("127.0.0.1")
+                    .build(&builder.x509v3_context(None, None))
+                    .unwrap();
+                builder.append_extension(san).unwrap();
+            }
+            builder.sign(&ca_key, MessageDigest::sha256()).unwrap();
+            builder.build()
+        };
+    let ca = certificate(common_name, common_name, &ca_key, true);
+    let leaf = certificate("127.0.0.1", common_name, &leaf_key, false);
+    (
+        String::from_utf8(ca.to_pem().unwrap()).unwrap(),
+        leaf.to_pem().unwrap(),
+        leaf_key.private_key_to_pem_pkcs8().unwrap(),
+    )
+}
+
+#[tokio::test]
+async fn an_https_broker_is_trusted_only_through_the_init_data_ca() {
+    let (ca, chain, key) = test_pki("cloak kbs test CA");
+    let resources = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(resources.path().join("default/secret")).unwrap();
+    std::fs::write(resources.path().join("default/secret/db"), SECRET).unwrap();
+    let broker = Arc::new(
+        Broker::new(BrokerConfig {
+            resources_dir: resources.path().to_owned(),
+            measurements: vec![hex::encode(MEASUREMENT)],
+            host_data: vec![hex::encode(host_data_of(INIT_DATA))],
+            minimum_tcb: Default::default(),
+            policy: cloak_kbs::DEFAULT_POLICY.to_owned(),
+            allow_simulated: true,
+            session_ttl: Duration::from_secs(60),
+        })
+        .unwrap(),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("https://{}", listener.local_addr().unwrap());
+    let tls = cloak_kbs::tls_acceptor(&chain, &key).unwrap();
+    tokio::spawn(cloak_kbs::serve(listener, broker, Some(tls)));
+    let psp = Arc::new(SimulatedPsp::generate().unwrap());
+
+    let client = KbsClient::new(&url, Some(&ca)).unwrap();
+    let signer = psp.clone();
+    let session = client
+        .attest(Some(INIT_DATA), move |report_data| async move {
+            Ok(evidence_for(
+                &signer,
+                MEASUREMENT,
+                INIT_DATA,
+                POLICY,
+                report_data,
+            ))
+        })
+        .await
+        .unwrap();
+    assert_eq!(client.resource(&session, &db()).await.unwrap(), SECRET);
+
+    // A broker whose certificate another CA signed (the host's, say) is not talked to.
+    let (other_ca, _, _) = test_pki("another CA");
+    let client = KbsClient::new(&url, Some(&other_ca)).unwrap();
+    let result = client
+        .attest(Some(INIT_DATA), move |report_data| async move {
+            Ok(evidence_for(
+                &psp,
+                MEASUREMENT,
+                INIT_DATA,
+                POLICY,
+                report_data,
+            ))
+        })
+        .await;
+    let Err(ClientError::Http(http::HttpError::Tls { .. })) = result else {
+        panic!("{result:?}");
+    };
 }

@@ -81,7 +81,7 @@ impl Secrets {
 
     fn client(&self, wanted: &str) -> Result<KbsClient, SecretError> {
         match &self.settings {
-            Ok(Some(settings)) => Ok(KbsClient::new(&settings.url)?),
+            Ok(Some(settings)) => Ok(KbsClient::new(&settings.url, settings.cert.as_deref())?),
             Ok(None) => Err(SecretError::NoBroker(wanted.to_owned())),
             Err(err) => Err(SecretError::Settings(err.clone())),
         }
