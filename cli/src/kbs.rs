@@ -10,7 +10,7 @@ use clap::{Args, Subcommand};
 #[derive(Subcommand, Debug)]
 pub(crate) enum KbsCommand {
     /// Serve Trustee's KBS protocol: resources from a directory to attested pods.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Print the sealed-secret form naming a resource (kbs:///repository/type/tag).
     Seal { resource: String },
 }
@@ -63,7 +63,7 @@ pub(crate) fn run(command: KbsCommand) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        KbsCommand::Serve(args) => serve(args),
+        KbsCommand::Serve(args) => serve(*args),
     }
 }
 
