@@ -46,8 +46,10 @@ pub(crate) async fn unseal_container(
     container_id: &str,
     spec_json: &[u8],
 ) -> Result<Option<Vec<u8>>, SecretError> {
-    let mut spec: Value =
-        serde_json::from_slice(spec_json).map_err(|err| io("the container's spec", err))?;
+    // A spec that is not JSON holds nothing to unseal; creating the container reports it.
+    let Ok(mut spec) = serde_json::from_slice::<Value>(spec_json) else {
+        return Ok(None);
+    };
     let mut changed = false;
 
     if let Some(env) = spec
@@ -148,8 +150,9 @@ pub(crate) async fn unseal_exec(
     container_id: &str,
     process_json: &[u8],
 ) -> Result<Option<Vec<u8>>, SecretError> {
-    let mut process: Value =
-        serde_json::from_slice(process_json).map_err(|err| io("the exec's process", err))?;
+    let Ok(mut process) = serde_json::from_slice::<Value>(process_json) else {
+        return Ok(None);
+    };
     let Some(env) = process.get_mut("env").and_then(Value::as_array_mut) else {
         return Ok(None);
     };
