@@ -37,6 +37,14 @@ fn host_data_of(init_data: &str) -> [u8; 32] {
 }
 
 async fn broker(adjust: impl FnOnce(&mut BrokerConfig)) -> Fixture {
+    broker_over(adjust, None).await
+}
+
+/// A broker on loopback, over TLS with `tls`.
+async fn broker_over(
+    adjust: impl FnOnce(&mut BrokerConfig),
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) -> Fixture {
     let resources = tempfile::tempdir().unwrap();
     let dir = resources.path().join("default/secret");
     std::fs::create_dir_all(&dir).unwrap();
@@ -54,8 +62,9 @@ async fn broker(adjust: impl FnOnce(&mut BrokerConfig)) -> Fixture {
     adjust(&mut config);
     let broker = Arc::new(Broker::new(config).unwrap());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(cloak_kbs::serve(listener, broker, None));
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let url = format!("{scheme}://{}", listener.local_addr().unwrap());
+    tokio::spawn(cloak_kbs::serve(listener, broker, tls));
     Fixture {
         url,
         psp: Arc::new(SimulatedPsp::generate().unwrap()),
@@ -117,7 +126,15 @@ async fn attest_claiming(
     claimed: &str,
 ) -> Result<cloak_kbs_protocol::client::Session, ClientError> {
     let client = KbsClient::new(&fixture.url, None).unwrap();
-    let psp = fixture.psp.clone();
+    attest_through(&client, fixture.psp.clone(), claimed).await
+}
+
+/// The same, through `client`.
+async fn attest_through(
+    client: &KbsClient,
+    psp: Arc<SimulatedPsp>,
+    claimed: &str,
+) -> Result<cloak_kbs_protocol::client::Session, ClientError> {
     client
         .attest(Some(claimed), move |report_data| async move {
             Ok(evidence_for(
@@ -445,39 +462,12 @@ fn test_pki(common_name: &str) -> (String, Vec<u8>, Vec<u8>) {
 #[tokio::test]
 async fn an_https_broker_is_trusted_only_through_the_init_data_ca() {
     let (ca, chain, key) = test_pki("cloak kbs test CA");
-    let resources = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(resources.path().join("default/secret")).unwrap();
-    std::fs::write(resources.path().join("default/secret/db"), SECRET).unwrap();
-    let broker = Arc::new(
-        Broker::new(BrokerConfig {
-            resources_dir: resources.path().to_owned(),
-            measurements: vec![hex::encode(MEASUREMENT)],
-            host_data: vec![hex::encode(host_data_of(INIT_DATA))],
-            minimum_tcb: Default::default(),
-            policy: cloak_kbs::DEFAULT_POLICY.to_owned(),
-            allow_simulated: true,
-            session_ttl: Duration::from_secs(60),
-        })
-        .unwrap(),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("https://{}", listener.local_addr().unwrap());
     let tls = cloak_kbs::tls_acceptor(&chain, &key).unwrap();
-    tokio::spawn(cloak_kbs::serve(listener, broker, Some(tls)));
-    let psp = Arc::new(SimulatedPsp::generate().unwrap());
+    let fixture = broker_over(|_| {}, Some(tls)).await;
+    let (url, psp) = (fixture.url.clone(), fixture.psp.clone());
 
     let client = KbsClient::new(&url, Some(&ca)).unwrap();
-    let signer = psp.clone();
-    let session = client
-        .attest(Some(INIT_DATA), move |report_data| async move {
-            Ok(evidence_for(
-                &signer,
-                MEASUREMENT,
-                INIT_DATA,
-                POLICY,
-                report_data,
-            ))
-        })
+    let session = attest_through(&client, psp.clone(), INIT_DATA)
         .await
         .unwrap();
     assert_eq!(client.resource(&session, &db()).await.unwrap(), SECRET);
@@ -485,17 +475,7 @@ async fn an_https_broker_is_trusted_only_through_the_init_data_ca() {
     // A broker whose certificate another CA signed (the host's, say) is not talked to.
     let (other_ca, _, _) = test_pki("another CA");
     let client = KbsClient::new(&url, Some(&other_ca)).unwrap();
-    let result = client
-        .attest(Some(INIT_DATA), move |report_data| async move {
-            Ok(evidence_for(
-                &psp,
-                MEASUREMENT,
-                INIT_DATA,
-                POLICY,
-                report_data,
-            ))
-        })
-        .await;
+    let result = attest_through(&client, psp, INIT_DATA).await;
     let Err(ClientError::Http(http::HttpError::Tls { .. })) = result else {
         panic!("{result:?}");
     };
