@@ -156,7 +156,7 @@ fn a_resource_encrypted_to_the_guest_key_decrypts_only_with_it() {
     );
 }
 
-/// A JWE that jwcrypto 1.5.6 (PyPI) wrote, flattened JSON, ECDH-ES+A256KW + A256GCM, to the
+/// A JWE that jwcrypto 1.5.6 (Python) wrote, flattened JSON, ECDH-ES+A256KW + A256GCM, to the
 /// P-256 key whose private scalar is `JWCRYPTO_KEY_D` (`tests/jwcrypto_vector.py` makes it).
 const JWCRYPTO_KEY_D: &str = include_str!("../testdata/jwcrypto-key-d.txt");
 const JWCRYPTO_JWE: &str = include_str!("../testdata/jwcrypto-jwe.json");
