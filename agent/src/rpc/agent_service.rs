@@ -256,30 +256,30 @@ impl AgentRpc {
             policy.admit(&id, record);
         }
         let grants = self.stream_grants(&id, "");
-        // After the policy saw the request as the host sent it (sealed), before anything runs.
-        let mut req = req;
-        if let Some(secrets) = self.state.secrets.get() {
-            let tee = self.tee().await;
-            match crate::secrets::unseal_container(secrets, tee, &id, &req.oci_spec_json).await {
-                Ok(Some(spec)) => req.oci_spec_json = spec,
-                Ok(None) => {}
-                Err(err) => {
-                    let _ = std::fs::remove_dir_all(crate::secrets::unsealed_dir(&id));
-                    if let Some(policy) = self.state.policy.get() {
-                        policy.forget(&id);
+        let created = async {
+            // After the policy saw the request as the host sent it (sealed), before anything
+            // runs.
+            let mut req = req;
+            if let Some(secrets) = self.state.secrets.get() {
+                let tee = self.tee().await;
+                match crate::secrets::unseal_container(secrets, tee, &id, &req.oci_spec_json).await
+                {
+                    Ok(Some(spec)) => req.oci_spec_json = spec,
+                    Ok(None) => {}
+                    Err(err) => {
+                        return Err(AgentError::FailedPrecondition(format!(
+                            "container {id} refused: {err}"
+                        ))
+                        .into())
                     }
-                    return Err(AgentError::FailedPrecondition(format!(
-                        "container {id} refused: {err}"
-                    ))
-                    .into());
                 }
             }
+            self.state
+                .containers
+                .create(req, grants, pinned_layers)
+                .await
         }
-        let created = self
-            .state
-            .containers
-            .create(req, grants, pinned_layers)
-            .await;
+        .await;
         if created.is_err() {
             let _ = std::fs::remove_dir_all(crate::secrets::unsealed_dir(&id));
             if let Some(policy) = self.state.policy.get() {

@@ -49,7 +49,7 @@ pub(crate) struct Secrets {
     /// Resources already released, by name: the pod's execs and later containers reuse them
     /// (guest memory, like every unsealed copy).
     released: std::sync::Mutex<std::collections::HashMap<ResourceUri, Vec<u8>>>,
-    files_ready: tokio::sync::OnceCell<bool>,
+    files_placed: tokio::sync::OnceCell<()>,
 }
 
 impl Secrets {
@@ -75,7 +75,7 @@ impl Secrets {
                 .and_then(|document| String::from_utf8(document.bytes().to_vec()).ok()),
             session: tokio::sync::Mutex::new(None),
             released: Default::default(),
-            files_ready: tokio::sync::OnceCell::new(),
+            files_placed: tokio::sync::OnceCell::new(),
         }
     }
 
@@ -116,23 +116,21 @@ impl Secrets {
     ) -> Result<Vec<u8>, SecretError> {
         let client = self.client(&format!("kbs:///{uri}"))?;
         let mut session = self.session.lock().await;
-        let fresh = session.is_none();
-        if fresh {
-            *session = Some(self.attest(&client, tee).await?);
-        }
-        let Some(current) = session.as_ref() else {
-            return Err(SecretError::NoTee);
+        let (current, fresh) = match session.take() {
+            Some(current) => (current, false),
+            None => (self.attest(&client, tee).await?, true),
         };
-        match client.resource(current, uri).await {
+        let (current, answer) = match client.resource(&current, uri).await {
             // The session expired: attest once more.
             Err(ClientError::Refused { status: 401, .. }) if !fresh => {
                 let renewed = self.attest(&client, tee).await?;
-                let plaintext = client.resource(&renewed, uri).await?;
-                *session = Some(renewed);
-                Ok(plaintext)
+                let answer = client.resource(&renewed, uri).await;
+                (renewed, answer)
             }
-            other => Ok(other?),
-        }
+            answer => (current, answer),
+        };
+        *session = Some(current);
+        Ok(answer?)
     }
 
     async fn attest(&self, client: &KbsClient, tee: TeeKind) -> Result<Session, SecretError> {
@@ -167,9 +165,13 @@ impl Secrets {
         if self.files.is_empty() {
             return Ok(false);
         }
-        if let Some(ready) = self.files_ready.get() {
-            return Ok(*ready);
-        }
+        self.files_placed
+            .get_or_try_init(|| self.place_files(tee))
+            .await?;
+        Ok(true)
+    }
+
+    async fn place_files(&self, tee: TeeKind) -> Result<(), SecretError> {
         for name in &self.files {
             let uri = ResourceUri::parse(name).map_err(|err| {
                 SecretError::Settings(format!("{}: {err}", cloak_init_data::SECRETS_KEY))
@@ -182,7 +184,6 @@ impl Secrets {
             unseal::write_private(&path, &plaintext, 0o444)?;
             tracing::info!(resource = %uri, "init-data resource placed");
         }
-        let _ = self.files_ready.set(true);
-        Ok(true)
+        Ok(())
     }
 }
