@@ -4,7 +4,9 @@
 //! report against them and its certificate chain, and the simulated AMD-SP that signs reports
 //! for `tee = "sim"` pods.
 
+pub mod amd_chain;
 pub mod reference_values;
+pub mod report;
 pub mod simulated_psp;
 pub mod vcek_extensions;
 pub mod verify;

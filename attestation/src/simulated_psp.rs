@@ -235,7 +235,7 @@ mod tests {
     fn request(psp: &SimulatedPsp, report: Vec<u8>, allow_simulated: bool) -> VerifyRequest {
         VerifyRequest {
             report,
-            vcek: psp.vcek_der().expect("vcek"),
+            signing_key: psp.vcek_der().expect("vcek"),
             chain: Some(psp.chain_pem().expect("chain")),
             measurements: vec![LaunchDigest::from_bytes([0x42; 48])],
             host_data: Some(vec![0x17; 32]),

@@ -1,5 +1,6 @@
 //! The AMD extensions of a VCEK certificate that bind it to one chip at one TCB: the SPL
-//! (security patch level) of each firmware component and the chip id (hwID). AMD's
+//! (security patch level) of each firmware component, the chip id (hwID, VCEKs only), the
+//! product name and, for a VLEK, the cloud provider it was issued to (csp_id). AMD's
 //! "Versioned Chip Endorsement Key (VCEK) Certificate and KDS Interface Specification"
 //! (57230), table "VCEK Certificate Extensions".
 //!
@@ -17,6 +18,21 @@ pub struct VcekExtensions {
     pub microcode_spl: Option<u8>,
     pub fmc_spl: Option<u8>,
     pub hw_id: Option<Vec<u8>>,
+    /// productName (e.g. "Milan-B0"), VCEKs and VLEKs both.
+    pub product_name: Option<String>,
+    /// The cloud provider a VLEK was issued to (csp_id), VLEKs only.
+    pub csp_id: Option<String>,
+}
+
+/// An IA5String or UTF8String extension value as text.
+fn text(der: &[u8], last_arcs: &[u8]) -> Option<String> {
+    let oid: Vec<u8> = AMD_ARC.iter().chain(last_arcs).copied().collect();
+    let value = extension_value(der, &oid)?;
+    let bytes = match tlv(value) {
+        Some((0x16 | 0x0c, inner, [])) => inner,
+        _ => value,
+    };
+    Some(String::from_utf8_lossy(bytes).into_owned())
 }
 
 /// One DER TLV: (tag, value, rest).
@@ -83,6 +99,8 @@ impl VcekExtensions {
             microcode_spl: spl(der, &[0x01, 0x03, 0x08]),
             fmc_spl: spl(der, &[0x01, 0x03, 0x09]),
             hw_id,
+            product_name: text(der, &[0x01, 0x02]),
+            csp_id: text(der, &[0x01, 0x05]),
         }
     }
 }

@@ -10,7 +10,7 @@ use cloak_attestation::verify::{self, VerifyRequest};
 
 #[derive(Subcommand)]
 pub(crate) enum AttestCommand {
-    /// Verify a report: AMD chain, signature, VCEK TCB and chip, then the expected values.
+    /// Verify a report: AMD chain, signature, the VCEK's or VLEK's TCB and chip, then the expected values.
     Verify(VerifyArgs),
 }
 
@@ -19,10 +19,11 @@ pub(crate) struct VerifyArgs {
     /// The report: raw (1184 bytes) or hex text.
     #[arg(long)]
     report: PathBuf,
-    /// VCEK (or VLEK) certificate, DER or PEM.
-    #[arg(long)]
+    /// The key that signed the report: VCEK or VLEK certificate, DER or PEM.
+    #[arg(long, visible_alias = "vlek")]
     vcek: PathBuf,
-    /// ASK (or ASVK) then ARK, PEM; AMD's built-in chains when absent.
+    /// A PEM bundle with the ARK and the ASK (VCEK) or ASVK (VLEK), in any order, other
+    /// certificates allowed; AMD's built-in roots when absent.
     #[arg(long)]
     chain: Option<PathBuf>,
     /// Reference values (JSON with `launch_digests`), e.g. from `cloak image build`.
@@ -69,7 +70,7 @@ pub(crate) fn run(command: AttestCommand) -> anyhow::Result<bool> {
     };
     let request = VerifyRequest {
         report: verify::report_from_file_bytes(&read(&args.report)?),
-        vcek: read(&args.vcek)?,
+        signing_key: read(&args.vcek)?,
         chain: args.chain.as_ref().map(read).transpose()?,
         measurements,
         host_data: match &args.init_data {

@@ -1,5 +1,5 @@
 //! Appraising one attestation: the nonce is this session's, the report verifies (AMD chain or,
-//! only with allow-simulated, the simulated TEE's; the VCEK's signature; TCB and chip id), its
+//! only with allow-simulated, the simulated TEE's; the VCEK's or VLEK's signature; TCB and chip id), its
 //! REPORT_DATA binds exactly this runtime data (nonce and tee-pubkey), its HOST_DATA is the
 //! digest of the init-data the guest sent. What passes becomes the claims the resource policy
 //! judges (measurement, HOST_DATA, debug, TCB); what fails is refused here, whatever the
@@ -9,8 +9,6 @@ use cloak_attestation::verify::{verify, CheckName, Outcome, VerifyRequest};
 use cloak_kbs_protocol::evidence::SnpEvidence;
 use kbs_types::Attestation;
 use serde::Serialize;
-use sev::firmware::guest::AttestationReport;
-use sev::parser::ByteParser;
 
 use crate::{BrokerConfig, BrokerError};
 
@@ -110,7 +108,7 @@ pub(crate) fn appraise(
     };
     let verdict = verify(&VerifyRequest {
         report: report.clone(),
-        vcek,
+        signing_key: vcek,
         chain: (!chain.is_empty()).then_some(chain),
         measurements: Vec::new(),
         host_data: Some(expected_host_data),
@@ -146,21 +144,25 @@ pub(crate) fn appraise(
         .checks
         .iter()
         .any(|check| check.name == CheckName::Ark && check.detail.contains("SIMULATED"));
-    let parsed = AttestationReport::from_bytes(&report)
-        .map_err(|err| BrokerError::BadRequest(format!("the report: {err}")))?;
+    // A verdict that passed has read the report and its product line's TCB layout.
+    let (Some(parsed), Some(tcb)) = (verdict.report.as_ref(), verdict.reported_tcb()) else {
+        return Err(BrokerError::BadRequest(
+            "the report passed verification unread".to_owned(),
+        ));
+    };
     Ok(Claims {
         tee: "snp",
         simulated,
         measurement: hex::encode(parsed.measurement),
         host_data: hex::encode(parsed.host_data),
         init_data_digest,
-        debug: parsed.policy.debug_allowed(),
-        policy: format!("{:#x}", u64::from(parsed.policy)),
+        debug: parsed.debug_allowed(),
+        policy: format!("{:#x}", parsed.policy),
         tcb: Tcb {
-            bootloader: parsed.reported_tcb.bootloader,
-            tee: parsed.reported_tcb.tee,
-            snp: parsed.reported_tcb.snp,
-            microcode: parsed.reported_tcb.microcode,
+            bootloader: tcb.bootloader,
+            tee: tcb.tee,
+            snp: tcb.snp,
+            microcode: tcb.microcode,
         },
         chip_id: hex::encode(parsed.chip_id),
         report_version: parsed.version,

@@ -21,15 +21,23 @@ pub mod field {
     use std::ops::Range;
 
     pub const VERSION: Range<usize> = 0x00..0x04;
+    pub const GUEST_SVN: Range<usize> = 0x04..0x08;
     pub const POLICY: Range<usize> = 0x08..0x10;
+    pub const VMPL: Range<usize> = 0x30..0x34;
     pub const SIGNATURE_ALGO: Range<usize> = 0x34..0x38;
     pub const CURRENT_TCB: Range<usize> = 0x38..0x40;
     pub const PLATFORM_INFO: Range<usize> = 0x40..0x48;
+    /// AUTHOR_KEY_EN (bit 0), MASK_CHIP_KEY (bit 1), SIGNING_KEY (bits 4:2).
+    pub const KEY_INFO: Range<usize> = 0x48..0x4c;
     pub const REPORT_DATA: Range<usize> = 0x50..0x90;
     pub const MEASUREMENT: Range<usize> = 0x90..0xc0;
     pub const HOST_DATA: Range<usize> = 0xc0..0xe0;
     pub const REPORT_ID: Range<usize> = 0x140..0x160;
     pub const REPORTED_TCB: Range<usize> = 0x180..0x188;
+    /// CPUID family, model and stepping of the chip: report version 3 and later.
+    pub const CPUID_FAM_ID: usize = 0x188;
+    pub const CPUID_MOD_ID: usize = 0x189;
+    pub const CPUID_STEP: usize = 0x18a;
     pub const CHIP_ID: Range<usize> = 0x1a0..0x1e0;
     pub const COMMITTED_TCB: Range<usize> = 0x1e0..0x1e8;
     /// CURRENT_BUILD, CURRENT_MINOR, CURRENT_MAJOR.
@@ -37,6 +45,9 @@ pub mod field {
     /// COMMITTED_BUILD, COMMITTED_MINOR, COMMITTED_MAJOR.
     pub const COMMITTED_VERSION: Range<usize> = 0x1ec..0x1ef;
     pub const LAUNCH_TCB: Range<usize> = 0x1f0..0x1f8;
+    /// Mitigation vectors: report version 5 and later (Turin-era firmware).
+    pub const LAUNCH_MIT_VECTOR: Range<usize> = 0x1f8..0x200;
+    pub const CURRENT_MIT_VECTOR: Range<usize> = 0x200..0x208;
     /// What the signature covers.
     pub const SIGNED: Range<usize> = 0x000..0x2a0;
     pub const SIGNATURE_R: Range<usize> = 0x2a0..0x2e8;
