@@ -62,9 +62,10 @@ apt-get update -q >/dev/null
 # protobuf-compiler: the CRI client bindings (k8s-cri) are generated at build time;
 # acpica-tools: iasl, the oracle that disassembles the ACPI tables cloak-vmm gives its guests.
 # cryptsetup-bin, erofs-utils: veritysetup and fsck.erofs, the oracles of the layer images.
+# ovmf: Debian's firmware build, a real image in the launch digest oracle matrix.
 packages=(cpio libseccomp-dev libcap-ng-dev busybox-static runc containerd libssl-dev pkg-config
     python3-venv containernetworking-plugins iproute2 protobuf-compiler acpica-tools
-    cryptsetup-bin erofs-utils)
+    cryptsetup-bin erofs-utils ovmf)
 missing=()
 for package in "${packages[@]}"; do
     dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")

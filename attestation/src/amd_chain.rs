@@ -288,6 +288,9 @@ mod tests {
 
     #[test]
     fn a_bundle_without_certificates_is_refused() {
-        assert!(matches!(read_bundle(b"hello"), Err(ChainError::EmptyBundle)));
+        assert!(matches!(
+            read_bundle(b"hello"),
+            Err(ChainError::EmptyBundle)
+        ));
     }
 }

@@ -10,7 +10,9 @@ pub mod cpu_types;
 pub mod digest;
 pub mod direct;
 pub mod ovmf;
+pub mod ovmf_firmware;
 pub mod plan;
+pub mod reset_state;
 pub mod vmsa;
 
 pub use digest::{LaunchDigest, LAUNCH_DIGEST_BYTES};

@@ -1,45 +1,27 @@
-//! The launch plan of a QEMU guest booted by OVMF with SEV-SNP: the firmware image, the
-//! sections its SEV metadata asks for (zeroed memory, secrets and CPUID pages, the page with
-//! the kernel/initrd/command-line hashes QEMU fills when `kernel-hashes=on`), then the VMSAs.
+//! The launch plan of a guest booted by OVMF with SEV-SNP: the firmware image, the sections
+//! its SEV metadata asks for (zeroed memory, secrets and CPUID pages, the page with the
+//! kernel/initrd/command-line hashes QEMU fills when `kernel-hashes=on`), then the VMSAs in the
+//! reset state of the VMM assumed (QEMU, EC2 or GCE, which order and type some pages
+//! differently too). A firmware without SEV metadata is measured as its pages and VMSAs.
 //!
-//! The firmware, its metadata table and the hashes page come from the `sev` crate's parsers;
-//! the plan and the digest are cloak's (launch_plan.rs), shared with cloak-vmm's direct launch.
+//! The firmware's table and metadata are read by ovmf_firmware.rs; the hashes page comes from
+//! the `sev` crate; the plan and the digest are cloak's (plan.rs), shared with cloak-vmm's
+//! direct launch.
 
 use std::path::{Path, PathBuf};
 
-use sev::measurement::ovmf::{SectionType, OVMF};
 use sev::measurement::sev_hashes::SevHashes;
-use sev::measurement::vcpu_types::CpuType;
-use sev::measurement::vmsa::{GuestFeatures, VMMType, VMSA};
-use sev::parser::ByteParser;
 
 use crate::digest::LaunchDigest;
+use crate::ovmf_firmware::{Firmware, FirmwareError, SectionType};
 use crate::plan::{LaunchPlan, PageKind, PAGE_SIZE};
-
-/// The VMM's conventions for the initial vCPU state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum VmmType {
-    Qemu,
-    Ec2,
-}
-
-impl std::str::FromStr for VmmType {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        match text.to_ascii_lowercase().as_str() {
-            "qemu" => Ok(Self::Qemu),
-            "ec2" => Ok(Self::Ec2),
-            _ => Err(format!("unknown VMM type {text:?} (QEMU, ec2)")),
-        }
-    }
-}
+pub use crate::reset_state::VmmType;
 
 #[derive(Debug, Clone)]
 pub struct OvmfLaunch {
     pub ovmf: PathBuf,
     pub vcpus: u32,
-    /// CPUID signature of the vCPU model (cpu_types.rs).
+    /// CPUID signature of the vCPU model (cpu_types.rs); QEMU puts it in RDX at reset.
     pub vcpu_signature: u32,
     /// SEV_FEATURES of every VMSA.
     pub guest_features: u64,
@@ -55,52 +37,55 @@ pub struct OvmfLaunch {
 
 #[derive(Debug, thiserror::Error)]
 pub enum OvmfLaunchError {
-    #[error("reading the firmware {path}: {reason}")]
-    Firmware { path: String, reason: String },
+    #[error("the firmware {path}: {source}")]
+    Firmware { path: String, source: FirmwareError },
     #[error("hashing the kernel, initrd and command line: {0}")]
     Hashes(String),
     #[error("a kernel was given but the firmware has no SNP kernel-hashes section (use an AmdSev build of OVMF)")]
     NoKernelHashesSection,
     #[error("the firmware's kernel-hashes section is {0} bytes, not one page")]
-    HashesSectionSize(u32),
-    #[error("building the VMSA: {0}")]
-    Vmsa(String),
+    HashesSectionSize(usize),
+    #[error("the firmware has no SEV-ES reset block, so its application processors cannot start under SEV-SNP (sev-snp-measure refuses it too)")]
+    NoResetBlock,
+    #[error("at least one vCPU is measured")]
+    NoVcpus,
     #[error(transparent)]
     Plan(#[from] crate::plan::PlanError),
 }
 
-/// Offset of RDX in the VMSA (AMD64 APM vol. 2, "VMSA Layout, State Save Area for SEV-ES").
-const VMSA_RDX_OFFSET: usize = 0x310;
-
-fn firmware_error(path: &Path, reason: impl std::fmt::Display) -> OvmfLaunchError {
-    OvmfLaunchError::Firmware {
+fn load_firmware(path: &Path) -> Result<Firmware, OvmfLaunchError> {
+    Firmware::load(path).map_err(|source| OvmfLaunchError::Firmware {
         path: path.display().to_string(),
-        reason: reason.to_string(),
-    }
-}
-
-/// Reads and parses a firmware image (its GUIDed table and SEV metadata).
-fn load_firmware(path: &Path) -> Result<OVMF, OvmfLaunchError> {
-    OVMF::new(path.to_owned()).map_err(|err| firmware_error(path, err))
+        source,
+    })
 }
 
 impl OvmfLaunch {
     /// The ordered page records of this launch.
     pub fn plan(&self) -> Result<LaunchPlan, OvmfLaunchError> {
-        let ovmf = load_firmware(&self.ovmf)?;
+        if self.vcpus == 0 {
+            return Err(OvmfLaunchError::NoVcpus);
+        }
+        let firmware = load_firmware(&self.ovmf)?;
+        let ap_eip = firmware
+            .ap_reset_eip()
+            .ok_or(OvmfLaunchError::NoResetBlock)?;
         let mut plan = LaunchPlan::default();
         match self.ovmf_digest {
             Some(seed) => plan.seed = Some(seed),
-            None => plan.push(ovmf.gpa(), PageKind::Normal(ovmf.data().clone())),
+            None => plan.push(firmware.gpa(), PageKind::Normal(firmware.data().to_vec())),
         }
         let hashes = self.kernel_hashes()?;
-        if hashes.is_some() && !ovmf.has_metadata_section(SectionType::SnpKernelHashes) {
+        if hashes.is_some() && !firmware.has_section(SectionType::SnpKernelHashes) {
             return Err(OvmfLaunchError::NoKernelHashesSection);
         }
-        for section in ovmf.metadata_items() {
-            let gpa = u64::from(section.gpa);
-            let size = section.size as usize;
-            match section.section_type {
+        for section in firmware.sections() {
+            let (gpa, size) = (section.gpa, section.size);
+            match section.kind {
+                // GCE leaves the pre-validated memory unmeasured.
+                SectionType::SnpSecMemory if self.vmm == VmmType::Gce => {
+                    plan.push(gpa, PageKind::Unmeasured(size))
+                }
                 SectionType::SnpSecMemory | SectionType::SvsmCaa => {
                     plan.push(gpa, PageKind::Zero(size))
                 }
@@ -111,11 +96,14 @@ impl OvmfLaunch {
                 SectionType::SnpKernelHashes => match &hashes {
                     Some(hashes) => {
                         if size != PAGE_SIZE {
-                            return Err(OvmfLaunchError::HashesSectionSize(section.size));
+                            return Err(OvmfLaunchError::HashesSectionSize(size));
                         }
-                        let table_gpa = ovmf
-                            .sev_hashes_table_gpa()
-                            .map_err(|err| OvmfLaunchError::Hashes(err.to_string()))?;
+                        let table_gpa = firmware.hashes_table_gpa().map_err(|source| {
+                            OvmfLaunchError::Firmware {
+                                path: self.ovmf.display().to_string(),
+                                source,
+                            }
+                        })?;
                         let page = hashes
                             .construct_page((table_gpa as usize) & (PAGE_SIZE - 1))
                             .map_err(|err| OvmfLaunchError::Hashes(err.to_string()))?;
@@ -126,16 +114,19 @@ impl OvmfLaunch {
             }
         }
         if self.vmm == VmmType::Ec2 {
-            for section in ovmf.metadata_items() {
-                if section.section_type == SectionType::Cpuid {
-                    plan.push(u64::from(section.gpa), PageKind::Cpuid);
+            for section in firmware.sections() {
+                if section.kind == SectionType::Cpuid {
+                    plan.push(section.gpa, PageKind::Cpuid);
                 }
             }
         }
-        let reset_eip = ovmf
-            .sev_es_reset_eip()
-            .map_err(|err| firmware_error(&self.ovmf, err))?;
-        for page in self.vmsa_pages(u64::from(reset_eip))? {
+        for page in crate::reset_state::vmsa_pages(
+            self.vmm,
+            u64::from(ap_eip),
+            self.vcpus,
+            self.guest_features,
+            self.vcpu_signature,
+        ) {
             plan.push(crate::plan::VMSA_GPA, PageKind::Vmsa(page));
         }
         Ok(plan)
@@ -153,49 +144,19 @@ impl OvmfLaunch {
             .map(Some)
             .map_err(|err| OvmfLaunchError::Hashes(err.to_string()))
     }
-
-    /// One VMSA page per vCPU: the boot processor's, then the application processors'. The
-    /// `sev` crate builds them for a CPU model it knows; for QEMU the model shows only in RDX,
-    /// which is set to the requested signature (so models the crate lacks work too).
-    fn vmsa_pages(&self, reset_eip: u64) -> Result<Vec<Vec<u8>>, OvmfLaunchError> {
-        let vmm = match self.vmm {
-            VmmType::Qemu => VMMType::QEMU,
-            VmmType::Ec2 => VMMType::EC2,
-        };
-        // The crate builds GuestFeatures only by decoding its little-endian bytes.
-        let features = GuestFeatures::from_bytes(&self.guest_features.to_le_bytes())
-            .map_err(|err| OvmfLaunchError::Vmsa(err.to_string()))?;
-        let vmsa = VMSA::new(
-            reset_eip,
-            CpuType::EpycV4,
-            vmm,
-            Some(u64::from(self.vcpus)),
-            features,
-        );
-        let mut pages = vmsa
-            .pages(self.vcpus as usize)
-            .map_err(|err| OvmfLaunchError::Vmsa(err.to_string()))?;
-        if self.vmm == VmmType::Qemu {
-            for page in &mut pages {
-                page[VMSA_RDX_OFFSET..VMSA_RDX_OFFSET + 8]
-                    .copy_from_slice(&u64::from(self.vcpu_signature).to_le_bytes());
-            }
-        }
-        Ok(pages)
-    }
 }
 
 /// Whether `ovmf` is a firmware whose SEV metadata has a kernel-hashes section (so QEMU's
 /// `kernel-hashes=on` measures the kernel, initrd and command line), or why it cannot be read.
 pub fn has_kernel_hashes_table(ovmf: &Path) -> Result<bool, OvmfLaunchError> {
-    Ok(load_firmware(ovmf)?.has_metadata_section(SectionType::SnpKernelHashes))
+    Ok(load_firmware(ovmf)?.has_section(SectionType::SnpKernelHashes))
 }
 
 /// The digest of the firmware pages alone, for `--snp-ovmf-hash`.
 pub fn ovmf_digest(ovmf: &Path) -> Result<LaunchDigest, OvmfLaunchError> {
     let firmware = load_firmware(ovmf)?;
     let mut plan = LaunchPlan::default();
-    plan.push(firmware.gpa(), PageKind::Normal(firmware.data().clone()));
+    plan.push(firmware.gpa(), PageKind::Normal(firmware.data().to_vec()));
     Ok(plan.digest()?)
 }
 
@@ -203,6 +164,9 @@ pub fn ovmf_digest(ovmf: &Path) -> Result<LaunchDigest, OvmfLaunchError> {
 mod tests {
     use super::*;
     use sev::measurement::snp::{snp_calc_launch_digest, SnpMeasurementArgs};
+    use sev::measurement::vcpu_types::CpuType;
+    use sev::measurement::vmsa::{GuestFeatures, VMMType};
+    use sev::parser::ByteParser;
 
     fn testdata(name: &str) -> PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR"))

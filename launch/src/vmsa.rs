@@ -1,7 +1,7 @@
 //! A VMSA page (the SEV-ES/SNP save area of one vCPU) written field by field, for launches
 //! whose initial vCPU state is cloak's own (the direct launch starts the kernel in long mode).
-//! OVMF launches keep the `sev` crate's reset-state VMSAs; a test writes that reset state with
-//! this builder and compares the pages byte for byte, which pins the offsets below.
+//! OVMF launches start at the reset vector in the state each VMM sets (reset_state.rs, pinned
+//! byte for byte against the `sev` crate's pages for QEMU), which pins the offsets below.
 //!
 //! Offsets: AMD64 Architecture Programmer's Manual vol. 2, appendix B, table "VMSA Layout,
 //! State Save Area for SEV-ES" (Linux: `struct sev_es_save_area`).
@@ -148,67 +148,6 @@ impl SaveArea {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sev::measurement::vcpu_types::CpuType;
-    use sev::measurement::vmsa::{GuestFeatures, VMMType, VMSA};
-    use sev::parser::ByteParser;
-
-    /// QEMU's reset state as the `sev` crate builds it (vmsa.rs `build_save_area`).
-    fn qemu_reset_state(eip: u64, features: u64, signature: u64) -> SaveArea {
-        SaveArea {
-            es: Segment::new(0, 0x93, 0xffff, 0),
-            cs: Segment::new(0xf000, 0x9b, 0xffff, eip & 0xffff_0000),
-            ss: Segment::new(0, 0x93, 0xffff, 0),
-            ds: Segment::new(0, 0x93, 0xffff, 0),
-            fs: Segment::new(0, 0x93, 0xffff, 0),
-            gs: Segment::new(0, 0x93, 0xffff, 0),
-            gdtr: Segment::new(0, 0, 0xffff, 0),
-            ldtr: Segment::new(0, 0x82, 0xffff, 0),
-            idtr: Segment::new(0, 0, 0xffff, 0),
-            tr: Segment::new(0, 0x8b, 0xffff, 0),
-            efer: 0x1000,
-            cr4: 0x40,
-            cr0: 0x10,
-            dr7: 0x400,
-            dr6: 0xffff_0ff0,
-            rflags: 0x2,
-            rip: eip & 0xffff,
-            g_pat: 0x0007_0406_0007_0406,
-            rdx: signature,
-            sev_features: features,
-            xcr0: 0x1,
-            mxcsr: 0x1f80,
-            x87_fcw: 0x37f,
-            ..Default::default()
-        }
-    }
-
-    #[test]
-    fn the_reset_state_page_equals_the_sev_crates() {
-        for (cpu, features, ap_eip) in [
-            (CpuType::EpycV4, 0x1u64, 0x80_b004u64),
-            (CpuType::EpycGenoa, 0x21, 0xffff_0123),
-        ] {
-            let vmsa = VMSA::new(
-                ap_eip,
-                cpu,
-                VMMType::QEMU,
-                Some(2),
-                GuestFeatures::from_bytes(&features.to_le_bytes()).expect("features"),
-            );
-            let pages = vmsa.pages(2).expect("pages");
-            let signature = u64::from(cpu.sig() as u32);
-            assert_eq!(
-                qemu_reset_state(0xffff_fff0, features, signature).page(),
-                pages[0],
-                "{cpu:?} BSP"
-            );
-            assert_eq!(
-                qemu_reset_state(ap_eip, features, signature).page(),
-                pages[1],
-                "{cpu:?} AP"
-            );
-        }
-    }
 
     #[test]
     fn every_field_lands_in_its_own_bytes() {

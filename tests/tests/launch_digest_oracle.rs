@@ -1,6 +1,8 @@
 //! cloak's SEV-SNP launch digests against the reference implementation, `sev-snp-measure`
-//! (installed by scripts/setup-host.sh), over firmware builds, vCPU counts and types, guest
-//! features and kernel/initrd/command-line combinations.
+//! (installed by scripts/setup-host.sh), over firmware builds (with and without SEV metadata,
+//! Debian's real OVMF among them), VMM types (QEMU, ec2, gce), vCPU counts and types, guest
+//! features, kernel/initrd/command-line combinations and a precomputed firmware digest; and
+//! the inputs cloak refuses on purpose, each with its reason.
 #![allow(clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
@@ -25,6 +27,7 @@ struct Case {
     kernel: Option<PathBuf>,
     initrd: Option<PathBuf>,
     append: Option<String>,
+    vmm: &'static str,
 }
 
 impl Case {
@@ -40,6 +43,8 @@ impl Case {
             self.vcpu_type.into(),
             "--guest-features".into(),
             format!("{:#x}", self.guest_features),
+            "--vmm-type".into(),
+            self.vmm.into(),
         ];
         for (flag, value) in [
             (
@@ -69,7 +74,7 @@ impl Case {
             kernel: self.kernel.clone(),
             initrd: self.initrd.clone(),
             append: self.append.clone(),
-            vmm: VmmType::Qemu,
+            vmm: self.vmm.parse::<VmmType>().unwrap(),
             ovmf_digest: None,
         }
         .digest()
@@ -92,7 +97,6 @@ fn run_digest(program: &Path, args: &[String]) -> String {
 
 /// A third firmware image: the AmdSev tail behind 1 MiB of filler, so the firmware's
 /// size, address and contents differ while its GUIDed table (at the end) stays a real one.
-/// (Debian's own OVMF has no SNP metadata table: the `sev` crate refuses it.)
 fn padded_firmware(dir: &Path) -> PathBuf {
     let path = dir.join("ovmf_AmdSev_padded.bin");
     let mut image: Vec<u8> = (0..1u32 << 20)
@@ -102,6 +106,53 @@ fn padded_firmware(dir: &Path) -> PathBuf {
     std::fs::write(&path, image).unwrap();
     path
 }
+
+/// The OvmfX64 tail with the SEV metadata entry taken out of its GUIDed table (the other
+/// entries kept, the table still ending 32 bytes before the image's end), behind 64 KiB of
+/// filler: a firmware that has a reset block but no SEV metadata, which the oracle measures as
+/// its pages and VMSAs. The table walk here is the test's own, written from edk2's layout.
+fn firmware_without_sev_metadata(dir: &Path) -> PathBuf {
+    const METADATA_GUID_LE: [u8; 16] = [
+        0x66, 0x65, 0x88, 0xdc, 0x4a, 0x98, 0x98, 0x47, 0xa7, 0x5e, 0x55, 0x85, 0xa7, 0xbf, 0x67,
+        0xcc,
+    ];
+    let tail = std::fs::read(firmware("ovmf_OvmfX64_suffix.bin")).unwrap();
+    let footer = tail.len() - 32 - 18;
+    let total = u16::from_le_bytes([tail[footer], tail[footer + 1]]) as usize;
+    let start = footer + 18 - total;
+    let mut entries = Vec::new();
+    let mut end = footer;
+    while end > start {
+        let size = u16::from_le_bytes([tail[end - 18], tail[end - 17]]) as usize;
+        entries.push(tail[end - size..end].to_vec());
+        end -= size;
+    }
+    let before = entries.len();
+    entries.retain(|entry| entry[entry.len() - 16..] != METADATA_GUID_LE);
+    assert_eq!(
+        entries.len() + 1,
+        before,
+        "the tail had one SEV metadata entry"
+    );
+    entries.reverse();
+    let mut table: Vec<u8> = entries.concat();
+    let mut footer_entry = tail[footer..footer + 18].to_vec();
+    let new_total = (table.len() + 18) as u16;
+    footer_entry[..2].copy_from_slice(&new_total.to_le_bytes());
+    table.extend(footer_entry);
+    let mut image = tail.clone();
+    image[start..footer + 18].fill(0);
+    image[footer + 18 - table.len()..footer + 18].copy_from_slice(&table);
+    let mut full: Vec<u8> = (0..1u32 << 16).map(|i| (i * 13) as u8).collect();
+    full.extend(image);
+    let path = dir.join("ovmf_without_sev_metadata.bin");
+    std::fs::write(&path, full).unwrap();
+    path
+}
+
+/// Debian's own OVMF build (package ovmf, installed by setup-host.sh): a real 2 MiB firmware
+/// with SEV metadata but no kernel-hashes section.
+const DEBIAN_OVMF: &str = "/usr/share/ovmf/OVMF.fd";
 
 fn matrix(kernel: &Path, initrd: &Path, padded: &Path) -> Vec<Case> {
     let kernel_variants: Vec<(Option<PathBuf>, Option<PathBuf>, Option<String>)> = vec![
@@ -141,6 +192,7 @@ fn matrix(kernel: &Path, initrd: &Path, padded: &Path) -> Vec<Case> {
                             kernel: kernel.clone(),
                             initrd: initrd.clone(),
                             append: append.clone(),
+                            vmm: "QEMU",
                         });
                     }
                 }
@@ -222,6 +274,7 @@ fn cloak_measure_takes_the_oracles_flags_and_prints_the_same_digest() {
         kernel: Some(kernel),
         initrd: None,
         append: Some("quiet".into()),
+        vmm: "QEMU",
     };
     let mut args = vec!["measure".to_owned()];
     args.extend(case.flags());
@@ -300,6 +353,7 @@ fn cloak_image_build_writes_reference_digests_equal_to_the_oracles() {
             kernel: Some(out.join("vmlinuz")),
             initrd: Some(out.join("initrd.img")),
             append: Some(cmdline.to_owned()),
+            vmm: "QEMU",
         }
         .flags(),
     );
@@ -378,5 +432,235 @@ fn cloak_vmm_loads_the_plan_whose_digest_cloak_measure_prints() {
         );
         assert_eq!(loaded.len(), 96);
         assert_eq!(loaded, measured, "{vcpus} vCPUs, {memory} MiB");
+    }
+}
+
+/// Where the oracle has a choice of VMM: EC2's and GCE's reset state and page order, on
+/// firmware with and without SEV metadata and Debian's real OVMF.
+#[test]
+fn vmm_types_and_firmware_without_metadata_equal_sev_snp_measure() {
+    let test = "vmm_types_and_firmware_without_metadata_equal_sev_snp_measure";
+    if !cloak_tests::tools_on_path(test, &[ORACLE]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let kernel = dir.path().join("vmlinuz");
+    std::fs::write(
+        &kernel,
+        (0..50_000u32).map(|i| (i * 3) as u8).collect::<Vec<_>>(),
+    )
+    .unwrap();
+    let mut firmwares = vec![
+        (firmware("ovmf_AmdSev_suffix.bin"), true),
+        (firmware("ovmf_OvmfX64_suffix.bin"), false),
+        (firmware_without_sev_metadata(dir.path()), false),
+    ];
+    if Path::new(DEBIAN_OVMF).is_file() {
+        firmwares.push((PathBuf::from(DEBIAN_OVMF), false));
+    } else {
+        skip(
+            test,
+            &format!("{DEBIAN_OVMF} is absent (apt-get install ovmf): measured without it"),
+        );
+    }
+    let mut cases = Vec::new();
+    for (ovmf, has_hashes) in &firmwares {
+        for vmm in ["QEMU", "ec2", "gce"] {
+            for vcpus in [1, 3] {
+                for vcpu_type in ["EPYC-v4", "EPYC-Genoa"] {
+                    for with_kernel in [false, true] {
+                        if with_kernel && !has_hashes {
+                            continue;
+                        }
+                        cases.push(Case {
+                            ovmf: ovmf.clone(),
+                            vcpus,
+                            vcpu_type,
+                            guest_features: 0x21,
+                            kernel: with_kernel.then(|| kernel.clone()),
+                            initrd: None,
+                            append: with_kernel.then(|| "console=hvc0".to_owned()),
+                            vmm,
+                        });
+                    }
+                }
+            }
+        }
+    }
+    let failures: Vec<String> = cases
+        .iter()
+        .filter_map(|case| {
+            let expected = run_digest(Path::new(ORACLE), &case.flags());
+            let ours = case.cloak_digest();
+            (ours != expected).then(|| {
+                format!(
+                    "{}: cloak {ours}, oracle {expected}",
+                    case.flags().join(" ")
+                )
+            })
+        })
+        .collect();
+    assert!(
+        failures.is_empty(),
+        "{} of {} differ:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
+    println!(
+        "{} digests over QEMU, ec2 and gce equal sev-snp-measure's",
+        cases.len()
+    );
+}
+
+/// `--mode snp:ovmf-hash` and `--snp-ovmf-hash`, `--vcpu-family/model/stepping`, base64
+/// output and `--dump-vmsa`, through the `cloak` binary against the oracle's.
+#[test]
+fn cloak_measure_modes_and_flags_equal_the_oracles() {
+    let test = "cloak_measure_modes_and_flags_equal_the_oracles";
+    let Some(cloak) = cloak_tests::cloak_binary(test) else {
+        return;
+    };
+    if !cloak_tests::tools_on_path(test, &[ORACLE]) {
+        return;
+    }
+    let ovmf = firmware("ovmf_AmdSev_suffix.bin").display().to_string();
+    let both = |args: &[&str]| {
+        let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+        let mut ours = vec!["measure".to_owned()];
+        ours.extend(args.iter().cloned());
+        let cloak_out = run_digest(&cloak, &ours);
+        let oracle_out = run_digest(Path::new(ORACLE), &args);
+        assert_eq!(cloak_out, oracle_out, "{}", args.join(" "));
+        cloak_out
+    };
+    let hash = both(&["--mode", "snp:ovmf-hash", "--ovmf", &ovmf]);
+    assert_eq!(hash.len(), 96);
+    let common = [
+        "--mode",
+        "snp",
+        "--ovmf",
+        &ovmf,
+        "--vcpus",
+        "2",
+        "--guest-features",
+        "0x1",
+    ];
+    let seeded = both(
+        &[
+            &common[..],
+            &["--vcpu-type", "EPYC-Milan", "--snp-ovmf-hash", &hash],
+        ]
+        .concat(),
+    );
+    let whole = both(&[&common[..], &["--vcpu-type", "EPYC-Milan"]].concat());
+    assert_eq!(
+        seeded, whole,
+        "the precomputed firmware digest stands for the firmware"
+    );
+    both(
+        &[
+            &common[..],
+            &[
+                "--vcpu-family",
+                "25",
+                "--vcpu-model",
+                "17",
+                "--vcpu-stepping",
+                "0",
+            ],
+        ]
+        .concat(),
+    );
+    both(
+        &[
+            &common[..],
+            &[
+                "--vcpu-type",
+                "EPYC-Genoa",
+                "--output-format",
+                "base64",
+                "--vmm-type",
+                "gce",
+            ],
+        ]
+        .concat(),
+    );
+    // --dump-vmsa writes the same pages in the same place.
+    let dumps = tempfile::tempdir().unwrap();
+    for (program, sub) in [(cloak.clone(), "cloak"), (PathBuf::from(ORACLE), "oracle")] {
+        let at = dumps.path().join(sub);
+        std::fs::create_dir(&at).unwrap();
+        let mut command = Command::new(program);
+        if sub == "cloak" {
+            command.arg("measure");
+        }
+        let status = command
+            .args(common)
+            .args(["--vcpu-type", "EPYC-v4", "--vmm-type", "ec2", "--dump-vmsa"])
+            .current_dir(&at)
+            .output()
+            .unwrap();
+        assert!(status.status.success(), "{status:?}");
+    }
+    for index in 0..2 {
+        let name = format!("vmsa{index}.bin");
+        let ours = std::fs::read(dumps.path().join("cloak").join(&name)).unwrap();
+        let theirs = std::fs::read(dumps.path().join("oracle").join(&name)).unwrap();
+        assert_eq!(ours.len(), 4096);
+        assert!(ours == theirs, "{name} differs");
+    }
+}
+
+/// What cloak refuses on purpose, and that it says why: the oracle's non-SNP modes and SVSM
+/// (cloak launches none of them), and a firmware without an SEV-ES reset block (which the
+/// oracle cannot measure either).
+#[test]
+fn refused_inputs_say_why() {
+    let test = "refused_inputs_say_why";
+    let Some(cloak) = cloak_tests::cloak_binary(test) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let bare = dir.path().join("bare.fd");
+    std::fs::write(&bare, vec![0x90u8; 8192]).unwrap();
+    let ovmf = firmware("ovmf_AmdSev_suffix.bin");
+    let cases: [(&[&str], &Path, &str); 4] = [
+        (&["--mode", "sev"], &ovmf, "SEV-SNP guests only"),
+        (&["--mode", "seves"], &ovmf, "SEV-SNP guests only"),
+        (&["--mode", "snp:svsm"], &ovmf, "no SVSM"),
+        (&["--mode", "snp"], &bare, "no SEV-ES reset block"),
+    ];
+    for (args, firmware, reason) in cases {
+        let output = Command::new(&cloak)
+            .arg("measure")
+            .args(args)
+            .args(["--vcpus", "1", "--vcpu-type", "EPYC-v4", "--ovmf"])
+            .arg(firmware)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{args:?}");
+        assert!(stderr.contains(reason), "{args:?}: {stderr}");
+        println!("refused: cloak measure {} ({reason})", args.join(" "));
+    }
+    if on_path(ORACLE) {
+        let output = Command::new(ORACLE)
+            .args([
+                "--mode",
+                "snp",
+                "--vcpus",
+                "1",
+                "--vcpu-type",
+                "EPYC-v4",
+                "--ovmf",
+            ])
+            .arg(&bare)
+            .output()
+            .unwrap();
+        assert!(
+            !output.status.success(),
+            "the oracle measured a firmware without a reset block"
+        );
     }
 }

@@ -168,7 +168,10 @@ fn real_reports_verify_with_built_in_roots_and_bundles_in_any_order() {
                 }
                 _ => {
                     assert!(text.contains("PASS ask: ASK SEV-"), "{text}");
-                    assert!(!text.contains("PASS vlek") && !text.contains("the VLEK"), "{text}");
+                    assert!(
+                        !text.contains("PASS vlek") && !text.contains("the VLEK"),
+                        "{text}"
+                    );
                     assert_eq!(outcome(&verdict, "chip-id"), Outcome::Pass, "{text}");
                 }
             }
@@ -353,7 +356,9 @@ fn a_chain_of_another_product_line_fails_on_the_vcek() {
     let failure = verdict.first_failure().expect("fails");
     assert_eq!(failure.name.as_str(), "vcek");
     assert!(
-        failure.detail.contains("(SEV-Genoa, ARK-Genoa) signed this VCEK"),
+        failure
+            .detail
+            .contains("(SEV-Genoa, ARK-Genoa) signed this VCEK"),
         "{failure}"
     );
     assert_eq!(outcome(&verdict, "report-signature"), Outcome::Skipped);
