@@ -10,10 +10,12 @@ FLOOR_BIN     := $(GUEST_BIN_DIR)/cloak-floor-init
 CLOAK_BIN     := target/release/cloak
 GUEST_DIR     := build/guest
 CACHE_DIR     ?= $(CURDIR)/.cache
+# The OVMF AmdSev firmware of SNP pods, built once by scripts/setup-host.sh (`make firmware`).
+FIRMWARE      ?= $(CACHE_DIR)/firmware/OVMF.amdsev.fd
 
 export CLOAK_CACHE_DIR := $(CACHE_DIR)
 
-.PHONY: all guest-binaries cloak shim vmm image test demo bench bench-boot bench-containers bench-containerd bench-cri bench-kbs bench-layers bench-policy bench-vmm lint deny clean
+.PHONY: all guest-binaries cloak firmware shim vmm image test demo bench bench-boot bench-containers bench-containerd bench-cri bench-kbs bench-layers bench-policy bench-vmm lint deny clean
 
 all: image
 
@@ -25,12 +27,20 @@ guest-binaries:
 cloak:
 	cargo build --release --locked -p cloak
 
+# With the firmware present, the image ships it and its reference values hold QEMU+OVMF
+# launch digests for it.
 image: guest-binaries cloak
-	$(CLOAK_BIN) image build --out $(GUEST_DIR) --agent $(AGENT_BIN) --config configs/guest-image.toml
+	$(CLOAK_BIN) image build --out $(GUEST_DIR) --agent $(AGENT_BIN) --config configs/guest-image.toml \
+		$(if $(wildcard $(FIRMWARE)),--firmware $(FIRMWARE))
+
+# Builds OVMF AmdSev from Debian's edk2 source package (about 110 s on 2 cores).
+firmware: cloak
+	$(CLOAK_BIN) firmware build --out $(FIRMWARE) --cache-dir $(CACHE_DIR)
 
 # containerd 2.x (scripts/setup-host.sh unpacks Debian testing's package here).
 CONTAINERD2_DIR ?= /opt/cloak-tools/containerd2/usr/bin
 TEST_ENV = CLOAK_GUEST_DIR=$(CURDIR)/$(GUEST_DIR) CLOAK_AGENT_BIN=$(CURDIR)/$(AGENT_BIN) \
+	CLOAK_FIRMWARE=$(FIRMWARE) \
 	CLOAK_FLOOR_INIT_BIN=$(CURDIR)/$(FLOOR_BIN) CLOAK_REQUIRE_VM_TESTS=1 \
 	CLOAK_PYTHON=/opt/cloak-tools/bin/python
 

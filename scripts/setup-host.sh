@@ -63,9 +63,11 @@ apt-get update -q >/dev/null
 # acpica-tools: iasl, the oracle that disassembles the ACPI tables cloak-vmm gives its guests.
 # cryptsetup-bin, erofs-utils: veritysetup and fsck.erofs, the oracles of the layer images.
 # ovmf: Debian's firmware build, a real image in the launch digest oracle matrix.
+# nasm, uuid-dev, patch, xz-utils, g++, make: `cloak firmware build` (edk2 from Debian's source
+# package; iasl is acpica-tools').
 packages=(cpio libseccomp-dev libcap-ng-dev busybox-static runc containerd libssl-dev pkg-config
     python3-venv containernetworking-plugins iproute2 protobuf-compiler acpica-tools
-    cryptsetup-bin erofs-utils ovmf)
+    cryptsetup-bin erofs-utils ovmf nasm uuid-dev patch xz-utils g++ make)
 missing=()
 for package in "${packages[@]}"; do
     dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
@@ -138,6 +140,19 @@ if [ ! -x "$CONTAINERD2_DIR/usr/bin/containerd" ]; then
     mkdir -p "$CONTAINERD2_DIR"
     dpkg-deb -x "$deb" "$CONTAINERD2_DIR"
     rm -rf "$apt_dir"
+fi
+
+# The OVMF AmdSev firmware SNP pods boot with: Debian ships no AmdSev build, so it is built
+# from Debian's edk2 source package once and cached (about 110 s on 2 cores, plus the
+# cloak build it needs); `make image` then ships it in the guest image.
+repo=$(cd "$(dirname "$0")/.." && pwd)
+firmware="$repo/.cache/firmware/OVMF.amdsev.fd"
+if [ ! -f "$firmware" ]; then
+    log "building the OVMF AmdSev firmware (cloak firmware build, Debian edk2 source)"
+    started=$(date +%s)
+    (cd "$repo" && cargo build --release --locked --quiet -p cloak \
+        && target/release/cloak firmware build --out "$firmware" --cache-dir "$repo/.cache")
+    log "firmware built in $(( $(date +%s) - started )) s: $firmware"
 fi
 
 log "qemu: $(qemu-system-x86_64 --version | head -n 1)"

@@ -33,7 +33,16 @@ pub(crate) struct BuildArgs {
     /// passes depends on it); built-in defaults when absent.
     #[arg(long)]
     runtime_config: Option<PathBuf>,
+    /// The OVMF AmdSev firmware SNP pods boot on the qemu backend (`cloak firmware build`),
+    /// instead of the image config's `reference_values.firmware`. It is copied into the image
+    /// as OVMF.amdsev.fd (where `cloak install` takes it from) and the QEMU+OVMF reference
+    /// digests are computed for it.
+    #[arg(long)]
+    firmware: Option<PathBuf>,
 }
+
+/// The firmware's name in a guest image directory.
+pub(crate) const FIRMWARE_FILE: &str = "OVMF.amdsev.fd";
 
 pub(crate) fn default_cache_dir() -> PathBuf {
     std::env::var_os("XDG_CACHE_HOME")
@@ -51,7 +60,10 @@ pub(crate) fn run(command: ImageCommand) -> anyhow::Result<()> {
 
 fn build(args: BuildArgs) -> anyhow::Result<()> {
     let config = cloak_image::ImageConfig::load(&args.config)?;
-    let launches = config.reference_values.clone();
+    let mut launches = config.reference_values.clone();
+    if let Some(firmware) = &args.firmware {
+        launches.firmware = Some(firmware.clone());
+    }
     let options = cloak_image::BuildOptions {
         config,
         init_binary: args.agent,
@@ -71,6 +83,19 @@ fn build(args: BuildArgs) -> anyhow::Result<()> {
         &manifest.initrd.sha256[..16],
         manifest.modules.len()
     )?;
+    if let Some(firmware) = launches.firmware.take() {
+        let shipped = args.out.join(FIRMWARE_FILE);
+        std::fs::copy(&firmware, &shipped).with_context(|| {
+            format!("copying the firmware {} into the image", firmware.display())
+        })?;
+        writeln!(
+            stdout,
+            "firmware {} in {}",
+            firmware.display(),
+            shipped.display()
+        )?;
+        launches.firmware = Some(shipped);
+    }
     let runtime = match &args.runtime_config {
         Some(path) => cloak_host::Configuration::load(path)?,
         None => cloak_host::Configuration::default(),
@@ -111,7 +136,7 @@ fn write_reference_values(
     )
     .with_context(|| format!("writing {}", trustee.display()))?;
     let firmware_note = if launches.firmware.is_none() {
-        " (none for qemu+OVMF: set reference_values.firmware in the image config)"
+        " (none for qemu+OVMF: pass --firmware, e.g. from `cloak firmware build`)"
     } else {
         ""
     };

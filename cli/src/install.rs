@@ -219,6 +219,21 @@ pub(crate) fn install(args: InstallArgs) -> anyhow::Result<()> {
             &mut state,
         )?;
     }
+    // The SNP firmware ships in the image when it was built with one; the shipped
+    // configuration's `firmware` points at it.
+    let firmware = args.guest_image.join(crate::image::FIRMWARE_FILE);
+    if firmware.is_file() {
+        let bytes =
+            std::fs::read(&firmware).with_context(|| format!("reading {}", firmware.display()))?;
+        put(
+            under(
+                root,
+                &format!("usr/share/cloak/guest/{}", crate::image::FIRMWARE_FILE),
+            ),
+            bytes,
+            &mut state,
+        )?;
+    }
     // An operator's own configuration is kept; only a missing one is written.
     for (path, text) in [
         (

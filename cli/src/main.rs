@@ -6,6 +6,7 @@
 mod attest;
 mod cache;
 mod check;
+mod firmware;
 mod image;
 mod install;
 mod kbs;
@@ -68,6 +69,11 @@ enum Command {
         #[command(subcommand)]
         command: kbs::KbsCommand,
     },
+    /// The OVMF AmdSev firmware SNP pods boot with (qemu backend).
+    Firmware {
+        #[command(subcommand)]
+        command: firmware::FirmwareCommand,
+    },
     /// Print the SEV-SNP launch digest of a guest (the flags of `sev-snp-measure`).
     Measure(measure::MeasureArgs),
 }
@@ -85,6 +91,7 @@ fn main() -> std::process::ExitCode {
         Command::Image { command } => image::run(command),
         Command::Probe(args) => probe::run(args),
         Command::Measure(args) => measure::run(args),
+        Command::Firmware { command } => firmware::run(command),
         Command::Policy { command } => policy::run(command),
         Command::Cache { command } => cache::run(command),
         Command::Kbs { command } => kbs::run(command),

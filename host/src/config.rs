@@ -92,7 +92,7 @@ impl Default for HypervisorConfig {
             memory_mib: 512,
             kernel_params: String::new(),
             tee: TeeKind::None,
-            firmware: PathBuf::from("/usr/share/ovmf/OVMF.amdsev.fd"),
+            firmware: PathBuf::from("/usr/share/cloak/guest/OVMF.amdsev.fd"),
             snp_policy: 0x30000,
             snp_vcpu_type: "EPYC-v4".to_owned(),
         }

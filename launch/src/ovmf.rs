@@ -146,6 +146,35 @@ impl OvmfLaunch {
     }
 }
 
+/// The page QEMU puts at the firmware's kernel-hashes section for `kernel-hashes=on` (the
+/// table of the kernel's, initrd's and command line's SHA-256 at the table's offset), and that
+/// section's guest address: the same page this plan measures.
+pub fn kernel_hashes_page(
+    ovmf: &Path,
+    kernel: &Path,
+    initrd: Option<&Path>,
+    append: &str,
+) -> Result<(u64, Vec<u8>), OvmfLaunchError> {
+    let firmware = load_firmware(ovmf)?;
+    let section = firmware
+        .sections()
+        .iter()
+        .find(|section| section.kind == SectionType::SnpKernelHashes)
+        .ok_or(OvmfLaunchError::NoKernelHashesSection)?;
+    let table_gpa = firmware
+        .hashes_table_gpa()
+        .map_err(|source| OvmfLaunchError::Firmware {
+            path: ovmf.display().to_string(),
+            source,
+        })?;
+    let hashes = SevHashes::new(kernel.to_owned(), initrd.map(Path::to_owned), Some(append))
+        .map_err(|err| OvmfLaunchError::Hashes(err.to_string()))?;
+    let page = hashes
+        .construct_page((table_gpa as usize) & (PAGE_SIZE - 1))
+        .map_err(|err| OvmfLaunchError::Hashes(err.to_string()))?;
+    Ok((section.gpa, page))
+}
+
 /// Whether `ovmf` is a firmware whose SEV metadata has a kernel-hashes section (so QEMU's
 /// `kernel-hashes=on` measures the kernel, initrd and command line), or why it cannot be read.
 pub fn has_kernel_hashes_table(ovmf: &Path) -> Result<bool, OvmfLaunchError> {

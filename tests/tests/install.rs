@@ -70,6 +70,7 @@ fn install_merges_idempotently_and_uninstall_restores_the_original() {
         "manifest.json",
         "reference-values.json",
         "reference-values.trustee.json",
+        "OVMF.amdsev.fd",
     ] {
         std::fs::write(image.join(file), format!("{file} bytes")).unwrap();
     }
@@ -174,6 +175,12 @@ fn install_merges_idempotently_and_uninstall_restores_the_original() {
     )
     .unwrap();
     assert_eq!(snp["hypervisor"]["tee"].as_str(), Some("snp"));
+    // The image's SNP firmware lands where the SNP configuration's `firmware` points.
+    let firmware = snp["hypervisor"]["firmware"].as_str().unwrap();
+    assert_eq!(
+        std::fs::read_to_string(root.join(firmware.trim_start_matches('/'))).unwrap(),
+        "OVMF.amdsev.fd bytes"
+    );
 
     let before = snapshot(&root);
     let said = cloak_cmd(&["install"]);

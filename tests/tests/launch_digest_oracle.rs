@@ -304,7 +304,7 @@ fn cloak_image_build_writes_reference_digests_equal_to_the_oracles() {
         std::fs::read_to_string(repo_root().join("configs/guest-image.toml")).unwrap();
     let firmware = firmware("ovmf_AmdSev_suffix.bin");
     let config = image_config.replace(
-        "# firmware = \"/usr/share/ovmf/OVMF.amdsev.fd\"",
+        "# firmware = \"build/firmware/OVMF.amdsev.fd\"",
         &format!("firmware = \"{}\"", firmware.display()),
     );
     assert_ne!(

@@ -12,6 +12,7 @@ pub mod qemu;
 pub mod readiness;
 pub mod sim_psp;
 pub mod snp;
+pub mod snp_rehearsal;
 pub mod virtiofs_backend;
 pub mod vm_processes;
 pub mod vsock_backend;

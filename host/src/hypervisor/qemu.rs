@@ -173,7 +173,7 @@ pub fn host_kernel_params(accel: Accel) -> Vec<String> {
 }
 
 pub struct Qemu {
-    settings: HypervisorConfig,
+    pub(super) settings: HypervisorConfig,
 }
 
 impl Qemu {
@@ -200,7 +200,12 @@ impl Qemu {
 
     /// The command line for `config` on this host; the helpers' sockets are the run
     /// directory's, which `launch` starts them on.
-    fn launch_for(&self, config: &VmConfig, accel: Accel, snp: Option<SnpLaunch>) -> QemuLaunch {
+    pub(super) fn launch_for(
+        &self,
+        config: &VmConfig,
+        accel: Accel,
+        snp: Option<SnpLaunch>,
+    ) -> QemuLaunch {
         let mut cmdline = config.cmdline.clone();
         for param in host_kernel_params(accel) {
             cmdline.push(' ');

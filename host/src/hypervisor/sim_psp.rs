@@ -224,7 +224,7 @@ mod tests {
         let report_data = nonce();
         let verdict = verify(&VerifyRequest {
             report: report.clone(),
-            vcek: vcek.clone(),
+            signing_key: vcek.clone(),
             chain: Some(chain.clone()),
             measurements: vec![LaunchDigest::from_bytes([0x42; 48])],
             host_data: Some([0x1d; 32].to_vec()),
@@ -236,7 +236,7 @@ mod tests {
         // Another measurement is refused by name.
         let verdict = verify(&VerifyRequest {
             report,
-            vcek,
+            signing_key: vcek,
             chain: Some(chain),
             measurements: vec![LaunchDigest::from_bytes([0x43; 48])],
             allow_simulated: true,

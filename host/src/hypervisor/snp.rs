@@ -60,6 +60,20 @@ impl SnpLaunch {
         })
     }
 
+    /// The launch a host without SNP rehearses (snp_rehearsal.rs): the firmware and policy
+    /// of the configuration; the C-bit and reduced physical address bits are the usual
+    /// values of EPYC parts, for they appear only in the object the rehearsal leaves out.
+    pub fn for_rehearsal(config: &HypervisorConfig, host_data: [u8; 32]) -> Self {
+        Self {
+            firmware: config.firmware.clone(),
+            policy: config.snp_policy,
+            vcpu_type: config.snp_vcpu_type.clone(),
+            cbitpos: 51,
+            reduced_phys_bits: 1,
+            host_data,
+        }
+    }
+
     /// The `-object` value.
     pub fn guest_object(&self) -> String {
         format!(
