@@ -100,6 +100,18 @@ fn permutations(blocks: &[String]) -> Vec<Vec<u8>> {
     out
 }
 
+/// The verdict on `report` signed by `key`, with `chain` (built-in roots when `None`) and
+/// debugging accepted.
+fn verdict_of(report: Vec<u8>, key: &[u8], chain: Option<&[u8]>) -> Verdict {
+    verify(&VerifyRequest {
+        report,
+        signing_key: key.to_vec(),
+        chain: chain.map(<[u8]>::to_vec),
+        allow_debug: true,
+        ..Default::default()
+    })
+}
+
 fn outcome(verdict: &Verdict, name: &str) -> Outcome {
     verdict
         .checks
@@ -182,13 +194,7 @@ fn real_reports_verify_with_built_in_roots_and_bundles_in_any_order() {
 #[test]
 fn a_bundle_says_which_certificates_it_used() {
     let vlek = real_reports().remove(3);
-    let verdict = verify(&VerifyRequest {
-        report: vlek.report,
-        signing_key: vlek.key,
-        chain: Some(vlek.bundle),
-        allow_debug: true,
-        ..Default::default()
-    });
+    let verdict = verdict_of(vlek.report, &vlek.key, Some(&vlek.bundle));
     let text = printed(&verdict);
     // Trustee's bundle is ASK, ARK, ASVK: the VLEK uses the second and the third.
     assert!(
@@ -209,13 +215,7 @@ fn a_bundle_says_which_certificates_it_used() {
 fn a_vlek_report_without_the_asvk_fails_by_naming_it() {
     let vlek = real_reports().remove(3);
     let ask_and_ark: Vec<u8> = pem_blocks(&vlek.bundle)[..2].concat().into_bytes();
-    let verdict = verify(&VerifyRequest {
-        report: vlek.report.clone(),
-        signing_key: vlek.key.clone(),
-        chain: Some(ask_and_ark),
-        allow_debug: true,
-        ..Default::default()
-    });
+    let verdict = verdict_of(vlek.report.clone(), &vlek.key, Some(&ask_and_ark));
     let failure = verdict.first_failure().expect("fails");
     assert_eq!(failure.label, "vlek");
     assert!(failure.detail.contains("its ASVK is needed"), "{failure}");
@@ -286,13 +286,7 @@ fn every_flipped_bit_in_the_signed_part_fails() {
         for byte in cloak_snp_abi::field::SIGNED {
             let mut altered = report.clone();
             altered[byte] ^= 1 << (byte % 8);
-            let verdict = verify(&VerifyRequest {
-                report: altered,
-                signing_key: vcek.clone(),
-                chain: Some(chain.clone()),
-                allow_debug: true,
-                ..Default::default()
-            });
+            let verdict = verdict_of(altered, &vcek, Some(&chain));
             assert!(
                 !verdict.passed(),
                 "{source}: flipping a bit of byte {byte:#x} went unnoticed"
@@ -301,13 +295,7 @@ fn every_flipped_bit_in_the_signed_part_fails() {
         // The signature itself: a flipped bit in R.
         let mut altered = report.clone();
         altered[cloak_snp_abi::field::SIGNATURE_R.start] ^= 0x80;
-        let verdict = verify(&VerifyRequest {
-            report: altered,
-            signing_key: vcek.clone(),
-            chain: Some(chain.clone()),
-            allow_debug: true,
-            ..Default::default()
-        });
+        let verdict = verdict_of(altered, &vcek, Some(&chain));
         assert_eq!(
             outcome(&verdict, "report-signature"),
             Outcome::Fail,
@@ -321,13 +309,7 @@ fn the_wrong_vcek_fails_on_signature_and_chip() {
     let reports = real_reports();
     let (report, chain) = (&reports[0].report, &reports[0].bundle);
     let other_vcek = &reports[1].key;
-    let verdict = verify(&VerifyRequest {
-        report: report.clone(),
-        signing_key: other_vcek.clone(),
-        chain: Some(chain.clone()),
-        allow_debug: true,
-        ..Default::default()
-    });
+    let verdict = verdict_of(report.clone(), other_vcek, Some(chain));
     assert!(!verdict.passed());
     assert_eq!(outcome(&verdict, "report-signature"), Outcome::Fail);
     assert_eq!(outcome(&verdict, "chip-id"), Outcome::Fail);
