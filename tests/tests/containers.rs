@@ -264,14 +264,20 @@ fn signals_exec_and_ps() {
 #[test]
 fn tty_sees_a_terminal_and_its_window_size() {
     with_pod("tty_sees_a_terminal_and_its_window_size", async |pod| {
-        let mut spec =
-            busybox_spec(&["sh", "-c", "sleep 1; test -t 0 && echo is-a-tty; stty size"]);
+        let mut spec = busybox_spec(&[
+            "sh",
+            "-c",
+            "sleep 1; test -t 0 && echo is-a-tty; stty size; sleep 3",
+        ]);
         let mut process = spec.process().clone().unwrap();
         process.set_terminal(Some(true));
         spec.set_process(Some(process));
+        // A CRI-sized id (64 hex characters): the console socket's path must still fit the
+        // 108 bytes of a Unix socket address.
+        let id = "7e1e".repeat(16);
         let streams = pod
             .create(
-                "tty",
+                &id,
                 &spec,
                 Streams {
                     stdin: false,
@@ -280,22 +286,43 @@ fn tty_sees_a_terminal_and_its_window_size() {
             )
             .await
             .unwrap();
-        pod.start("tty").await.unwrap();
+        pod.start(&id).await.unwrap();
         let resize = cloak_protocol::agent::TtyWinResizeRequest {
-            container_id: "tty".into(),
+            container_id: id.clone(),
             rows: 40,
             columns: 100,
             ..Default::default()
         };
         pod.agent().tty_win_resize(ctx(), &resize).await.unwrap();
+        // An exec with a terminal and a CRI-sized exec id: its console socket (the path was
+        // 164 bytes below the container's directory) must bind too.
+        let exec_id = "e0ec".repeat(16);
+        let exec = pod
+            .exec(
+                &id,
+                &exec_id,
+                &["sh", "-c", "test -t 0 && echo exec-tty"],
+                Streams {
+                    stdin: false,
+                    terminal: true,
+                },
+            )
+            .await
+            .unwrap();
+        let exec_out = read_all(exec.stdout).await.unwrap();
+        assert!(
+            String::from_utf8_lossy(&exec_out).contains("exec-tty\r\n"),
+            "{exec_out:?}"
+        );
+        assert_eq!(pod.wait(&id, &exec_id).await.unwrap().exit_status, 0);
         let out = read_all(streams.stdout).await.unwrap();
         let out = String::from_utf8_lossy(&out);
         assert!(out.contains("is-a-tty"), "{out:?}");
         assert!(out.contains("40 100"), "{out:?}");
         // A terminal turns \n into \r\n: proof the output went through a pty.
         assert!(out.contains("is-a-tty\r\n"), "{out:?}");
-        assert_eq!(pod.wait("tty", "").await.unwrap().exit_status, 0);
-        pod.remove("tty").await.unwrap();
+        assert_eq!(pod.wait(&id, "").await.unwrap().exit_status, 0);
+        pod.remove(&id).await.unwrap();
     });
 }
 

@@ -122,7 +122,7 @@ impl ContainerRuntime {
         let default_stdio = cloak_protocol::agent::StdioConfig::default();
         let stdio_config = request.stdio.as_ref().unwrap_or(&default_stdio);
         let (pending_io, child) =
-            PendingIo::prepare(&self.streams, id, "", stdio_config, grants, &bundle).await?;
+            PendingIo::prepare(&self.streams, id, "", stdio_config, grants).await?;
 
         let reaper = self.reaper.clone();
         let state_root = self.state_root().to_owned();

@@ -45,15 +45,9 @@ impl ContainerRuntime {
 
         let default_stdio = cloak_protocol::agent::StdioConfig::default();
         let stdio_config = request.stdio.as_ref().unwrap_or(&default_stdio);
-        let (pending_io, child) = PendingIo::prepare(
-            &self.streams,
-            &container.id,
-            &exec_id,
-            stdio_config,
-            grants,
-            &container.bundle,
-        )
-        .await?;
+        let (pending_io, child) =
+            PendingIo::prepare(&self.streams, &container.id, &exec_id, stdio_config, grants)
+                .await?;
         let reaper = self.reaper.clone();
         let state_root = self.state_root().to_owned();
         let container_id = container.id.clone();

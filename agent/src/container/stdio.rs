@@ -115,7 +115,44 @@ pub(super) struct PendingIo {
     grants: StreamGrants,
     streams: Vec<(StreamKind, VsockStream)>,
     pipe_ends: Vec<(StreamKind, OwnedFd)>,
-    console_listener: Option<std::os::unix::net::UnixListener>,
+    console_listener: Option<ConsoleSocket>,
+}
+
+/// Where console sockets live. A Unix socket path holds at most 107 bytes, and CRI's ids are
+/// 64 hex characters each: a path below a container's directory named after the exec
+/// (`/run/cloak/containers/<64>/console-<64>.sock`, 164 bytes) cannot be bound, so each socket
+/// gets a short name of its own here instead.
+const CONSOLE_SOCKET_DIR: &str = "/run/cloak/tty";
+
+static CONSOLE_SOCKETS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// A bound console socket; its file goes when it does.
+struct ConsoleSocket {
+    listener: std::os::unix::net::UnixListener,
+    path: PathBuf,
+}
+
+impl ConsoleSocket {
+    fn bind(dir: &Path) -> anyhow::Result<Self> {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("creating {}", dir.display()))?;
+        let number = CONSOLE_SOCKETS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = dir.join(format!("{number}.sock"));
+        let _ = std::fs::remove_file(&path);
+        let listener = std::os::unix::net::UnixListener::bind(&path)
+            .with_context(|| format!("binding the console socket {}", path.display()))?;
+        Ok(Self { listener, path })
+    }
+}
+
+impl Drop for ConsoleSocket {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
 }
 
 /// The running side: pump threads and what CloseStdin and TtyWinResize act on.
@@ -137,14 +174,13 @@ fn null_fd(write: bool) -> anyhow::Result<OwnedFd> {
 
 impl PendingIo {
     /// Connects the streams `config` asks for and makes the pipes (or the console socket) the
-    /// process will use. `scratch` is a private directory for the console socket.
+    /// process will use.
     pub(super) async fn prepare(
         broker: &StreamBroker,
         container_id: &str,
         exec_id: &str,
         config: &StdioConfig,
         grants: StreamGrants,
-        scratch: &Path,
     ) -> anyhow::Result<(Self, ChildStdio)> {
         let ports = [
             (StreamKind::Stdin, config.stdin_port),
@@ -180,14 +216,9 @@ impl PendingIo {
             console_listener: None,
         };
         let child = if config.terminal {
-            let path = scratch.join(format!(
-                "console-{}.sock",
-                if exec_id.is_empty() { "init" } else { exec_id }
-            ));
-            let _ = std::fs::remove_file(&path);
-            let listener = std::os::unix::net::UnixListener::bind(&path)
-                .with_context(|| format!("binding the console socket {}", path.display()))?;
-            pending.console_listener = Some(listener);
+            let socket = ConsoleSocket::bind(Path::new(CONSOLE_SOCKET_DIR))?;
+            let path = socket.path.clone();
+            pending.console_listener = Some(socket);
             ChildStdio {
                 stdin: None,
                 stdout: None,
@@ -234,10 +265,12 @@ impl PendingIo {
             stdin_control: None,
             tty_master: None,
         };
-        if let Some(listener) = self.console_listener.take() {
-            let master = tokio::task::spawn_blocking(move || receive_console_master(&listener))
-                .await
-                .context("console socket task")??;
+        if let Some(socket) = self.console_listener.take() {
+            // The socket (and its file) is gone once the master arrived or could not.
+            let master =
+                tokio::task::spawn_blocking(move || receive_console_master(&socket.listener))
+                    .await
+                    .context("console socket task")??;
             for (kind, stream) in self.streams.drain(..) {
                 let stream = into_blocking_file(stream)?;
                 let pty = master.try_clone().context("duplicating the pty master")?;
@@ -457,5 +490,33 @@ impl Drop for ProcessIo {
         if let Some(stream) = self.stdin_control.take() {
             shutdown(&stream, libc::SHUT_RDWR);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// sun_path is 108 bytes with its terminating NUL.
+    const SUN_PATH_MAX: usize = 107;
+
+    #[test]
+    fn console_sockets_have_short_paths_and_are_removed_with_their_socket() {
+        let longest = Path::new(CONSOLE_SOCKET_DIR).join(format!("{}.sock", u64::MAX));
+        assert!(
+            longest.as_os_str().len() <= SUN_PATH_MAX,
+            "{}",
+            longest.display()
+        );
+        let dir = tempfile::tempdir().expect("temp dir");
+        let tty = dir.path().join("tty");
+        let first = ConsoleSocket::bind(&tty).expect("binds");
+        let second = ConsoleSocket::bind(&tty).expect("binds");
+        assert_ne!(first.path, second.path);
+        assert!(first.path.exists());
+        let path = first.path.clone();
+        drop(first);
+        assert!(!path.exists(), "the socket file goes with the socket");
+        assert!(second.path.exists());
     }
 }
