@@ -45,7 +45,9 @@ const GRUB_PLACEHOLDER: &str = "OvmfPkg/AmdSev/Grub/grub.efi";
 /// The path the build sees its tree at, whatever the cache directory: edk2 writes the
 /// workspace path into the image, so the build runs through this fixed symbolic link to the
 /// tree (edk2 takes its workspace from the shell's logical working directory).
-const FIXED_WORKSPACE: &str = "/tmp/cloak-firmware-edk2-2025.02-8+deb13u1";
+fn fixed_workspace() -> PathBuf {
+    PathBuf::from(format!("/tmp/cloak-firmware-edk2-{EDK2_VERSION}"))
+}
 /// Build tools and the Debian package that has each.
 const TOOLS: [(&str, &str); 9] = [
     ("gcc", "gcc"),
@@ -275,16 +277,19 @@ fn unpack(downloads: &Path, work: &Path, source: &Path) -> anyhow::Result<()> {
 fn build_platform(source: &Path, work: &Path, jobs: u32) -> anyhow::Result<()> {
     let grub = source.join(GRUB_PLACEHOLDER);
     std::fs::write(&grub, b"").with_context(|| format!("writing {}", grub.display()))?;
-    let workspace = Path::new(FIXED_WORKSPACE);
-    match std::fs::symlink_metadata(workspace) {
-        Ok(meta) if meta.file_type().is_symlink() => std::fs::remove_file(workspace)?,
-        Ok(_) => bail!("{FIXED_WORKSPACE} exists and is not cloak's link: remove it"),
+    let workspace = fixed_workspace();
+    match std::fs::symlink_metadata(&workspace) {
+        Ok(meta) if meta.file_type().is_symlink() => std::fs::remove_file(&workspace)?,
+        Ok(_) => bail!(
+            "{} exists and is not cloak's link: remove it",
+            workspace.display()
+        ),
         Err(_) => {}
     }
-    std::os::unix::fs::symlink(source, workspace)
-        .with_context(|| format!("linking {FIXED_WORKSPACE} to {}", source.display()))?;
-    let built = build_in(workspace, work, jobs);
-    let _ = std::fs::remove_file(workspace);
+    std::os::unix::fs::symlink(source, &workspace)
+        .with_context(|| format!("linking {} to {}", workspace.display(), source.display()))?;
+    let built = build_in(&workspace, work, jobs);
+    let _ = std::fs::remove_file(&workspace);
     built
 }
 

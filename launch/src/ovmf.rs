@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use sev::measurement::sev_hashes::SevHashes;
 
 use crate::digest::LaunchDigest;
-use crate::ovmf_firmware::{Firmware, FirmwareError, SectionType};
+use crate::ovmf_firmware::{Firmware, FirmwareError, Section, SectionType};
 use crate::plan::{LaunchPlan, PageKind, PAGE_SIZE};
 pub use crate::reset_state::VmmType;
 
@@ -53,11 +53,34 @@ pub enum OvmfLaunchError {
     Plan(#[from] crate::plan::PlanError),
 }
 
-fn load_firmware(path: &Path) -> Result<Firmware, OvmfLaunchError> {
-    Firmware::load(path).map_err(|source| OvmfLaunchError::Firmware {
+fn firmware_error(path: &Path, source: FirmwareError) -> OvmfLaunchError {
+    OvmfLaunchError::Firmware {
         path: path.display().to_string(),
         source,
-    })
+    }
+}
+
+fn load_firmware(path: &Path) -> Result<Firmware, OvmfLaunchError> {
+    Firmware::load(path).map_err(|source| firmware_error(path, source))
+}
+
+/// The kernel-hashes page for `section` of `firmware` (read from `path`): the hashes table at
+/// its offset in the page, as QEMU writes it for `kernel-hashes=on`.
+fn hashes_page(
+    firmware: &Firmware,
+    path: &Path,
+    section: &Section,
+    hashes: &SevHashes,
+) -> Result<Vec<u8>, OvmfLaunchError> {
+    if section.size != PAGE_SIZE {
+        return Err(OvmfLaunchError::HashesSectionSize(section.size));
+    }
+    let table_gpa = firmware
+        .hashes_table_gpa()
+        .map_err(|source| firmware_error(path, source))?;
+    hashes
+        .construct_page((table_gpa as usize) & (PAGE_SIZE - 1))
+        .map_err(|err| OvmfLaunchError::Hashes(err.to_string()))
 }
 
 impl OvmfLaunch {
@@ -94,21 +117,10 @@ impl OvmfLaunch {
                 SectionType::Cpuid if self.vmm == VmmType::Ec2 => {}
                 SectionType::Cpuid => plan.push(gpa, PageKind::Cpuid),
                 SectionType::SnpKernelHashes => match &hashes {
-                    Some(hashes) => {
-                        if size != PAGE_SIZE {
-                            return Err(OvmfLaunchError::HashesSectionSize(size));
-                        }
-                        let table_gpa = firmware.hashes_table_gpa().map_err(|source| {
-                            OvmfLaunchError::Firmware {
-                                path: self.ovmf.display().to_string(),
-                                source,
-                            }
-                        })?;
-                        let page = hashes
-                            .construct_page((table_gpa as usize) & (PAGE_SIZE - 1))
-                            .map_err(|err| OvmfLaunchError::Hashes(err.to_string()))?;
-                        plan.push(gpa, PageKind::Normal(page));
-                    }
+                    Some(hashes) => plan.push(
+                        gpa,
+                        PageKind::Normal(hashes_page(&firmware, &self.ovmf, section, hashes)?),
+                    ),
                     None => plan.push(gpa, PageKind::Zero(size)),
                 },
             }
@@ -161,18 +173,9 @@ pub fn kernel_hashes_page(
         .iter()
         .find(|section| section.kind == SectionType::SnpKernelHashes)
         .ok_or(OvmfLaunchError::NoKernelHashesSection)?;
-    let table_gpa = firmware
-        .hashes_table_gpa()
-        .map_err(|source| OvmfLaunchError::Firmware {
-            path: ovmf.display().to_string(),
-            source,
-        })?;
     let hashes = SevHashes::new(kernel.to_owned(), initrd.map(Path::to_owned), Some(append))
         .map_err(|err| OvmfLaunchError::Hashes(err.to_string()))?;
-    let page = hashes
-        .construct_page((table_gpa as usize) & (PAGE_SIZE - 1))
-        .map_err(|err| OvmfLaunchError::Hashes(err.to_string()))?;
-    Ok((section.gpa, page))
+    Ok((section.gpa, hashes_page(&firmware, ovmf, section, &hashes)?))
 }
 
 /// Whether `ovmf` is a firmware whose SEV metadata has a kernel-hashes section (so QEMU's

@@ -165,12 +165,28 @@ fn find_chain(
     }
 }
 
-fn position(source: &Source, which: fn(&Source) -> Option<usize>) -> String {
-    match (source, which(source)) {
-        (Source::Bundle { total, .. }, Some(at)) => {
-            format!(", certificate {at} of {total} in the bundle")
+/// Where the chain's ARK and intermediate came from, and the bundle's certificates not used.
+fn provenance(source: &Source) -> (String, String, String) {
+    match source {
+        Source::BuiltIn => (
+            ", built in".to_owned(),
+            ", built in".to_owned(),
+            String::new(),
+        ),
+        Source::Bundle {
+            ark,
+            intermediate,
+            total,
+            unused,
+        } => {
+            let at = |n: &usize| format!(", certificate {n} of {total} in the bundle");
+            let unused = if unused.is_empty() {
+                String::new()
+            } else {
+                format!("; not used: certificate {}", unused.join(", "))
+            };
+            (at(ark), at(intermediate), unused)
         }
-        _ => ", built in".to_owned(),
     }
 }
 
@@ -184,10 +200,7 @@ fn check_chain(
 ) -> bool {
     let simulated =
         String::from_utf8_lossy(&chain.ark.der).contains(crate::simulated_psp::SIMULATED_MARK);
-    let ark_at = position(&chain.source, |source| match source {
-        Source::Bundle { ark, .. } => Some(*ark),
-        Source::BuiltIn => None,
-    });
+    let (ark_at, intermediate_at, unused) = provenance(&chain.source);
     let ark_ok = verdict.record(
         CheckName::Ark,
         match product {
@@ -211,16 +224,6 @@ fn check_chain(
     );
     let issuer = kind.issuer_name();
     let vlek_issuer = chain.intermediate.common_name.starts_with("SEV-VLEK-");
-    let intermediate_at = position(&chain.source, |source| match source {
-        Source::Bundle { intermediate, .. } => Some(*intermediate),
-        Source::BuiltIn => None,
-    });
-    let unused = match &chain.source {
-        Source::Bundle { unused, .. } if !unused.is_empty() => {
-            format!("; not used: certificate {}", unused.join(", "))
-        }
-        _ => String::new(),
-    };
     let ask_ok = verdict.record(
         CheckName::Ask,
         if !chain.intermediate.signed_by(&chain.ark) {
