@@ -6,6 +6,8 @@
 pub mod bench;
 pub mod containerd;
 pub mod cri;
+pub mod cri_compare;
+pub mod cri_stream;
 pub mod kbs;
 pub mod oci_image;
 pub mod pod;

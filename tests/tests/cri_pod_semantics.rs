@@ -11,69 +11,14 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use cloak_tests::containerd::{image, PrivateContainerd};
-use cloak_tests::cri::{
-    cni_netns, container_config, cri_test_env, CriClient, PodSpec, RUNTIME_HANDLER,
-};
-use cloak_tests::{skip, vm_slot};
+use cloak_tests::containerd::image;
+use cloak_tests::cri::{container_config, CriClient, PodSpec};
+use cloak_tests::cri_compare::{on_runc_and_cloak, start};
+use cloak_tests::skip;
 use k8s_cri::v1::{ContainerConfig, Mount, SecurityProfile};
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// The two runtimes every scenario runs on: runc (the CRI plugin's default handler "") first.
-const RUNTIMES: [(&str, &str); 2] = [("runc", ""), ("cloak", RUNTIME_HANDLER)];
-
-/// Runs `scenario` in a fresh runc pod and then in a fresh cloak pod (each configured by
-/// `configure`), removing each pod afterwards; returns (runc's result, cloak's result), or
-/// `None` when the test cannot run here. Checks that the cloak pod left nothing behind.
-fn on_runc_and_cloak<T>(
-    test: &str,
-    configure: impl Fn(&mut PodSpec),
-    scenario: impl AsyncFn(&mut CriClient, &PodSpec, &str, &PrivateContainerd) -> T,
-) -> Option<(T, T)> {
-    let _slot = vm_slot();
-    let (env, shim) = cri_test_env(test)?;
-    let containerd =
-        PrivateContainerd::start_with_cri(&env, &shim).expect("private containerd starts");
-    let netns_before = cni_netns();
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let results = runtime.block_on(async {
-        let mut cri = CriClient::connect(&containerd.address).await.unwrap();
-        let mut results = Vec::new();
-        for (name, handler) in RUNTIMES {
-            let log_directory = containerd.dir().join("pod-logs").join(name);
-            std::fs::create_dir_all(&log_directory).unwrap();
-            let mut pod = PodSpec::new(&format!("{name}-pod"), handler, log_directory);
-            configure(&mut pod);
-            let pod_id = cri
-                .run_pod(&pod)
-                .await
-                .unwrap_or_else(|err| panic!("{name}: {err:#}\n{}", containerd.log_tail(40)));
-            results.push(scenario(&mut cri, &pod, &pod_id, &containerd).await);
-            cri.remove_pod(&pod_id).await.unwrap();
-        }
-        results
-    });
-    cloak_tests::cri::assert_pods_left_nothing(&containerd, &netns_before);
-    let mut results = results.into_iter();
-    Some((results.next().unwrap(), results.next().unwrap()))
-}
-
-/// Creates and starts `config` in the pod; the container id.
-async fn start(
-    cri: &mut CriClient,
-    pod: &PodSpec,
-    pod_id: &str,
-    config: ContainerConfig,
-) -> String {
-    let id = cri
-        .create_container_with(pod_id, pod, config)
-        .await
-        .unwrap_or_else(|err| panic!("{}: {err:#}", pod.name));
-    cri.start_container(&id).await.unwrap();
-    id
 }
 
 async fn sleeper(cri: &mut CriClient, pod: &PodSpec, pod_id: &str, name: &str) -> String {
