@@ -52,7 +52,8 @@ test: image shim vmm
 	$(TEST_ENV) cargo test --release --locked --workspace --features cloak-vmm/test-guests
 	$(TEST_ENV) CLOAK_CONTAINERD_DIR=$(CONTAINERD2_DIR) \
 		cargo test --release --locked -p cloak-tests --features cloak-vmm/test-guests \
-		--test cri --test cri_pod_semantics --test cri_policy --test kbs_secrets
+		--test cri --test cri_pod_semantics --test cri_policy --test kbs_secrets \
+		--test cri_streaming --test cri_vm_size
 
 SHIM_BIN := target/release/containerd-shim-cloak-v2
 

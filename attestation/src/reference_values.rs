@@ -29,9 +29,9 @@ pub struct ReferenceLaunchSet {
     pub vcpus: Vec<u32>,
     pub vcpu_types: Vec<String>,
     pub guest_features: u64,
-    /// Guest memory of direct launches (cloak-vmm, and what the simulated TEE reports); with
-    /// it, one direct-launch digest per vCPU count is added.
-    pub direct_memory_mib: Option<u32>,
+    /// Guest memory sizes of direct launches (cloak-vmm, and what the simulated TEE reports),
+    /// whose memory map is measured: one direct-launch digest per size and vCPU count.
+    pub direct_memory_mib: Vec<u32>,
 }
 
 fn sha256_file(path: &std::path::Path) -> Result<String, ReferenceValuesError> {
@@ -64,8 +64,8 @@ impl ReferenceValues {
         if let Some(firmware) = &launches.firmware {
             values.add_ovmf_digests(firmware, kernel, initrd, cmdline, launches)?;
         }
-        if let Some(memory_mib) = launches.direct_memory_mib {
-            values.add_direct_digests(kernel, initrd, cmdline, memory_mib, launches)?;
+        for memory_mib in &launches.direct_memory_mib {
+            values.add_direct_digests(kernel, initrd, cmdline, *memory_mib, launches)?;
         }
         Ok(values)
     }
@@ -242,7 +242,7 @@ mod tests {
             vcpus: vec![1, 2],
             vcpu_types: vec!["EPYC-Milan".into(), "EPYC-Turin".into()],
             guest_features: 0x1,
-            direct_memory_mib: Some(64),
+            direct_memory_mib: vec![64],
         }
     }
 
@@ -328,7 +328,7 @@ mod tests {
         let (kernel, initrd) = image(dir.path(), 1);
         let launches = ReferenceLaunchSet {
             firmware: None,
-            direct_memory_mib: None,
+            direct_memory_mib: Vec::new(),
             ..launches()
         };
         let values = ReferenceValues::for_image(&kernel, &initrd, "x", &launches).expect("values");

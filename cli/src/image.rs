@@ -105,6 +105,14 @@ fn build(args: BuildArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The listed direct-launch sizes with the configured one, each once, in order.
+fn direct_memory_sizes(listed: &[u32], configured: u32) -> Vec<u32> {
+    let mut sizes: Vec<u32> = listed.iter().copied().chain([configured]).collect();
+    sizes.sort_unstable();
+    sizes.dedup();
+    sizes
+}
+
 /// Writes reference-values.json (and the Trustee form) beside the manifest; returns a line
 /// saying what was written.
 fn write_reference_values(
@@ -123,7 +131,7 @@ fn write_reference_values(
         vcpus: launches.vcpus.clone(),
         vcpu_types: launches.vcpu_types.clone(),
         guest_features: launches.guest_features,
-        direct_memory_mib: Some(runtime.hypervisor.memory_mib),
+        direct_memory_mib: direct_memory_sizes(&launches.memory_mib, runtime.hypervisor.memory_mib),
     };
     let values = ReferenceValues::for_image(&vm.kernel, &vm.initrd, &vm.cmdline, &launch_set)?;
     let path = out.join("reference-values.json");

@@ -103,6 +103,8 @@ async fn run_in_pod(
         shared_dir: shared.to_owned(),
         init_data,
         netns: None,
+        // `cloak run` has no pod limits: the configured size.
+        resources: Default::default(),
     };
     let pod = PodVm::create_pod(config, &manifest, id, &setup).await?;
     let result = run_container(&pod, args).await;

@@ -24,6 +24,9 @@ pub struct ReferenceLaunches {
     /// without it (the kernel, initrd and command-line hashes are written regardless).
     pub firmware: Option<std::path::PathBuf>,
     pub vcpus: Vec<u32>,
+    /// Memory sizes of direct launches (cloak-vmm measures its memory map): the configured
+    /// `memory_mib` is always added; pods with limits get larger sizes in 256 MiB steps.
+    pub memory_mib: Vec<u32>,
     pub vcpu_types: Vec<String>,
     pub guest_features: u64,
 }
@@ -32,7 +35,8 @@ impl Default for ReferenceLaunches {
     fn default() -> Self {
         Self {
             firmware: None,
-            vcpus: vec![1, 2, 4],
+            vcpus: vec![1, 2, 3, 4],
+            memory_mib: vec![512, 1024, 1536, 2048],
             vcpu_types: vec!["EPYC-v4".into(), "EPYC-Milan".into(), "EPYC-Genoa".into()],
             guest_features: 0x1,
         }

@@ -63,8 +63,13 @@ pub struct HypervisorConfig {
     /// QEMU machine type: `microvm` (fast boot) or `q35`.
     pub machine: String,
     pub accel: AccelSetting,
+    /// vCPUs and memory of a pod VM without resource limits; a pod with limits gets more
+    /// (`pod_size.rs`: memory_mib + the pod's memory limit, at least its CPU limit in vCPUs).
     pub vcpus: u32,
     pub memory_mib: u32,
+    /// The most a pod's limits can size its VM to; 0: the host's online CPUs / its memory.
+    pub max_vcpus: u32,
+    pub max_memory_mib: u32,
     /// Appended to the image's kernel command line.
     pub kernel_params: String,
     pub tee: TeeKind,
@@ -90,6 +95,8 @@ impl Default for HypervisorConfig {
             accel: AccelSetting::Auto,
             vcpus: 2,
             memory_mib: 512,
+            max_vcpus: 0,
+            max_memory_mib: 0,
             kernel_params: String::new(),
             tee: TeeKind::None,
             firmware: PathBuf::from("/usr/share/cloak/guest/OVMF.amdsev.fd"),
@@ -214,6 +221,18 @@ impl Configuration {
             return invalid("agent.boot_timeout_secs must be positive".to_owned());
         }
         Ok(())
+    }
+
+    /// The sizing rule of pod VMs, the maximums resolved against this host.
+    pub fn size_policy(&self) -> crate::pod_size::SizePolicy {
+        let (host_cpus, host_memory_mib) = crate::pod_size::host_capacity();
+        let or_host = |configured: u32, host: u32| if configured == 0 { host } else { configured };
+        crate::pod_size::SizePolicy {
+            base_vcpus: self.hypervisor.vcpus,
+            base_memory_mib: self.hypervisor.memory_mib,
+            max_vcpus: or_host(self.hypervisor.max_vcpus, host_cpus).min(255),
+            max_memory_mib: or_host(self.hypervisor.max_memory_mib, host_memory_mib),
+        }
     }
 
     pub fn boot_timeout(&self) -> Duration {

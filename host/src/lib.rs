@@ -11,6 +11,7 @@ pub mod hybrid_vsock;
 pub mod hypervisor;
 pub mod layer_cache;
 pub mod network;
+pub mod pod_size;
 pub mod pod_vm;
 pub mod run_dir;
 pub mod stdio_streams;

@@ -58,6 +58,8 @@ pub struct PodSetup {
     pub init_data: Vec<u8>,
     /// The pod's network namespace (set up by CNI); its interface becomes the guest's.
     pub netns: Option<PathBuf>,
+    /// The pod's limits (the CRI's sandbox annotations); they size the VM.
+    pub resources: crate::pod_size::PodResources,
 }
 
 pub struct PodVm {
@@ -124,6 +126,14 @@ impl PodVm {
             network.attach().await?;
         }
         let mut vm_config = vm_config_for(config, manifest, id);
+        let (size, capped) = config.size_policy().size_for(&setup.resources);
+        if capped {
+            tracing::warn!(pod = %id, resources = ?setup.resources, vcpus = size.vcpus, memory_mib = size.memory_mib,
+                "the pod's limits exceed hypervisor.max_vcpus/max_memory_mib: the VM is capped");
+        }
+        tracing::info!(pod = %id, vcpus = size.vcpus, memory_mib = size.memory_mib, "pod VM size");
+        vm_config.vcpus = size.vcpus;
+        vm_config.memory_mib = size.memory_mib;
         vm_config.shared_dir = Some(setup.shared_dir.clone());
         vm_config.init_data = setup.init_data.clone();
         vm_config.network = network.as_ref().map(|network| VmNetwork {

@@ -184,6 +184,8 @@ pub struct PodSpec {
     pub sysctls: HashMap<String, String>,
     /// `shareProcessNamespace`: one PID namespace for the pod (CRI `NamespaceMode.POD`).
     pub share_pid: bool,
+    /// The sum of the pod's container limits, as the kubelet sends it.
+    pub resources: Option<LinuxContainerResources>,
 }
 
 impl PodSpec {
@@ -196,6 +198,7 @@ impl PodSpec {
             annotations: HashMap::new(),
             sysctls: HashMap::new(),
             share_pid: false,
+            resources: None,
         }
     }
 
@@ -267,6 +270,7 @@ impl CriClient {
             annotations: pod.annotations.clone(),
             linux: Some(LinuxPodSandboxConfig {
                 sysctls: pod.sysctls.clone(),
+                resources: pod.resources.clone(),
                 security_context: Some(LinuxSandboxSecurityContext {
                     namespace_options: Some(pod.namespace_options()),
                     ..Default::default()
@@ -348,12 +352,22 @@ impl CriClient {
         id: &str,
         command: &[&str],
     ) -> anyhow::Result<ExecSyncResponse> {
+        self.exec_sync_within(id, command, 60).await
+    }
+
+    /// ExecSync with the CRI's timeout of `timeout_secs`.
+    pub async fn exec_sync_within(
+        &mut self,
+        id: &str,
+        command: &[&str],
+        timeout_secs: i64,
+    ) -> anyhow::Result<ExecSyncResponse> {
         Ok(self
             .runtime
             .exec_sync(ExecSyncRequest {
                 container_id: id.into(),
                 cmd: command.iter().map(|s| s.to_string()).collect(),
-                timeout: 60,
+                timeout: timeout_secs,
             })
             .await
             .with_context(|| format!("ExecSync in {id}"))?

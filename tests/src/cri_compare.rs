@@ -2,8 +2,6 @@
 //! same private containerd (and CRI plugin), and the test compares the two results. Shared by
 //! every CRI test file that states "what runc does" rather than a value of its own.
 
-use std::future::Future;
-
 use crate::containerd::PrivateContainerd;
 use crate::cri::{cni_netns, cri_test_env, CriClient, PodSpec, RUNTIME_HANDLER};
 
@@ -55,18 +53,16 @@ pub fn on_runc_and_cloak<T>(
 /// # Panics
 /// When the CRI refuses (a test helper).
 #[allow(clippy::unwrap_used)]
-pub fn start<'a>(
-    cri: &'a mut CriClient,
-    pod: &'a PodSpec,
-    pod_id: &'a str,
+pub async fn start(
+    cri: &mut CriClient,
+    pod: &PodSpec,
+    pod_id: &str,
     config: k8s_cri::v1::ContainerConfig,
-) -> impl Future<Output = String> + 'a {
-    async move {
-        let id = cri
-            .create_container_with(pod_id, pod, config)
-            .await
-            .unwrap_or_else(|err| panic!("{}: {err:#}", pod.name));
-        cri.start_container(&id).await.unwrap();
-        id
-    }
+) -> String {
+    let id = cri
+        .create_container_with(pod_id, pod, config)
+        .await
+        .unwrap_or_else(|err| panic!("{}: {err:#}", pod.name));
+    cri.start_container(&id).await.unwrap();
+    id
 }

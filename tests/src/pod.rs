@@ -103,6 +103,7 @@ impl TestPod {
             shared_dir: shared.path().to_owned(),
             init_data: init_data.to_owned(),
             netns: None,
+            resources: Default::default(),
         };
         let vm = PodVm::create_pod(&config, &env.manifest, "pod", &setup).await?;
         Ok(Self {

@@ -339,8 +339,8 @@ fn cloak_image_build_writes_reference_digests_equal_to_the_oracles() {
     let digests = values["launch_digests"].as_array().unwrap();
     assert_eq!(
         digests.len(),
-        12,
-        "3 vCPU counts x 3 CPU types with OVMF, then 3 direct launches"
+        28,
+        "4 vCPU counts x 3 CPU types with OVMF, then 4 memory sizes x 4 vCPU counts of direct launches"
     );
     let cmdline = values["cmdline"].as_str().unwrap();
     assert!(
@@ -363,24 +363,26 @@ fn cloak_image_build_writes_reference_digests_equal_to_the_oracles() {
         .flags(),
     );
     assert_eq!(digests[0]["digest"].as_str(), Some(oracle.as_str()));
-    // The last entry: cloak-vmm's direct launch with 4 vCPUs and the default 512 MiB, as
+    // cloak-vmm's direct launch of a pod limited to 1 GiB (512 + 1024 MiB, 2 vCPUs), as
     // `cloak measure --backend cloak-vmm` computes it.
-    assert!(
-        digests[11]["launch"]
-            .as_str()
-            .unwrap()
-            .starts_with("cloak-vmm direct vcpus=4 memory=512MiB"),
-        "{digests:?}"
-    );
+    let sized = digests
+        .iter()
+        .find(|entry| {
+            entry["launch"]
+                .as_str()
+                .unwrap()
+                .starts_with("cloak-vmm direct vcpus=2 memory=1536MiB")
+        })
+        .unwrap_or_else(|| panic!("no 1536 MiB direct launch in {digests:?}"));
     let measured = Command::new(&cloak)
         .args([
             "measure",
             "--backend",
             "cloak-vmm",
             "--vcpus",
-            "4",
+            "2",
             "--memory",
-            "512",
+            "1536",
         ])
         .arg("--kernel")
         .arg(out.join("vmlinuz"))
@@ -391,7 +393,7 @@ fn cloak_image_build_writes_reference_digests_equal_to_the_oracles() {
         .unwrap();
     assert!(measured.status.success(), "{measured:?}");
     assert_eq!(
-        digests[11]["digest"].as_str(),
+        sized["digest"].as_str(),
         Some(String::from_utf8_lossy(&measured.stdout).trim())
     );
     assert!(out.join("reference-values.trustee.json").is_file());

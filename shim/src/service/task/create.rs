@@ -53,6 +53,10 @@ impl Inner {
             hostname,
             init_data: bundle::init_data_of(&spec).map_err(TaskError::InvalidArgument)?,
             netns: cloak_host::network::netns_of(&spec).filter(|path| path.exists()),
+            resources: cloak_host::pod_size::PodResources::from_annotations(
+                spec.annotations().as_ref().unwrap_or(&Default::default()),
+            )
+            .map_err(|err| TaskError::InvalidArgument(err.to_string()))?,
             ..Default::default()
         };
         let (pod, pending) = self.pod_for_create(&config, &pod_id, setup).await?;
