@@ -186,6 +186,9 @@ pub struct PodSpec {
     pub share_pid: bool,
     /// The sum of the pod's container limits, as the kubelet sends it.
     pub resources: Option<LinuxContainerResources>,
+    /// A privileged sandbox: the kubelet sets it when any container of the pod is privileged,
+    /// and containerd refuses a privileged container in a sandbox that is not.
+    pub privileged: bool,
 }
 
 impl PodSpec {
@@ -199,6 +202,7 @@ impl PodSpec {
             sysctls: HashMap::new(),
             share_pid: false,
             resources: None,
+            privileged: false,
         }
     }
 
@@ -273,6 +277,7 @@ impl CriClient {
                 resources: pod.resources.clone(),
                 security_context: Some(LinuxSandboxSecurityContext {
                     namespace_options: Some(pod.namespace_options()),
+                    privileged: pod.privileged,
                     ..Default::default()
                 }),
                 ..Default::default()
