@@ -59,6 +59,7 @@ apt-get update -q >/dev/null
 # libssl-dev, pkg-config: the sev crate (launch digests, report checks) links OpenSSL;
 # python3-venv: the sev-snp-measure oracle's environment; containernetworking-plugins: CNI
 # bridge/host-local for the CRI tests; iproute2: the shim wires pod networks with ip and tc;
+# iptables: the shim's port-forward rule in each pod's network namespace;
 # protobuf-compiler: the CRI client bindings (k8s-cri) are generated at build time;
 # acpica-tools: iasl, the oracle that disassembles the ACPI tables cloak-vmm gives its guests.
 # cryptsetup-bin, erofs-utils: veritysetup and fsck.erofs, the oracles of the layer images.
@@ -66,7 +67,7 @@ apt-get update -q >/dev/null
 # nasm, uuid-dev, patch, xz-utils, g++, make: `cloak firmware build` (edk2 from Debian's source
 # package; iasl is acpica-tools').
 packages=(cpio libseccomp-dev libcap-ng-dev busybox-static runc containerd libssl-dev pkg-config
-    python3-venv containernetworking-plugins iproute2 protobuf-compiler acpica-tools
+    python3-venv containernetworking-plugins iproute2 iptables protobuf-compiler acpica-tools
     cryptsetup-bin erofs-utils ovmf nasm uuid-dev patch xz-utils g++ make)
 missing=()
 for package in "${packages[@]}"; do

@@ -16,6 +16,7 @@ mod modules;
 mod mounts;
 mod network;
 mod policy;
+mod port_forward;
 mod power;
 mod ready;
 mod reaper;

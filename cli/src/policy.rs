@@ -45,6 +45,9 @@ pub(crate) struct GenerateArgs {
     /// Let the host ask the agent for attestation reports with data it chooses.
     #[arg(long)]
     allow_host_reports: bool,
+    /// Let the host port-forward to this port of the pod (`kubectl port-forward`); repeatable.
+    #[arg(long = "allow-port-forward")]
+    allow_port_forward: Vec<u16>,
     /// The init-data's digest algorithm.
     #[arg(long, default_value = "sha256", value_parser = ["sha256", "sha384", "sha512"])]
     algorithm: String,
@@ -95,6 +98,7 @@ fn run_generate(args: GenerateArgs) -> anyhow::Result<()> {
         namespace: args.namespace.clone(),
         execs,
         host_reports: args.allow_host_reports,
+        port_forward: args.allow_port_forward.clone(),
         algorithm: cloak_init_data::Algorithm::named(&args.algorithm)?,
     };
     let generated = generate(&yaml, &options)?;

@@ -28,3 +28,4 @@ default UpdateRoutesRequest := true
 default ListInterfacesRequest := true
 default CopyFileRequest := true
 default GetAttestationReportRequest := true
+default PortForwardRequest := true

@@ -16,6 +16,7 @@
 #   copy_file_prefix: the only guest directory CopyFile may write below
 #   host_reports: whether the host may ask for attestation reports (default false: a report
 #                 binds data the guest chooses, such as the key a secret is wrapped to)
+#   port_forward: the ports of the pod's loopback the host may reach (`kubectl port-forward`)
 package agent_policy
 
 # ------------------------------------------------------------------------------ the pod
@@ -390,3 +391,11 @@ symlink(mode) if floor(mode / 4096) == 10
 default GetAttestationReportRequest := {"allowed": false, "reason": "the host may not choose a report's data in this pod"}
 
 GetAttestationReportRequest := {"allowed": true} if policy_data.host_reports
+
+# ------------------------------------------------------------------------------ port-forward
+
+# A service on the pod's loopback trusts its callers to be the pod's own: the host reaches only
+# the ports the pod's author named (`cloak policy generate --allow-port-forward`).
+default PortForwardRequest := {"allowed": false, "reason": "the host may not port-forward to this port"}
+
+PortForwardRequest := {"allowed": true} if input.port in object.get(policy_data, "port_forward", [])

@@ -13,6 +13,7 @@ pub mod layer_cache;
 pub mod network;
 pub mod pod_size;
 pub mod pod_vm;
+pub mod port_forward;
 pub mod run_dir;
 pub mod stdio_streams;
 

@@ -69,6 +69,8 @@ pub struct PodVm {
     run_dir: PathBuf,
     /// Attached before the VM launched, detached once it stopped.
     network: Option<PodNetwork>,
+    /// Answers the CRI plugin's port-forward dials in the pod's namespace; stopped with the VM.
+    port_forward: Option<crate::port_forward::PortForwarder>,
 }
 
 impl PodVm {
@@ -105,6 +107,7 @@ impl PodVm {
             agent,
             run_dir: config.run_dir.clone(),
             network: None,
+            port_forward: None,
         })
     }
 
@@ -163,6 +166,7 @@ impl PodVm {
             pod.shutdown().await;
             return Err(err);
         }
+        pod.start_port_forward().await;
         Ok(pod)
     }
 
@@ -211,6 +215,21 @@ impl PodVm {
         Ok(())
     }
 
+    /// Port-forward for a pod with a network namespace. A node where it cannot be set up
+    /// (no iptables, say) still runs the pod: port-forward to it then fails as it did before.
+    async fn start_port_forward(&mut self) {
+        let Some(network) = &self.network else {
+            return;
+        };
+        let vsock_socket = crate::run_dir::vsock_socket(&self.run_dir);
+        match crate::port_forward::PortForwarder::start(&network.netns, vsock_socket).await {
+            Ok(forwarder) => self.port_forward = Some(forwarder),
+            Err(err) => {
+                tracing::warn!(pod = %self.id, error = %err, "port-forward is not available for this pod");
+            }
+        }
+    }
+
     pub fn id(&self) -> &str {
         &self.id
     }
@@ -246,6 +265,7 @@ impl PodVm {
     /// Stops the host processes of a VM that already exited (its helpers outlive it) and
     /// detaches its network.
     pub async fn stop_exited(&mut self) -> VmExit {
+        self.port_forward = None;
         let exit = self.vm.stop().await;
         if let Some(network) = self.network.take() {
             network.detach().await;

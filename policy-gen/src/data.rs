@@ -14,6 +14,9 @@ pub struct PolicyData {
     pub env_patterns: Vec<String>,
     pub copy_file_prefix: String,
     pub host_reports: bool,
+    /// The ports of the pod's loopback the host may reach with port-forward (none unless the
+    /// author names them: a loopback service trusts its callers to be the pod's own).
+    pub port_forward: Vec<u16>,
 }
 
 #[derive(Debug, Serialize)]

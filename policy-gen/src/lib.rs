@@ -87,6 +87,8 @@ pub struct Options {
     pub execs: Vec<(String, Vec<String>)>,
     /// Whether the host may ask the agent for attestation reports.
     pub host_reports: bool,
+    /// Ports the host may port-forward to.
+    pub port_forward: Vec<u16>,
     pub algorithm: Algorithm,
 }
 
@@ -373,6 +375,7 @@ fn policy_data(
         env_patterns: vec![SERVICE_ENV_PATTERN.to_owned()],
         copy_file_prefix: COPY_FILE_PREFIX.to_owned(),
         host_reports: options.host_reports,
+        port_forward: options.port_forward.clone(),
     })
 }
 

@@ -93,6 +93,7 @@ fn options(dir: &std::path::Path) -> Options {
         namespace: "default".into(),
         execs: vec![("app".into(), vec!["cat".into(), "/tmp/ready".into()])],
         host_reports: false,
+        port_forward: vec![8080],
         algorithm: Algorithm::Sha256,
     }
 }

@@ -70,6 +70,7 @@ fn policy_data() -> Value {
         "env_patterns": ["^[A-Z0-9_]+_SERVICE_(HOST|PORT(_[A-Z0-9_]+)?)=.*$"],
         "copy_file_prefix": "/run/cloak/copied/",
         "host_reports": false,
+        "port_forward": [8080],
         "containers": [
             {
                 "type": "sandbox", "name": "",
@@ -660,6 +661,25 @@ fn the_sandbox_reports_and_unknown_requests() {
     let report = policy.decide("GetAttestationReportRequest", json!({"report_data": ""}));
     assert!(reason(&report).contains("report"), "{report:?}");
     assert!(!allowed(&policy.decide("SomeFutureRequest", json!({}))));
+}
+
+#[test]
+fn port_forward_reaches_only_the_ports_the_policy_names() {
+    let policy = policy();
+    let forward = |port: u16| policy.decide("PortForwardRequest", json!({ "port": port }));
+    assert!(allowed(&forward(8080)));
+    for port in [80, 8081, 22] {
+        let decision = forward(port);
+        assert!(!allowed(&decision), "{port}");
+        assert!(reason(&decision).contains("port-forward"), "{decision:?}");
+    }
+    // A policy whose data predates the field names no port.
+    let mut data = policy_data();
+    data.as_object_mut().unwrap().remove("port_forward");
+    let older = AgentPolicy::load(&with_policy_data(CONFIDENTIAL_RULES, &data)).unwrap();
+    assert!(!allowed(
+        &older.decide("PortForwardRequest", json!({"port": 8080}))
+    ));
 }
 
 const H0: &str = "1111111111111111111111111111111111111111111111111111111111111111";

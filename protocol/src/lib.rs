@@ -17,6 +17,7 @@ mod generated {
 
 pub use generated::*;
 
+pub mod port_forward;
 pub mod sim_psp;
 
 /// vsock port the agent serves ttrpc on.

@@ -182,14 +182,56 @@ impl PortForward {
         self.stream.send(0, data).await
     }
 
-    /// Reads until the server ends the session: (data, error text), each without its port
-    /// prefix.
-    pub async fn finish(mut self, timeout: Duration) -> anyhow::Result<(Vec<u8>, String)> {
-        self.stream.read_to_close(timeout).await?;
+    /// The forwarded bytes so far and the error text so far, each without its port prefix.
+    fn so_far(&self) -> (Vec<u8>, String) {
         let strip = |bytes: &[u8]| bytes.get(2..).unwrap_or_default().to_vec();
         let data = strip(self.stream.received(0));
         let error = String::from_utf8_lossy(&strip(self.stream.received(1))).into_owned();
-        Ok((data, error))
+        (data, error)
+    }
+
+    /// Reads until the forwarded data holds `needle` (at most `timeout`). The streaming server
+    /// keeps a WebSocket session open after the forwarded connection ends (a client may
+    /// forward again), so a reader waits for what it expects, not for the session's end.
+    pub async fn read_data_until(
+        &mut self,
+        needle: &str,
+        timeout: Duration,
+    ) -> anyhow::Result<Vec<u8>> {
+        let deadline = Instant::now() + timeout;
+        while !String::from_utf8_lossy(&self.so_far().0).contains(needle) {
+            let open = self.stream.read_one(deadline).await.with_context(|| {
+                format!(
+                    "port-forward: waiting for {needle:?}: {:?} so far",
+                    self.so_far()
+                )
+            })?;
+            if !open {
+                bail!(
+                    "port-forward: closed before {needle:?} came: {:?}",
+                    self.so_far()
+                );
+            }
+        }
+        Ok(self.so_far().0)
+    }
+
+    /// The error the server reports within `timeout`: what arrived on the error channel once
+    /// something did, or the session closed, or the time is up ("" if nothing came).
+    pub async fn error_within(&mut self, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        while self.so_far().1.is_empty() {
+            match self.stream.read_one(deadline).await {
+                Ok(true) => {}
+                Ok(false) | Err(_) => break,
+            }
+        }
+        self.so_far().1
+    }
+
+    /// Everything forwarded so far, without the port prefix.
+    pub fn data(&self) -> Vec<u8> {
+        self.so_far().0
     }
 }
 

@@ -48,6 +48,10 @@ pub(crate) async fn serve(state: AgentState, settings: &AgentSettings) -> anyhow
         .streams
         .clone()
         .listen(cloak_protocol::STDIO_VSOCK_PORT)?;
+    crate::port_forward::listen(
+        state.clone(),
+        cloak_protocol::port_forward::PORT_FORWARD_VSOCK_PORT,
+    )?;
     server.start().await.context("starting the ttrpc server")?;
     let ready_at = crate::guest_details::uptime_ms();
     state
