@@ -53,7 +53,7 @@ test: image shim vmm
 	$(TEST_ENV) CLOAK_CONTAINERD_DIR=$(CONTAINERD2_DIR) \
 		cargo test --release --locked -p cloak-tests --features cloak-vmm/test-guests \
 		--test cri --test cri_pod_semantics --test cri_policy --test kbs_secrets \
-		--test cri_streaming --test cri_vm_size --test cri_port_forward --test cri_privileged
+		--test cri_streaming --test cri_vm_size --test cri_port_forward --test cri_privileged --test cri_pod_network
 
 SHIM_BIN := target/release/containerd-shim-cloak-v2
 

@@ -165,11 +165,24 @@ impl PodNetwork {
         let Some(interface) = pod_interface(&links) else {
             return Ok(None);
         };
-        let routes: Vec<IpRoute> = parse(
+        let mut routes: Vec<IpRoute> = parse(
             &run_in(netns, &["ip", "-j", "route", "show"]).await?,
             "the routes",
             netns,
         )?;
+        // A dual-stack pod has IPv6 routes too (`ip route` shows one family at a time).
+        if interface
+            .addresses
+            .iter()
+            .any(|(address, _)| address.contains(':'))
+        {
+            let ipv6: Vec<IpRoute> = parse(
+                &run_in(netns, &["ip", "-6", "-j", "route", "show"]).await?,
+                "the IPv6 routes",
+                netns,
+            )?;
+            routes.extend(ipv6);
+        }
         Ok(Some(Self {
             netns: netns.to_owned(),
             tap: TAP_NAME.to_owned(),

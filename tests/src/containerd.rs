@@ -126,7 +126,7 @@ impl PrivateContainerd {
         shim: &Path,
         install: RuntimeInstaller<'_>,
     ) -> anyhow::Result<Self> {
-        Self::start_configured(env, shim, true, Some(install), &|_| {})
+        Self::start_configured(env, shim, true, false, Some(install), &|_| {})
     }
 
     /// Starts containerd with its CRI plugin and cloak's configuration changed by `adjust`
@@ -136,11 +136,17 @@ impl PrivateContainerd {
         shim: &Path,
         adjust: &dyn Fn(&mut cloak_host::Configuration),
     ) -> anyhow::Result<Self> {
-        Self::start_configured(env, shim, true, None, adjust)
+        Self::start_configured(env, shim, true, false, None, adjust)
+    }
+
+    /// Starts containerd with its CRI plugin on a dual-stack CNI network: each pod gets an
+    /// IPv4 and an IPv6 address, and routes of both families.
+    pub fn start_with_cri_dual_stack(env: &VmTestEnv, shim: &Path) -> anyhow::Result<Self> {
+        Self::start_configured(env, shim, true, true, None, &|_| {})
     }
 
     fn start_with(env: &VmTestEnv, shim: &Path, cri: bool) -> anyhow::Result<Self> {
-        Self::start_configured(env, shim, cri, None, &|_| {})
+        Self::start_configured(env, shim, cri, false, None, &|_| {})
     }
 
     /// The OCI archive the test images were imported from (`ctr images import`).
@@ -152,6 +158,7 @@ impl PrivateContainerd {
         env: &VmTestEnv,
         shim: &Path,
         cri: bool,
+        dual_stack: bool,
         install: Option<RuntimeInstaller<'_>>,
         adjust: &dyn Fn(&mut cloak_host::Configuration),
     ) -> anyhow::Result<Self> {
@@ -185,7 +192,12 @@ impl PrivateContainerd {
             let conf_dir = dir.path().join("cni/net.d");
             crate::cri::remove_stale_bridges();
             let bridge = crate::cri::bridge_name();
-            crate::cri::write_cni_config(&conf_dir, &dir.path().join("cni/ipam"), &bridge)?;
+            crate::cri::write_cni_config(
+                &conf_dir,
+                &dir.path().join("cni/ipam"),
+                &bridge,
+                dual_stack,
+            )?;
             let with_cloak = install.is_none();
             config.push_str(&crate::cri::cri_plugin_config(
                 config_version,

@@ -20,6 +20,9 @@ pub const CNI_BIN_DIR: &str = "/usr/lib/cni";
 /// The test pods' subnet; the bridge (the host side) takes the first address.
 pub const POD_SUBNET: &str = "10.213.0.0/24";
 pub const BRIDGE_ADDRESS: &str = "10.213.0.1";
+/// The IPv6 subnet of a dual-stack test network, and its bridge's address.
+pub const POD_SUBNET_V6: &str = "fd00:10:213::/64";
+pub const BRIDGE_ADDRESS_V6: &str = "fd00:10:213::1";
 
 /// Why CRI tests cannot run here, if they cannot.
 pub fn cri_unavailable() -> Option<String> {
@@ -78,9 +81,21 @@ pub fn remove_stale_bridges() {
 }
 
 /// The CNI configuration: a bridge with host-local addresses, the bridge as gateway, no
-/// masquerading (pods and host talk directly).
-pub fn write_cni_config(conf_dir: &Path, ipam_dir: &Path, bridge: &str) -> anyhow::Result<()> {
+/// masquerading (pods and host talk directly); with `dual_stack` an IPv6 range and default
+/// route beside the IPv4 ones.
+pub fn write_cni_config(
+    conf_dir: &Path,
+    ipam_dir: &Path,
+    bridge: &str,
+    dual_stack: bool,
+) -> anyhow::Result<()> {
     std::fs::create_dir_all(conf_dir)?;
+    let mut ranges = vec![serde_json::json!([{ "subnet": POD_SUBNET, "gateway": BRIDGE_ADDRESS }])];
+    let mut routes = vec![serde_json::json!({ "dst": "0.0.0.0/0" })];
+    if dual_stack {
+        ranges.push(serde_json::json!([{ "subnet": POD_SUBNET_V6, "gateway": BRIDGE_ADDRESS_V6 }]));
+        routes.push(serde_json::json!({ "dst": "::/0" }));
+    }
     let config = serde_json::json!({
         "cniVersion": "0.4.0",
         "name": "cloak-test",
@@ -94,8 +109,8 @@ pub fn write_cni_config(conf_dir: &Path, ipam_dir: &Path, bridge: &str) -> anyho
                 "ipam": {
                     "type": "host-local",
                     "dataDir": ipam_dir,
-                    "ranges": [[{ "subnet": POD_SUBNET, "gateway": BRIDGE_ADDRESS }]],
-                    "routes": [{ "dst": "0.0.0.0/0" }]
+                    "ranges": ranges,
+                    "routes": routes
                 }
             },
             { "type": "loopback" }
@@ -189,6 +204,8 @@ pub struct PodSpec {
     /// A privileged sandbox: the kubelet sets it when any container of the pod is privileged,
     /// and containerd refuses a privileged container in a sandbox that is not.
     pub privileged: bool,
+    /// The pod's DNS servers, searches and options (`dnsConfig`), as the kubelet sends them.
+    pub dns: Option<DnsConfig>,
 }
 
 impl PodSpec {
@@ -203,6 +220,7 @@ impl PodSpec {
             share_pid: false,
             resources: None,
             privileged: false,
+            dns: None,
         }
     }
 
@@ -272,6 +290,7 @@ impl CriClient {
             hostname: pod.name.clone(),
             log_directory: pod.log_directory.display().to_string(),
             annotations: pod.annotations.clone(),
+            dns_config: pod.dns.clone(),
             linux: Some(LinuxPodSandboxConfig {
                 sysctls: pod.sysctls.clone(),
                 resources: pod.resources.clone(),
@@ -442,6 +461,26 @@ impl CriClient {
             .status
             .context("no status")?;
         Ok(status.network.map(|n| n.ip).unwrap_or_default())
+    }
+
+    /// Every address of the pod: the primary first, then CRI's `additional_ips`.
+    pub async fn pod_ips(&mut self, pod_id: &str) -> anyhow::Result<Vec<String>> {
+        let status = self
+            .runtime
+            .pod_sandbox_status(PodSandboxStatusRequest {
+                pod_sandbox_id: pod_id.into(),
+                verbose: false,
+            })
+            .await
+            .context("PodSandboxStatus")?
+            .into_inner()
+            .status
+            .context("no status")?;
+        let network = status.network.unwrap_or_default();
+        Ok(std::iter::once(network.ip)
+            .chain(network.additional_ips.into_iter().map(|ip| ip.ip))
+            .filter(|ip| !ip.is_empty())
+            .collect())
     }
 
     /// StopPodSandbox then RemovePodSandbox.

@@ -20,10 +20,36 @@ pub fn on_runc_and_cloak<T>(
     configure: impl Fn(&mut PodSpec),
     scenario: impl AsyncFn(&mut CriClient, &PodSpec, &str, &PrivateContainerd) -> T,
 ) -> Option<(T, T)> {
+    on_runc_and_cloak_in(Network::SingleStack, test, configure, scenario)
+}
+
+/// The pod network a comparison runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Network {
+    /// IPv4, as every other test has it.
+    SingleStack,
+    /// IPv4 and IPv6 addresses and default routes.
+    DualStack,
+}
+
+/// `on_runc_and_cloak` on the pod network `network`.
+///
+/// # Panics
+/// As `on_runc_and_cloak`.
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+pub fn on_runc_and_cloak_in<T>(
+    network: Network,
+    test: &str,
+    configure: impl Fn(&mut PodSpec),
+    scenario: impl AsyncFn(&mut CriClient, &PodSpec, &str, &PrivateContainerd) -> T,
+) -> Option<(T, T)> {
     let _slot = crate::vm_slot();
     let (env, shim) = cri_test_env(test)?;
-    let containerd =
-        PrivateContainerd::start_with_cri(&env, &shim).expect("private containerd starts");
+    let containerd = match network {
+        Network::SingleStack => PrivateContainerd::start_with_cri(&env, &shim),
+        Network::DualStack => PrivateContainerd::start_with_cri_dual_stack(&env, &shim),
+    }
+    .expect("private containerd starts");
     let netns_before = cni_netns();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let results = runtime.block_on(async {
