@@ -447,20 +447,14 @@ impl CriClient {
         Ok(())
     }
 
-    /// The pod's IP address from PodSandboxStatus.
+    /// The pod's IP address from PodSandboxStatus ("" when it has none).
     pub async fn pod_ip(&mut self, pod_id: &str) -> anyhow::Result<String> {
-        let status = self
-            .runtime
-            .pod_sandbox_status(PodSandboxStatusRequest {
-                pod_sandbox_id: pod_id.into(),
-                verbose: false,
-            })
-            .await
-            .context("PodSandboxStatus")?
-            .into_inner()
-            .status
-            .context("no status")?;
-        Ok(status.network.map(|n| n.ip).unwrap_or_default())
+        Ok(self
+            .pod_ips(pod_id)
+            .await?
+            .into_iter()
+            .next()
+            .unwrap_or_default())
     }
 
     /// Every address of the pod: the primary first, then CRI's `additional_ips`.

@@ -92,3 +92,37 @@ pub async fn start(
     cri.start_container(&id).await.unwrap();
     id
 }
+
+/// Starts busybox httpd serving `page` as /index.html on `listen` (`-p`: `PORT` or
+/// `IP:PORT`) in a container named "web", and waits until it answers on the pod's loopback;
+/// the container id.
+///
+/// # Panics
+/// When the container does not start or httpd never answers (a test helper).
+#[allow(clippy::unwrap_used)]
+pub async fn start_httpd(
+    cri: &mut CriClient,
+    pod: &PodSpec,
+    pod_id: &str,
+    listen: &str,
+    page: &str,
+) -> String {
+    let script = format!(
+        "mkdir -p /www && printf '{}' > /www/index.html && exec httpd -f -p {listen} -h /www",
+        page.replace('\n', "\\n")
+    );
+    let config =
+        crate::cri::container_config("web", &crate::containerd::image(), &["sh", "-c", &script]);
+    let id = start(cri, pod, pod_id, config).await;
+    let port = listen.rsplit(':').next().unwrap_or(listen);
+    let wait = format!(
+        "for i in $(seq 100); do wget -q -O - http://127.0.0.1:{port}/ && exit 0; \
+         sleep 0.1; done; exit 1"
+    );
+    let ready = cri
+        .exec_sync_within(&id, &["sh", "-c", &wait], 60)
+        .await
+        .unwrap();
+    assert_eq!(ready.exit_code, 0, "{}: httpd never served", pod.name);
+    id
+}

@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use cloak_tests::containerd::image;
 use cloak_tests::cri::{container_config, BRIDGE_ADDRESS_V6};
-use cloak_tests::cri_compare::{on_runc_and_cloak, on_runc_and_cloak_in, start, Network};
+use cloak_tests::cri_compare::{
+    on_runc_and_cloak, on_runc_and_cloak_in, start, start_httpd, Network,
+};
 use k8s_cri::v1::DnsConfig;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
@@ -51,31 +53,7 @@ fn a_dual_stack_pod_is_reached_on_both_addresses() {
         "a_dual_stack_pod_is_reached_on_both_addresses",
         |_| {},
         async |cri, pod, pod_id, _| {
-            let script = format!(
-                "mkdir -p /www && printf '{}' > /www/index.html && exec httpd -f -p 80 -h /www",
-                PAGE.replace('\n', "\\n")
-            );
-            let id = start(
-                cri,
-                pod,
-                pod_id,
-                container_config("web", &image(), &["sh", "-c", &script]),
-            )
-            .await;
-            let ready = cri
-                .exec_sync_within(
-                    &id,
-                    &[
-                        "sh",
-                        "-c",
-                        "for i in $(seq 100); do wget -q -O - http://127.0.0.1/ && exit 0; \
-                         sleep 0.1; done; exit 1",
-                    ],
-                    60,
-                )
-                .await
-                .unwrap();
-            assert_eq!(ready.exit_code, 0, "{}: httpd never served", pod.name);
+            let id = start_httpd(cri, pod, pod_id, "80", PAGE).await;
             let ips = cri.pod_ips(pod_id).await.unwrap();
             let mut fetched = Vec::new();
             for ip in &ips {

@@ -9,9 +9,7 @@
 
 use std::time::Duration;
 
-use cloak_tests::containerd::image;
-use cloak_tests::cri::container_config;
-use cloak_tests::cri_compare::{on_runc_and_cloak, start};
+use cloak_tests::cri_compare::{on_runc_and_cloak, start_httpd};
 
 const PAGE: &str = "served from inside the pod\n";
 const HTTP_PORT: u16 = 8080;
@@ -45,35 +43,7 @@ fn an_http_server_on_the_pods_loopback_is_reached_and_a_closed_port_ends_cleanly
         "an_http_server_on_the_pods_loopback_is_reached_and_a_closed_port_ends_cleanly",
         |_| {},
         async |cri, pod, pod_id, _| {
-            let script = format!(
-                "mkdir -p /www && printf '{}' > /www/index.html \
-                 && exec httpd -f -p 127.0.0.1:{HTTP_PORT} -h /www",
-                PAGE.replace('\n', "\\n")
-            );
-            let id = start(
-                cri,
-                pod,
-                pod_id,
-                container_config("web", &image(), &["sh", "-c", &script]),
-            )
-            .await;
-            // Serving once the page is fetched from inside the pod.
-            let ready = cri
-                .exec_sync_within(
-                    &id,
-                    &[
-                        "sh",
-                        "-c",
-                        &format!(
-                            "for i in $(seq 100); do wget -q -O - http://127.0.0.1:{HTTP_PORT}/ \
-                             && exit 0; sleep 0.1; done; exit 1"
-                        ),
-                    ],
-                    60,
-                )
-                .await
-                .unwrap();
-            assert_eq!(ready.exit_code, 0, "{}: httpd never served", pod.name);
+            start_httpd(cri, pod, pod_id, &format!("127.0.0.1:{HTTP_PORT}"), PAGE).await;
 
             let mut forward = cri.port_forward(pod_id, HTTP_PORT).await.unwrap();
             forward

@@ -210,29 +210,29 @@ pub(crate) fn update_routes(routes: &[Route]) -> anyhow::Result<Vec<Route>> {
         .map(parse_route)
         .collect::<anyhow::Result<Vec<_>>>()?;
     let socket = IoctlSocket::new()?;
-    let mut socket6 = None;
+    let socket6 = parsed
+        .iter()
+        .any(|route| route.destination.is_ipv6())
+        .then(ipv6::Ipv6Socket::new)
+        .transpose()?;
+    let ipv6_socket = || socket6.as_ref().context("no IPv6 socket");
     for route in &parsed {
         let device = route.device.as_deref();
+        let prefix_len = route.prefix_len;
         match (route.destination, route.gateway) {
-            (IpAddr::V4(destination), gateway) => {
-                let gateway = gateway.and_then(|g| match g {
-                    IpAddr::V4(g) => Some(g),
-                    IpAddr::V6(_) => None,
-                });
-                socket.add_route(destination, route.prefix_len, gateway, device)?;
+            (IpAddr::V4(destination), None) => {
+                socket.add_route(destination, prefix_len, None, device)?;
             }
-            (IpAddr::V6(destination), gateway) => {
-                let gateway = gateway.and_then(|g| match g {
-                    IpAddr::V6(g) => Some(g),
-                    IpAddr::V4(_) => None,
-                });
-                if socket6.is_none() {
-                    socket6 = Some(ipv6::Ipv6Socket::new()?);
-                }
-                if let Some(socket6) = &socket6 {
-                    socket6.add_route(destination, route.prefix_len, gateway, device)?;
-                }
+            (IpAddr::V4(destination), Some(IpAddr::V4(gateway))) => {
+                socket.add_route(destination, prefix_len, Some(gateway), device)?;
             }
+            (IpAddr::V6(destination), None) => {
+                ipv6_socket()?.add_route(destination, prefix_len, None, device)?;
+            }
+            (IpAddr::V6(destination), Some(IpAddr::V6(gateway))) => {
+                ipv6_socket()?.add_route(destination, prefix_len, Some(gateway), device)?;
+            }
+            _ => bail!("route {route:?} mixes address families"),
         }
         tracing::info!(route = ?route, "route added");
     }
