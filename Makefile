@@ -15,7 +15,7 @@ FIRMWARE      ?= $(CACHE_DIR)/firmware/OVMF.amdsev.fd
 
 export CLOAK_CACHE_DIR := $(CACHE_DIR)
 
-.PHONY: all guest-binaries cloak firmware shim vmm image test demo bench bench-boot bench-containers bench-containerd bench-cri bench-kbs bench-layers bench-policy bench-vmm lint deny clean
+.PHONY: all guest-binaries cloak firmware shim vmm image test demo bench bench-boot bench-containers bench-containerd bench-cri bench-kbs bench-layers bench-policy bench-vmm fuzz lint deny clean
 
 all: image
 
@@ -54,6 +54,13 @@ test: image shim vmm
 		cargo test --release --locked -p cloak-tests --features cloak-vmm/test-guests \
 		--test cri --test cri_pod_semantics --test cri_policy --test kbs_secrets \
 		--test cri_streaming --test cri_vm_size --test cri_port_forward --test cri_privileged --test cri_pod_network
+
+# Every fuzz target of fuzz/ for FUZZ_SECONDS each over its committed corpus (not part of
+# `make test`, which runs the short smoke setting): executions per target, crash inputs kept
+# in target/fuzz-crashes/. The fuzz profile turns overflow and debug assertions into crashes.
+FUZZ_SECONDS ?= 60
+fuzz:
+	cargo run --profile fuzz --locked -p cloak-fuzz --bin cloak-fuzz -- --seconds $(FUZZ_SECONDS)
 
 SHIM_BIN := target/release/containerd-shim-cloak-v2
 

@@ -1,0 +1,151 @@
+//! The seed corpora, built from the real encoders so every seed is a well-formed input of
+//! its target (`cloak-fuzz seeds DIR` writes them; they are committed under `fuzz/corpus/`).
+
+use std::path::Path;
+
+use anyhow::Context as _;
+use cloak_protocol::agent;
+use cloak_protocol::port_forward::{request_line, Answer};
+use cloak_protocol::sim_psp::SimPspResponse;
+use cloak_protocol::{StreamHeader, StreamKind};
+use protobuf::Message;
+
+const INIT_DATA: &str = "version = \"0.1.0\"\nalgorithm = \"sha256\"\n\n[data]\n\"cloak.rootfs\" = \"shared\"\n\"policy.rego\" = '''\npackage agent_policy\ndefault CreateSandboxRequest := true\n'''\n";
+
+/// (target, name, bytes) of every seed.
+fn all() -> anyhow::Result<Vec<(&'static str, String, Vec<u8>)>> {
+    let mut seeds = Vec::new();
+    let mut add = |target: &'static str, name: &str, bytes: Vec<u8>| {
+        seeds.push((target, name.to_owned(), bytes));
+    };
+    for (name, exec, kind) in [
+        ("init-stdout", "", StreamKind::Stdout),
+        ("exec-stdin", "e1", StreamKind::Stdin),
+    ] {
+        let header = StreamHeader {
+            container_id: "3f1c".into(),
+            exec_id: exec.into(),
+            kind,
+        };
+        add("stdio_header", name, header.to_line().into_bytes());
+    }
+    add(
+        "port_forward_lines",
+        "request",
+        request_line(8080).into_bytes(),
+    );
+    add(
+        "port_forward_lines",
+        "connected",
+        Answer::Connected.to_line().into_bytes(),
+    );
+    add(
+        "port_forward_lines",
+        "refused",
+        Answer::Refused("connecting to localhost:81 in the pod: refused".into())
+            .to_line()
+            .into_bytes(),
+    );
+    let psp = cloak_attestation::simulated_psp::SimulatedPsp::generate()?;
+    let report = psp.report(&cloak_attestation::simulated_psp::ReportInputs {
+        measurement: [0x11; 48],
+        host_data: [0x22; 32],
+        report_data: [0x33; 64],
+        policy: 0x3_0000,
+    })?;
+    add("snp_report", "simulated", report.clone());
+    add(
+        "sim_psp_answer",
+        "report",
+        SimPspResponse::Report {
+            report,
+            certificates: psp.certificates_pem()?,
+        }
+        .encode(),
+    );
+    add(
+        "sim_psp_answer",
+        "error",
+        SimPspResponse::Error("no".into()).encode(),
+    );
+    add("init_data", "document", INIT_DATA.as_bytes().to_vec());
+    add(
+        "init_data",
+        "annotation",
+        cloak_init_data::encode_annotation(INIT_DATA.as_bytes())?.into_bytes(),
+    );
+    add(
+        "host_config",
+        "shipped",
+        include_str!("../../configs/configuration.toml")
+            .as_bytes()
+            .to_vec(),
+    );
+    add(
+        "pod_size_annotations",
+        "limits",
+        b"io.kubernetes.cri.sandbox-memory=1073741824\nio.kubernetes.cri.sandbox-cpu-quota=150000\nio.kubernetes.cri.sandbox-cpu-period=100000\n".to_vec(),
+    );
+    for (kind, name, bytes) in agent_requests()? {
+        let mut seed = vec![kind];
+        seed.extend_from_slice(&bytes);
+        add("agent_requests", name, seed);
+    }
+    Ok(seeds)
+}
+
+/// One well-formed request per message the target decodes (its selector byte first).
+fn agent_requests() -> anyhow::Result<Vec<(u8, &'static str, Vec<u8>)>> {
+    let spec = r#"{"ociVersion":"1.1.0","process":{"args":["sh"],"cwd":"/","user":{"uid":0,"gid":0}},"root":{"path":"rootfs"},"annotations":{"io.kubernetes.cri.container-type":"container"}}"#;
+    let sandbox = agent::CreateSandboxRequest {
+        sandbox_id: "a112".into(),
+        hostname: "web".into(),
+        ..Default::default()
+    };
+    let container = agent::CreateContainerRequest {
+        container_id: "3f1c".into(),
+        oci_spec_json: spec.as_bytes().to_vec(),
+        ..Default::default()
+    };
+    let interface = agent::UpdateInterfaceRequest {
+        interface: Some(agent::Interface {
+            name: "eth0".into(),
+            hw_addr: "9a:55:e8:3e:8b:33".into(),
+            addresses: vec![agent::IpAddress {
+                address: "fd00:10:213::5".into(),
+                prefix_len: 64,
+                ..Default::default()
+            }],
+            mtu: 1500,
+            ..Default::default()
+        })
+        .into(),
+        ..Default::default()
+    };
+    let routes = agent::UpdateRoutesRequest {
+        routes: vec![agent::Route {
+            destination: "default".into(),
+            gateway: "10.213.0.1".into(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    Ok(vec![
+        (0, "create-sandbox", sandbox.write_to_bytes()?),
+        (1, "create-container", container.write_to_bytes()?),
+        (3, "update-interface", interface.write_to_bytes()?),
+        (4, "update-routes", routes.write_to_bytes()?),
+    ])
+}
+
+/// Writes every seed to `dir/<target>/<name>`.
+pub fn write(dir: &Path) -> anyhow::Result<usize> {
+    let seeds = all()?;
+    for (target, name, bytes) in &seeds {
+        let target_dir = dir.join(target);
+        std::fs::create_dir_all(&target_dir)
+            .with_context(|| format!("creating {}", target_dir.display()))?;
+        std::fs::write(target_dir.join(name), bytes)?;
+    }
+    Ok(seeds.len())
+}
