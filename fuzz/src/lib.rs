@@ -1,7 +1,8 @@
 //! Fuzz targets for what cloak parses from parties it does not trust: a guest (stdio stream
 //! headers, port-forward lines, simulated AMD-SP answers, attestation reports), the host in a
 //! confidential pod (every agent request as protobuf, put to the policy's input mapping;
-//! init-data) and operators' files and annotations (configuration, pod-size annotations).
+//! init-data) and operators' files and annotations (configuration, pod-size annotations), and
+//! the virtio rings a guest writes for cloak-vmm's devices (`virtio`).
 //!
 //! The project builds on the stable toolchain only, where libFuzzer's coverage
 //! instrumentation is not available; `driver` is a bounded mutation driver over the committed
@@ -13,6 +14,7 @@ pub mod driver;
 mod mutate;
 pub mod seeds;
 mod targets;
+mod virtio;
 
 pub use targets::TARGETS;
 

@@ -1,5 +1,7 @@
 //! The seed corpora, built from the real encoders so every seed is a well-formed input of
 //! its target (`cloak-fuzz seeds DIR` writes them; they are committed under `fuzz/corpus/`).
+//! The signed ones (report, AMD-SP answer) differ on each writing: the simulated AMD-SP makes
+//! new keys; keep the committed ones unless their format changes.
 
 use std::path::Path;
 
@@ -91,6 +93,28 @@ fn all() -> anyhow::Result<Vec<(&'static str, String, Vec<u8>)>> {
         seed.extend_from_slice(&bytes);
         add("agent_requests", name, seed);
     }
+    // A guest's transmit chain: a 44-byte vsock header (payload length 5) and "hello"; and
+    // a receive chain of two writable buffers.
+    let mut header = [0u8; 44];
+    header[0] = 3; // src_cid
+    header[8] = 2; // dst_cid
+    header[20..24].copy_from_slice(&1024u32.to_le_bytes()); // dst_port
+    header[24..28].copy_from_slice(&5u32.to_le_bytes()); // len
+    header[28] = 1; // type: stream
+    header[30] = 5; // op: rw
+    let mut payload = header.to_vec();
+    payload.extend_from_slice(b"hello");
+    let data = crate::virtio::SEED_DATA;
+    add(
+        "vmm_vsock_tx",
+        "rw-packet",
+        crate::virtio::seed(&[(data, 44, 1, 1), (data + 44, 5, 0, 0)], &payload),
+    );
+    add(
+        "vmm_vsock_rx",
+        "two-buffers",
+        crate::virtio::seed(&[(data, 44, 3, 1), (data + 0x1000, 256, 2, 0)], &[]),
+    );
     Ok(seeds)
 }
 

@@ -46,6 +46,14 @@ pub const TARGETS: &[Target] = &[
         name: "agent_requests",
         run: agent_requests,
     },
+    Target {
+        name: "vmm_vsock_tx",
+        run: crate::virtio::vsock_tx,
+    },
+    Target {
+        name: "vmm_vsock_rx",
+        run: crate::virtio::vsock_rx,
+    },
 ];
 
 /// The header line a guest-facing stdio connection starts with (the agent reads it from the
