@@ -9,6 +9,7 @@ pub mod cri;
 pub mod cri_compare;
 pub mod cri_stream;
 pub mod kbs;
+pub mod leaks;
 pub mod oci_image;
 pub mod pod;
 pub mod rootfs;
