@@ -8,6 +8,7 @@ use cloak_vmm::devices::chain_io::{read_chain, writable_room, write_chain};
 use cloak_vmm::devices::vsock::packet::{read_packet, write_packet};
 use virtio_queue::desc::{split::Descriptor as SplitDescriptor, RawDescriptor};
 use virtio_queue::mock::MockSplitQueue;
+use virtio_queue::DescriptorChain;
 use virtio_queue::{Queue, QueueOwnedT};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
@@ -58,8 +59,8 @@ fn guest_ring(data: &[u8]) -> Option<(GuestMemoryMmap, Queue)> {
     Some((memory, queue))
 }
 
-/// A transmit chain read as a vsock packet, and as plain bytes.
-pub(crate) fn vsock_tx(data: &[u8]) {
+/// Walks the first chain of the ring the input lays out, if it lays one out.
+fn with_first_chain(data: &[u8], walk: impl FnOnce(DescriptorChain<&GuestMemoryMmap>)) {
     let Some((memory, mut queue)) = guest_ring(data) else {
         return;
     };
@@ -68,23 +69,23 @@ pub(crate) fn vsock_tx(data: &[u8]) {
         .ok()
         .and_then(|mut chains| chains.next())
     {
+        walk(chain);
+    }
+}
+
+/// A transmit chain read as a vsock packet, and as plain bytes.
+pub(crate) fn vsock_tx(data: &[u8]) {
+    with_first_chain(data, |chain| {
         let _ = read_chain(chain.clone(), 1 << 16);
         if let Ok(packet) = read_packet(chain) {
             assert!(packet.payload.len() == packet.header.len as usize);
         }
-    }
+    });
 }
 
 /// A receive chain the device writes a packet (and plain bytes) into.
 pub(crate) fn vsock_rx(data: &[u8]) {
-    let Some((memory, mut queue)) = guest_ring(data) else {
-        return;
-    };
-    if let Some(chain) = queue
-        .iter(&memory)
-        .ok()
-        .and_then(|mut chains| chains.next())
-    {
+    with_first_chain(data, |chain| {
         let room = writable_room(&chain);
         if let Ok(written) = write_chain(chain.clone(), &[0x5a; 300]) {
             assert!(
@@ -97,7 +98,7 @@ pub(crate) fn vsock_rx(data: &[u8]) {
             payload: vec![7; 64],
         };
         let _ = write_packet(chain, &packet);
-    }
+    });
 }
 
 /// A well-formed ring for the seeds: `descriptors` as (address, length, flags, next), then
