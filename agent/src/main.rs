@@ -25,6 +25,7 @@ mod sandbox;
 mod secrets;
 mod state;
 mod storage;
+mod vsock_accept;
 
 use std::time::Duration;
 

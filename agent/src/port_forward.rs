@@ -10,10 +10,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use cloak_protocol::line::read_line;
 use cloak_protocol::port_forward::{parse_request, Answer, MAX_LINE};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio_vsock::{VsockAddr, VsockListener, VsockStream, VMADDR_CID_ANY};
+use tokio_vsock::VsockStream;
 
 use crate::state::AgentState;
 
@@ -22,29 +23,22 @@ const STEP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Accepts forwarded connections on vsock `port` for the life of the agent.
 pub(crate) fn listen(state: Arc<AgentState>, port: u32) -> anyhow::Result<()> {
-    let listener = VsockListener::bind(VsockAddr::new(VMADDR_CID_ANY, port))
-        .with_context(|| format!("binding the port-forward listener on vsock port {port}"))?;
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let state = state.clone();
-            tokio::spawn(async move {
-                if let Err(err) = forward(&state, stream).await {
-                    tracing::warn!(error = format!("{err:#}"), "port-forward failed");
-                }
-            });
+    crate::vsock_accept::serve(port, "port-forward", move |stream| {
+        let state = state.clone();
+        async move {
+            if let Err(err) = forward(&state, stream).await {
+                tracing::warn!(error = format!("{err:#}"), "port-forward failed");
+            }
         }
-    });
-    Ok(())
+    })
 }
 
 /// One forwarded connection: request, decision, connect, answer, relay.
 async fn forward(state: &AgentState, mut host: VsockStream) -> anyhow::Result<()> {
-    let line = tokio::time::timeout(STEP_TIMEOUT, read_line(&mut host))
+    let line = tokio::time::timeout(STEP_TIMEOUT, read_line(&mut host, MAX_LINE))
         .await
-        .context("no request line")??;
+        .context("no request line")?
+        .context("reading the request line")?;
     let Some(port) = parse_request(&line) else {
         anyhow::bail!("bad request line {line:?}");
     };
@@ -98,18 +92,4 @@ async fn connect(port: u16) -> Result<TcpStream, String> {
                 "connecting to localhost:{port} in the pod timed out"
             ))
         })
-}
-
-/// Reads one line byte by byte, so none of the data after it is consumed.
-async fn read_line(stream: &mut VsockStream) -> anyhow::Result<String> {
-    let mut line = Vec::with_capacity(32);
-    loop {
-        let byte = stream.read_u8().await.context("reading the request line")?;
-        if byte == b'\n' {
-            break;
-        }
-        line.push(byte);
-        anyhow::ensure!(line.len() <= MAX_LINE, "request line too long");
-    }
-    Ok(String::from_utf8_lossy(&line).into_owned())
 }

@@ -16,8 +16,9 @@ use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use cloak_protocol::line::read_line;
 use cloak_protocol::port_forward::{request_line, Answer, MAX_LINE, PORT_FORWARD_VSOCK_PORT};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream, UnixStream};
 use tokio::task::JoinSet;
 
@@ -248,7 +249,7 @@ async fn open_to_guest(vsock_socket: &Path, port: u16) -> Result<UnixStream, Con
         .write_all(request_line(port).as_bytes())
         .await
         .map_err(|source| ConnectionError::Request { port, source })?;
-    let line = read_line(&mut guest)
+    let line = read_line(&mut guest, MAX_LINE)
         .await
         .map_err(|source| ConnectionError::Request { port, source })?;
     match Answer::parse(&line) {
@@ -270,25 +271,6 @@ fn reset(client: &TcpStream) {
     {
         tracing::debug!(error = %err, "setting SO_LINGER before a reset");
     }
-}
-
-/// One line byte by byte, so none of the forwarded bytes after it are consumed.
-async fn read_line(stream: &mut UnixStream) -> std::io::Result<String> {
-    let mut line = Vec::with_capacity(32);
-    loop {
-        let byte = stream.read_u8().await?;
-        if byte == b'\n' {
-            break;
-        }
-        line.push(byte);
-        if line.len() > MAX_LINE {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                "answer line too long",
-            ));
-        }
-    }
-    Ok(String::from_utf8_lossy(&line).into_owned())
 }
 
 #[cfg(test)]

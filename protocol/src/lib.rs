@@ -17,6 +17,7 @@ mod generated {
 
 pub use generated::*;
 
+pub mod line;
 pub mod port_forward;
 pub mod sim_psp;
 

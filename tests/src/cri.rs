@@ -514,11 +514,8 @@ pub fn assert_pods_left_nothing(
 
 /// Network namespaces CNI pods have (`/var/run/netns/cni-*`).
 pub fn cni_netns() -> Vec<String> {
-    std::fs::read_dir("/var/run/netns")
+    crate::leaks::named_netns()
         .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
         .filter(|name| name.starts_with("cni-"))
         .collect()
 }

@@ -8,11 +8,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::Context as _;
 use cloak_protocol::StreamHeader;
-use tokio::io::AsyncReadExt;
 use tokio::sync::Notify;
-use tokio_vsock::{VsockAddr, VsockListener, VsockStream, VMADDR_CID_ANY};
+use tokio_vsock::VsockStream;
 
 /// Streams nobody claimed are dropped after this long.
 const UNCLAIMED_TTL: Duration = Duration::from_secs(60);
@@ -70,44 +68,22 @@ impl StreamBroker {
 
     /// Accepts stdio streams on `port` for the life of the agent.
     pub(crate) fn listen(self: Arc<Self>, port: u32) -> anyhow::Result<()> {
-        let listener = VsockListener::bind(VsockAddr::new(VMADDR_CID_ANY, port))
-            .with_context(|| format!("binding the stdio listener on vsock port {port}"))?;
-        tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                let broker = self.clone();
-                tokio::spawn(async move {
-                    match tokio::time::timeout(Duration::from_secs(10), read_header(stream)).await {
-                        Ok(Ok((header, stream))) => broker.park(header, stream),
-                        Ok(Err(err)) => tracing::warn!(error = %err, "bad stdio stream header"),
-                        Err(_) => tracing::warn!("stdio stream sent no header"),
-                    }
-                });
+        crate::vsock_accept::serve(port, "stdio", move |stream| {
+            let broker = self.clone();
+            async move {
+                match tokio::time::timeout(Duration::from_secs(10), read_header(stream)).await {
+                    Ok(Ok((header, stream))) => broker.park(header, stream),
+                    Ok(Err(err)) => tracing::warn!(error = %err, "bad stdio stream header"),
+                    Err(_) => tracing::warn!("stdio stream sent no header"),
+                }
             }
-        });
-        Ok(())
+        })
     }
 }
 
-/// Reads the header byte by byte, so no stream data is consumed with it.
+/// Reads the header line, leaving the stream's data unread.
 async fn read_header(mut stream: VsockStream) -> std::io::Result<(StreamHeader, VsockStream)> {
-    let mut line = Vec::with_capacity(64);
-    loop {
-        let byte = stream.read_u8().await?;
-        if byte == b'\n' {
-            break;
-        }
-        line.push(byte);
-        if line.len() > StreamHeader::MAX_LEN {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                "header too long",
-            ));
-        }
-    }
-    let text = String::from_utf8_lossy(&line);
+    let text = cloak_protocol::line::read_line(&mut stream, StreamHeader::MAX_LEN).await?;
     StreamHeader::parse(&text)
         .map(|header| (header, stream))
         .ok_or_else(|| {

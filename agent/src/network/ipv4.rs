@@ -22,7 +22,7 @@ fn ifreq_for(name: &str) -> anyhow::Result<libc::ifreq> {
     Ok(request)
 }
 
-pub(super) fn sockaddr_of(address: Ipv4Addr) -> libc::sockaddr {
+fn sockaddr_of(address: Ipv4Addr) -> libc::sockaddr {
     let inet = libc::sockaddr_in {
         sin_family: libc::AF_INET as libc::sa_family_t,
         sin_port: 0,
@@ -36,13 +36,13 @@ pub(super) fn sockaddr_of(address: Ipv4Addr) -> libc::sockaddr {
     unsafe { std::mem::transmute::<libc::sockaddr_in, libc::sockaddr>(inet) }
 }
 
-pub(super) fn address_of(sockaddr: &libc::sockaddr) -> Ipv4Addr {
+fn address_of(sockaddr: &libc::sockaddr) -> Ipv4Addr {
     // SAFETY: same size; the caller asked the kernel for an AF_INET address.
     let inet = unsafe { std::mem::transmute::<libc::sockaddr, libc::sockaddr_in>(*sockaddr) };
     Ipv4Addr::from(u32::from_be(inet.sin_addr.s_addr))
 }
 
-pub(super) fn netmask_of(prefix_len: u32) -> Ipv4Addr {
+fn netmask_of(prefix_len: u32) -> Ipv4Addr {
     match prefix_len {
         0 => Ipv4Addr::UNSPECIFIED,
         len => Ipv4Addr::from(u32::MAX << (32 - len.min(32))),
@@ -168,14 +168,24 @@ impl IoctlSocket {
                 &mut entry as *mut libc::rtentry,
             )
         };
-        if result < 0 {
-            let err = std::io::Error::last_os_error();
-            if err.raw_os_error() != Some(libc::EEXIST) {
-                return Err(err).with_context(|| {
-                    format!("adding the route to {destination}/{prefix_len} via {gateway:?}")
-                });
-            }
-        }
-        Ok(())
+        super::added_or_present(result).with_context(|| {
+            format!("adding the route to {destination}/{prefix_len} via {gateway:?}")
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn netmasks_follow_the_prefix() {
+        assert_eq!(netmask_of(24), Ipv4Addr::new(255, 255, 255, 0));
+        assert_eq!(netmask_of(0), Ipv4Addr::UNSPECIFIED);
+        assert_eq!(netmask_of(32), Ipv4Addr::BROADCAST);
+        assert_eq!(
+            address_of(&sockaddr_of(Ipv4Addr::new(10, 213, 0, 2))),
+            Ipv4Addr::new(10, 213, 0, 2)
+        );
     }
 }

@@ -85,14 +85,8 @@ impl Ipv6Socket {
                 &mut request as *mut libc::in6_ifreq,
             )
         };
-        if result < 0 {
-            let err = std::io::Error::last_os_error();
-            if err.raw_os_error() != Some(libc::EEXIST) {
-                return Err(err)
-                    .with_context(|| format!("setting {address}/{prefix_len} on {name}"));
-            }
-        }
-        Ok(())
+        super::added_or_present(result)
+            .with_context(|| format!("setting {address}/{prefix_len} on {name}"))
     }
 
     /// Adds a route to `destination/prefix_len`, through `gateway` if given, on `device`.
@@ -128,15 +122,9 @@ impl Ipv6Socket {
                 &mut message as *mut In6Rtmsg,
             )
         };
-        if result < 0 {
-            let err = std::io::Error::last_os_error();
-            if err.raw_os_error() != Some(libc::EEXIST) {
-                return Err(err).with_context(|| {
-                    format!("adding the IPv6 route to {destination}/{prefix_len} via {gateway:?}")
-                });
-            }
-        }
-        Ok(())
+        super::added_or_present(result).with_context(|| {
+            format!("adding the IPv6 route to {destination}/{prefix_len} via {gateway:?}")
+        })
     }
 }
 
