@@ -182,6 +182,7 @@ impl Hypervisor for CloakVmm {
                 .args(),
             // cloak-vmm serves the hybrid-vsock socket itself.
             vsock_backend: false,
+            kept: super::launch::vmm_capabilities(config, self.settings.tee == TeeKind::Snp),
         };
         Ok(Box::new(
             super::launch::launch(&self.settings, config, command).await?,

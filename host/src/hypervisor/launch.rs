@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use tokio::process::Command;
 
 use super::child::{enter_netns_on_exec, ChildProcess};
+use super::privileges::{self, KeptCapabilities};
 use super::virtiofs_backend::VirtiofsBackend;
 use super::vm_processes::{HostSide, VmProcesses};
 use super::vsock_backend::VsockBackend;
@@ -25,6 +26,21 @@ pub(super) struct VmmCommand {
     pub args: Vec<String>,
     /// The VMM reaches vsock through vhost-device-vsock (QEMU) instead of serving it itself.
     pub vsock_backend: bool,
+    /// The only capabilities the VMM keeps (`privileges`).
+    pub kept: KeptCapabilities,
+}
+
+/// What a VMM needs of root's capabilities for `config`: CAP_NET_ADMIN to attach the pod's
+/// tap, CAP_IPC_LOCK to pin an SEV-SNP guest's memory; nothing else.
+pub(super) fn vmm_capabilities(config: &VmConfig, snp: bool) -> KeptCapabilities {
+    let mut kept = KeptCapabilities::NONE;
+    if config.network.is_some() {
+        kept = kept.with(privileges::CAP_NET_ADMIN);
+    }
+    if snp {
+        kept = kept.with(privileges::CAP_IPC_LOCK);
+    }
+    kept
 }
 
 /// Starts the VM `command` describes; returns once the VMM runs.
@@ -42,7 +58,11 @@ pub(super) async fn launch(
         Some(network) => enter_netns_on_exec(&mut vmm, &network.netns),
         None => Ok(()),
     }
-    .and_then(|()| ChildProcess::spawn(command.name, vmm, &config.run_dir));
+    .and_then(|()| {
+        // After setns, which needs CAP_SYS_ADMIN: pre_exec hooks run in order.
+        privileges::drop_capabilities_on_exec(&mut vmm, command.kept);
+        ChildProcess::spawn(command.name, vmm, &config.run_dir)
+    });
     let vmm = match spawned {
         Ok(vmm) => vmm,
         Err(err) => {
@@ -54,6 +74,7 @@ pub(super) async fn launch(
         pod = %config.id,
         vmm = command.name,
         pid = vmm.pid(),
+        capabilities = format!("{:#x}", command.kept.mask()),
         vcpus = config.vcpus,
         memory_mib = config.memory_mib,
         "VMM started"
@@ -117,6 +138,17 @@ impl Helpers {
         if let Some(backend) = self.vsock.as_mut() {
             backend.stop().await;
         }
+    }
+
+    /// The first helper found exited, by name, with how it ended.
+    pub fn exited(&mut self) -> Option<(&'static str, super::VmExit)> {
+        if let Some(exit) = self.virtiofs.as_mut().and_then(VirtiofsBackend::try_exit) {
+            return Some(("virtiofsd", exit));
+        }
+        self.vsock
+            .as_mut()
+            .and_then(VsockBackend::try_exit)
+            .map(|exit| ("vhost-device-vsock", exit))
     }
 
     /// virtiofsd's pid, then vhost-device-vsock's.

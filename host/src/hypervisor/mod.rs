@@ -8,6 +8,7 @@ pub mod child;
 pub mod cloak_vmm;
 pub mod host;
 mod launch;
+pub mod privileges;
 pub mod qemu;
 pub mod readiness;
 pub mod sim_psp;
@@ -165,8 +166,13 @@ pub trait RunningVm: Send + Sync {
     /// Waits until the agent reports ready, the VM exits, or `deadline` passes.
     async fn wait_for_agent(&mut self, deadline: Instant) -> Result<(), HypervisorError>;
 
-    /// `Some` once the VMM has exited (it is reaped then).
+    /// `Some` once the VMM has exited (it is reaped then) — or once a helper daemon did: a VM
+    /// without its vsock or shared directory cannot go on, so its VMM is killed and the
+    /// helper's exit is the VM's.
     fn try_exit(&mut self) -> Option<VmExit>;
+
+    /// Kills the VMM at once (a hung guest); `try_exit` reports it once it is reaped.
+    fn kill(&mut self);
 
     /// Stops the VMM and every helper process and removes their sockets; the console log
     /// stays. Stopping again returns the same exit.

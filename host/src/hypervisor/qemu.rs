@@ -96,6 +96,8 @@ impl QemuLaunch {
             "-no-user-config".into(),
             "-nographic".into(),
             "-no-reboot".into(),
+            "-sandbox".into(),
+            SANDBOX.into(),
             "-kernel".into(),
             path_arg(&self.kernel),
             "-initrd".into(),
@@ -172,6 +174,11 @@ pub fn host_kernel_params(accel: Accel) -> Vec<String> {
     }
 }
 
+/// QEMU's seccomp sandbox: besides its default deny list, no obsolete syscalls, no set*uid or
+/// set*gid, no fork or exec (the tap is attached with `script=no`, so QEMU never spawns), no
+/// changes to scheduling or affinity. Installed before any guest code runs.
+pub const SANDBOX: &str = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny";
+
 pub struct Qemu {
     pub(super) settings: HypervisorConfig,
 }
@@ -237,6 +244,7 @@ impl Hypervisor for Qemu {
     async fn launch(&self, config: &VmConfig) -> Result<Box<dyn RunningVm>, HypervisorError> {
         let accel = Accel::resolve(self.settings.accel);
         let snp = self.snp_launch(accel, config)?;
+        let kept = super::launch::vmm_capabilities(config, snp.is_some());
         let launch = self.launch_for(config, accel, snp);
         tracing::debug!(pod = %config.id, accel = ?launch.accel, machine = %launch.machine, "qemu launch");
         let command = VmmCommand {
@@ -244,6 +252,7 @@ impl Hypervisor for Qemu {
             program: self.settings.qemu_path.clone(),
             args: launch.args(),
             vsock_backend: true,
+            kept,
         };
         Ok(Box::new(
             super::launch::launch(&self.settings, config, command).await?,
@@ -288,6 +297,10 @@ mod tests {
         );
         assert_eq!(value_after(&args, "-append"), ["console=ttyS0 quiet"]);
         assert!(args.contains(&"-no-reboot".to_owned()));
+        assert_eq!(
+            value_after(&args, "-sandbox"),
+            ["on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"]
+        );
         assert_eq!(
             value_after(&args, "-device"),
             ["vhost-user-vsock-device,chardev=vsock"]

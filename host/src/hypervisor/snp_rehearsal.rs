@@ -126,6 +126,8 @@ impl Hypervisor for SnpRehearsal {
             program: self.qemu.settings.qemu_path.clone(),
             args: plan.args,
             vsock_backend: true,
+            // What the SNP launch it rehearses would keep.
+            kept: super::launch::vmm_capabilities(config, true),
         };
         Ok(Box::new(
             super::launch::launch(&self.qemu.settings, config, command).await?,

@@ -32,6 +32,11 @@ impl VirtiofsBackend {
             // The guest may cache: only the runtime writes the shared tree, before containers
             // start, and the container side of a rootfs is an overlay in guest memory.
             .arg("--cache=auto")
+            // Its own sandbox, spelled out so no default can loosen it: the shared directory
+            // becomes its mount namespace's root (its capabilities are what it needs to serve
+            // files with their owners), and a seccomp filter kills it on any other syscall.
+            .arg("--sandbox=namespace")
+            .arg("--seccomp=kill")
             .arg("--log-level=warn");
         let process = ChildProcess::spawn("virtiofsd", command, run_dir)?;
         let mut backend = Self { process, socket };
@@ -60,6 +65,11 @@ impl VirtiofsBackend {
 
     pub fn pid(&self) -> u32 {
         self.process.pid()
+    }
+
+    /// `Some` once the daemon has exited.
+    pub fn try_exit(&mut self) -> Option<super::VmExit> {
+        self.process.try_exit()
     }
 
     pub async fn stop(&mut self) {

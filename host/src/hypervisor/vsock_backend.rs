@@ -38,6 +38,11 @@ impl VsockBackend {
             .arg(&vhost_socket)
             .arg("--uds-path")
             .arg(vsock_socket);
+        // It needs no capability: its sockets are in the run directory the shim (root) owns.
+        super::privileges::drop_capabilities_on_exec(
+            &mut command,
+            super::privileges::KeptCapabilities::NONE,
+        );
         let process = ChildProcess::spawn("vsock-backend", command, run_dir)?;
         let mut backend = Self {
             process,
@@ -59,6 +64,11 @@ impl VsockBackend {
 
     pub fn pid(&self) -> u32 {
         self.process.pid()
+    }
+
+    /// `Some` once the daemon has exited.
+    pub fn try_exit(&mut self) -> Option<super::VmExit> {
+        self.process.try_exit()
     }
 
     pub async fn stop(&mut self) {
