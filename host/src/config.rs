@@ -134,6 +134,13 @@ pub struct AgentConfig {
     pub boot_timeout_secs: u64,
     /// Timeout of each ordinary agent RPC.
     pub request_timeout_secs: u64,
+    /// How often a running pod's agent is asked Check: a guest that hangs (its kernel stuck,
+    /// the VMM wedged) answers nothing, and without a probe its pod would look alive forever.
+    /// 0 turns the probe off.
+    pub liveness_interval_secs: u64,
+    /// Probes in a row without an answer (each waits one interval) after which the pod is
+    /// declared dead: its VMM is killed and every process reported exited.
+    pub liveness_misses: u32,
     /// The agent's log filter on the guest console.
     pub log_level: String,
 }
@@ -143,6 +150,8 @@ impl Default for AgentConfig {
         Self {
             boot_timeout_secs: 60,
             request_timeout_secs: 30,
+            liveness_interval_secs: 10,
+            liveness_misses: 3,
             log_level: "info".to_owned(),
         }
     }
@@ -220,6 +229,9 @@ impl Configuration {
         if self.agent.boot_timeout_secs == 0 {
             return invalid("agent.boot_timeout_secs must be positive".to_owned());
         }
+        if self.agent.liveness_misses == 0 {
+            return invalid("agent.liveness_misses must be positive".to_owned());
+        }
         Ok(())
     }
 
@@ -241,6 +253,17 @@ impl Configuration {
 
     pub fn request_timeout(&self) -> Duration {
         Duration::from_secs(self.agent.request_timeout_secs.max(1))
+    }
+
+    /// The agent liveness probe: its interval and the misses that declare a pod dead; `None`
+    /// when turned off.
+    pub fn liveness(&self) -> Option<(Duration, u32)> {
+        (self.agent.liveness_interval_secs > 0).then(|| {
+            (
+                Duration::from_secs(self.agent.liveness_interval_secs),
+                self.agent.liveness_misses,
+            )
+        })
     }
 
     /// The kernel to boot: the override, or the image's.

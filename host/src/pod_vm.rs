@@ -257,6 +257,11 @@ impl PodVm {
         self.vm.try_exit()
     }
 
+    /// Kills the VMM of a guest that stopped answering; `try_exit` reports it once reaped.
+    pub fn kill(&mut self) {
+        self.vm.kill();
+    }
+
     /// Host processes of the VM (VMM first, then its helpers).
     pub fn process_ids(&self) -> Vec<u32> {
         self.vm.process_ids()

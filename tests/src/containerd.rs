@@ -105,6 +105,35 @@ pub struct PrivateContainerd {
     pub state: PathBuf,
     /// The CNI bridge of a CRI-enabled containerd, removed on drop.
     pub cni_bridge: Option<String>,
+    /// How containerd was started, to start it again (`restart`).
+    launch: ContainerdLaunch,
+}
+
+/// containerd's command line and environment.
+struct ContainerdLaunch {
+    config: PathBuf,
+    path: String,
+    cloak_config: PathBuf,
+}
+
+impl ContainerdLaunch {
+    /// Starts containerd, its output appended to `log`.
+    fn spawn(&self, log: &Path) -> anyhow::Result<Child> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)?;
+        Command::new(containerd_program("containerd"))
+            .arg("--config")
+            .arg(&self.config)
+            .env("PATH", &self.path)
+            .env("CLOAK_CONFIG", &self.cloak_config)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("starting containerd (scripts/setup-host.sh installs it)")
+    }
 }
 
 impl PrivateContainerd {
@@ -228,17 +257,12 @@ impl PrivateContainerd {
             path.push_str(&format!("{}:", containerd_dir.display()));
         }
         path.push_str(&std::env::var("PATH").unwrap_or_default());
-        let log = std::fs::File::create(dir.path().join("containerd.log"))?;
-        let child = Command::new(containerd_program("containerd"))
-            .arg("--config")
-            .arg(&config_path)
-            .env("PATH", path)
-            .env("CLOAK_CONFIG", &cloak_config)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .context("starting containerd (scripts/setup-host.sh installs it)")?;
+        let launch = ContainerdLaunch {
+            config: config_path,
+            path,
+            cloak_config,
+        };
+        let child = launch.spawn(&dir.path().join("containerd.log"))?;
         let mut containerd = Self {
             dir,
             child,
@@ -247,10 +271,40 @@ impl PrivateContainerd {
             root,
             state,
             cni_bridge,
+            launch,
         };
         containerd.wait_until_serving()?;
         containerd.import_busybox(cri)?;
         Ok(containerd)
+    }
+
+    /// containerd's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Stops containerd with SIGTERM, as a node's service manager does on restart (its shims
+    /// and their pods keep running), and starts it again on the same state; returns once it
+    /// serves.
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        self.terminate();
+        self.child = self.launch.spawn(&self.dir.path().join("containerd.log"))?;
+        self.wait_until_serving()
+    }
+
+    /// SIGTERM, then SIGKILL after 10 s.
+    fn terminate(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     fn wait_until_serving(&mut self) -> anyhow::Result<()> {
@@ -391,6 +445,68 @@ impl PrivateContainerd {
         Ok((String::from_utf8_lossy(&out).into_owned(), status.code()))
     }
 
+    /// Polls `ctr task ls` until `id`'s status is `status` ("GONE": the task is gone), for up
+    /// to `timeout`; the last listing.
+    pub fn wait_for_task_status(
+        &self,
+        id: &str,
+        status: &str,
+        timeout: Duration,
+    ) -> anyhow::Result<String> {
+        let deadline = Instant::now() + timeout;
+        let mut last = String::new();
+        while Instant::now() < deadline {
+            let output = self.ctr(&["task", "ls"]).output()?;
+            last = String::from_utf8_lossy(&output.stdout).into_owned();
+            let line = last
+                .lines()
+                .find(|l| l.split_whitespace().next() == Some(id));
+            match (line, status) {
+                (None, "GONE") => return Ok(last),
+                (Some(line), _) if line.split_whitespace().nth(2) == Some(status) => {
+                    return Ok(last)
+                }
+                _ => std::thread::sleep(Duration::from_millis(200)),
+            }
+        }
+        bail!(
+            "task {id} never reached {status}; last `ctr task ls`:\n{last}\n{}",
+            self.log_tail(60)
+        )
+    }
+
+    /// `ctr run -d` of a cloak container `id` running `args`; returns once it is RUNNING.
+    pub fn run_detached(&self, id: &str, args: &[&str]) -> anyhow::Result<()> {
+        let image = image();
+        let mut all = vec!["run", "-d", "--runtime", RUNTIME, image.as_str(), id];
+        all.extend_from_slice(args);
+        let output = self.ctr(&all).output()?;
+        if !output.status.success() {
+            bail!(
+                "ctr run -d {id}: {}\n{}",
+                String::from_utf8_lossy(&output.stderr),
+                self.log_tail(60)
+            );
+        }
+        self.wait_for_task_status(id, "RUNNING", Duration::from_secs(60))?;
+        Ok(())
+    }
+
+    /// `ctr task rm` then `ctr container rm`; both must succeed.
+    pub fn remove_stopped(&self, id: &str) -> anyhow::Result<()> {
+        for args in [["task", "rm", id], ["container", "rm", id]] {
+            let output = self.ctr(&args).output()?;
+            if !output.status.success() {
+                bail!(
+                    "ctr {args:?}: {}\n{}",
+                    String::from_utf8_lossy(&output.stderr),
+                    self.log_tail(60)
+                );
+            }
+        }
+        Ok(())
+    }
+
     pub fn log_tail(&self, lines: usize) -> String {
         let text =
             std::fs::read_to_string(self.dir.path().join("containerd.log")).unwrap_or_default();
@@ -443,7 +559,18 @@ impl PrivateContainerd {
                 .map(|entries| entries.flatten().all(|e| e.file_name() == "console.log"))
                 .unwrap_or(false);
             if !(allow_console_logs && only_console) {
-                found.push(format!("pod directory {}", pod_dir.display()));
+                let mut names: Vec<String> = std::fs::read_dir(&pod_dir)
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect();
+                names.sort();
+                found.push(format!(
+                    "pod directory {} ({})",
+                    pod_dir.display(),
+                    names.join(" ")
+                ));
             }
         }
         found
@@ -532,17 +659,15 @@ fn toml_of(config: &cloak_host::Configuration) -> anyhow::Result<String> {
 
 impl Drop for PrivateContainerd {
     fn drop(&mut self) {
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if matches!(self.child.try_wait(), Ok(Some(_))) {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        self.terminate();
+        // A test that failed half-way leaves shims and VMs running without containerd: they
+        // would load the host under every later test. Each names this directory.
+        for pid in cloak_host::run_dir_sweep::processes_mentioning(self.dir.path()) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
         }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
         // Undo what a failed test may have left mounted, so the temp dir can go.
         for point in self.mounts_left() {
             let _ = nix::mount::umount2(Path::new(&point), nix::mount::MntFlags::MNT_DETACH);

@@ -90,45 +90,17 @@ fn ctr_run_prints_exits_and_runs_in_the_guest_kernel() {
 
 /// Polls `ctr task ls` until `id`'s status is `status` (or the task is gone, for "GONE").
 fn wait_for_task_status(containerd: &PrivateContainerd, id: &str, status: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut last = String::new();
-    while Instant::now() < deadline {
-        let output = containerd.ctr(&["task", "ls"]).output().unwrap();
-        last = text(&output.stdout);
-        let line = last
-            .lines()
-            .find(|l| l.split_whitespace().next() == Some(id));
-        match (line, status) {
-            (None, "GONE") => return last,
-            (Some(line), _) if line.split_whitespace().nth(2) == Some(status) => return last,
-            _ => std::thread::sleep(Duration::from_millis(200)),
-        }
-    }
-    panic!(
-        "task {id} never reached {status}; last `ctr task ls`:\n{last}\n{}",
-        containerd.log_tail(60)
-    );
+    containerd
+        .wait_for_task_status(id, status, Duration::from_secs(60))
+        .unwrap()
 }
 
 fn run_detached(containerd: &PrivateContainerd, id: &str, args: &[&str]) {
-    let image = image();
-    let mut all = vec!["run", "-d", "--runtime", RUNTIME, image.as_str(), id];
-    all.extend_from_slice(args);
-    let output = containerd.ctr(&all).output().unwrap();
-    assert_ran(&output, containerd);
-    wait_for_task_status(containerd, id, "RUNNING");
+    containerd.run_detached(id, args).unwrap();
 }
 
-/// `ctr task rm` then `ctr container rm`; both must succeed.
 fn remove_stopped(containerd: &PrivateContainerd, id: &str) {
-    assert_ran(
-        &containerd.ctr(&["task", "rm", id]).output().unwrap(),
-        containerd,
-    );
-    assert_ran(
-        &containerd.ctr(&["container", "rm", id]).output().unwrap(),
-        containerd,
-    );
+    containerd.remove_stopped(id).unwrap();
 }
 
 #[test]

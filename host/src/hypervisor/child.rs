@@ -85,6 +85,13 @@ impl ChildProcess {
         self.exit.clone()
     }
 
+    /// SIGKILL, unless it already exited; `try_exit` reaps it.
+    pub fn kill(&mut self) {
+        if self.try_exit().is_none() {
+            let _ = self.child.start_kill();
+        }
+    }
+
     /// The end of the process's own log, for errors.
     pub fn log_tail(&self, lines: usize) -> String {
         crate::console::tail(&self.log_file, lines)

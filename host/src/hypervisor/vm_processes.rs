@@ -74,7 +74,18 @@ impl RunningVm for VmProcesses {
     }
 
     fn try_exit(&mut self) -> Option<VmExit> {
-        self.vmm.try_exit()
+        if let Some(exit) = self.vmm.try_exit() {
+            return Some(exit);
+        }
+        // The VM ended with its helper: reported at once, the VMM killed (and reaped by stop).
+        let (helper, exit) = self.helpers.exited()?;
+        tracing::error!(pod = %self.id, helper, %exit, "a helper daemon of the VM exited: the VM cannot go on without it, killing it");
+        self.vmm.kill();
+        Some(exit)
+    }
+
+    fn kill(&mut self) {
+        self.vmm.kill();
     }
 
     /// The VMM first (nothing uses the daemons after it), then the daemons; the listeners

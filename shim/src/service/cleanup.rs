@@ -57,7 +57,7 @@ pub fn run_delete(flags: &containerd_shim::Flags) -> anyhow::Result<()> {
 }
 
 fn clean_pod(record: &PodRecord) {
-    let pids = processes_of(&record.pod_dir);
+    let pids = cloak_host::run_dir_sweep::processes_mentioning(&record.pod_dir);
     for pid in &pids {
         let _ = kill(Pid::from_raw(*pid), Signal::SIGKILL);
     }
@@ -73,25 +73,6 @@ fn clean_pod(record: &PodRecord) {
         tracing::warn!(pod = %record.pod_id, error = %err, "removing the shared directory");
     }
     keep_only_console_log(&record.pod_dir);
-}
-
-/// Processes whose command line names `pod_dir`: the VMM and its backends all take their
-/// sockets and files from there, and the directory is unique to the pod.
-fn processes_of(pod_dir: &Path) -> Vec<i32> {
-    let needle = pod_dir.as_os_str().as_encoded_bytes();
-    let me = std::process::id() as i32;
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| *pid != me)
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .map(|cmdline| cmdline.windows(needle.len()).any(|w| w == needle))
-                .unwrap_or(false)
-        })
-        .collect()
 }
 
 fn keep_only_console_log(pod_dir: &Path) {
@@ -149,15 +130,17 @@ mod tests {
             .expect("sh");
         // Until the child has exec'd, its command line is still ours.
         let deadline = Instant::now() + Duration::from_secs(5);
-        let mut found = processes_of(&pod_dir);
+        let mut found = cloak_host::run_dir_sweep::processes_mentioning(&pod_dir);
         while found.is_empty() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
-            found = processes_of(&pod_dir);
+            found = cloak_host::run_dir_sweep::processes_mentioning(&pod_dir);
         }
         let _ = child.kill();
         let _ = child.wait();
         assert!(found.contains(&(child.id() as i32)), "{found:?}");
-        assert!(processes_of(&dir.path().join("other")).is_empty());
+        assert!(
+            cloak_host::run_dir_sweep::processes_mentioning(&dir.path().join("other")).is_empty()
+        );
     }
 
     #[test]

@@ -70,6 +70,29 @@ pub struct Pod {
     vm: Mutex<Option<PodVm>>,
     /// Set once the VM exited without being asked to.
     died: StdMutex<Option<VmExit>>,
+    /// The agent liveness probe (interval, misses that declare the pod dead).
+    liveness: Option<(Duration, u32)>,
+    /// The lock that tells other shims' sweeps this pod directory is live.
+    _owner: cloak_host::run_dir_sweep::PodDirOwner,
+}
+
+/// Counts probes without an answer; a pod is dead after `misses` in a row.
+#[derive(Debug)]
+struct Liveness {
+    misses: u32,
+    missed: u32,
+}
+
+impl Liveness {
+    fn new(misses: u32) -> Self {
+        Self { misses, missed: 0 }
+    }
+
+    /// Records one probe; true once the pod is to be declared dead.
+    fn record(&mut self, answered: bool) -> bool {
+        self.missed = if answered { 0 } else { self.missed + 1 };
+        self.missed >= self.misses
+    }
 }
 
 impl Pod {
@@ -80,6 +103,13 @@ impl Pod {
         mut setup: PodSetup,
     ) -> anyhow::Result<Self> {
         let manifest = cloak_image::Manifest::load(&config.guest.image_dir)?;
+        // What a reboot or a lost cleanup left of other pods goes before this one starts.
+        let run_root = config.runtime.run_dir.clone();
+        tokio::task::spawn_blocking(move || {
+            cloak_host::run_dir_sweep::sweep(&run_root, std::time::SystemTime::now())
+        })
+        .await?;
+        let owner = cloak_host::run_dir_sweep::PodDirOwner::take(&record.pod_dir)?;
         let shared = record.shared_dir();
         host_mounts::make_shared_mount_point(&shared)?;
         setup.shared_dir = shared.clone();
@@ -90,6 +120,9 @@ impl Pod {
                 if let Err(cleanup) = host_mounts::unmount_and_remove(&shared) {
                     tracing::warn!(pod = %record.pod_id, error = %cleanup, "removing the shared directory");
                 }
+                let _ = std::fs::remove_file(
+                    record.pod_dir.join(cloak_host::run_dir_sweep::OWNER_LOCK),
+                );
                 return Err(err.into());
             }
         };
@@ -105,6 +138,8 @@ impl Pod {
             record,
             vm: Mutex::new(Some(vm)),
             died: StdMutex::new(None),
+            liveness: config.liveness(),
+            _owner: owner,
         })
     }
 
@@ -135,26 +170,64 @@ impl Pod {
     }
 
     /// Waits until the VM exits by itself (then stops its backends and returns how it ended)
-    /// or the pod is shut down (then returns `None`).
+    /// or the pod is shut down (then returns `None`). Meanwhile probes the agent: a guest
+    /// that stops answering is killed, and then reported like any VM that died.
     pub async fn watch_vm(&self) -> Option<VmExit> {
+        let mut liveness = self.liveness.map(|(interval, misses)| {
+            (
+                interval,
+                Liveness::new(misses),
+                tokio::time::Instant::now() + interval,
+            )
+        });
         loop {
             tokio::time::sleep(VM_WATCH_INTERVAL).await;
-            let mut guard = self.vm.lock().await;
-            let vm = guard.as_mut()?;
-            let Some(exit) = vm.try_exit() else {
-                continue;
-            };
-            let console_log = vm.console_log();
+            {
+                let mut guard = self.vm.lock().await;
+                let vm = guard.as_mut()?;
+                if let Some(exit) = vm.try_exit() {
+                    let console_log = vm.console_log();
+                    tracing::error!(
+                        pod = %self.record.pod_id,
+                        exit = %exit,
+                        console_log = %console_log.display(),
+                        console_tail = %cloak_host::console::tail(&console_log, 20),
+                        "the pod VM exited unexpectedly"
+                    );
+                    *self.died.lock().expect("died lock is never poisoned") = Some(exit.clone());
+                    vm.stop_exited().await;
+                    return Some(exit);
+                }
+            }
+            if let Some((interval, counter, next)) = liveness.as_mut() {
+                if tokio::time::Instant::now() >= *next {
+                    *next = tokio::time::Instant::now() + *interval;
+                    self.probe(*interval, counter).await;
+                }
+            }
+        }
+    }
+
+    /// One liveness probe: Check within `interval`; the VMM is killed once too many in a row
+    /// went unanswered (the watcher then sees it exit).
+    async fn probe(&self, interval: Duration, liveness: &mut Liveness) {
+        let answer = tokio::time::timeout(interval, self.client.check()).await;
+        let answered = matches!(answer, Ok(Ok(())));
+        if !liveness.record(answered) {
+            if !answered {
+                tracing::warn!(pod = %self.record.pod_id, missed = liveness.missed, "the agent did not answer a liveness probe");
+            }
+            return;
+        }
+        let mut guard = self.vm.lock().await;
+        if let Some(vm) = guard.as_mut() {
             tracing::error!(
                 pod = %self.record.pod_id,
-                exit = %exit,
-                console_log = %console_log.display(),
-                console_tail = %cloak_host::console::tail(&console_log, 20),
-                "the pod VM exited unexpectedly"
+                missed = liveness.missed,
+                interval_ms = interval.as_millis() as u64,
+                "the agent stopped answering: the guest hangs, killing its VMM"
             );
-            *self.died.lock().expect("died lock is never poisoned") = Some(exit.clone());
-            vm.stop_exited().await;
-            return Some(exit);
+            vm.kill();
         }
     }
 
@@ -204,6 +277,11 @@ impl Pod {
         vm.shutdown().await;
         let to_remove = if self.died().is_some() {
             tracing::info!(pod = %self.record.pod_id, console_log = %console_log.display(), "console log kept");
+            let _ = std::fs::remove_file(
+                self.record
+                    .pod_dir
+                    .join(cloak_host::run_dir_sweep::OWNER_LOCK),
+            );
             self.record.shared_dir()
         } else {
             self.record.pod_dir.clone()
@@ -219,6 +297,18 @@ impl Pod {
 mod tests {
     use super::*;
     use std::io::Write;
+
+    #[test]
+    fn a_pod_is_dead_only_after_enough_misses_in_a_row() {
+        let mut liveness = Liveness::new(3);
+        assert!(!liveness.record(false));
+        assert!(!liveness.record(false));
+        // An answer starts the count again.
+        assert!(!liveness.record(true));
+        assert!(!liveness.record(false));
+        assert!(!liveness.record(false));
+        assert!(liveness.record(false));
+    }
 
     #[test]
     fn the_follower_returns_only_new_whole_lines() {

@@ -59,6 +59,11 @@ impl Inner {
             .map_err(|err| TaskError::InvalidArgument(err.to_string()))?,
             ..Default::default()
         };
+        // Recorded before the pod boots: a shim killed during the boot leaves containerd's
+        // cleanup (`shim delete`) the record it needs to find the VM it started.
+        bundle::PodRecord::new(&pod_id, &config.runtime.run_dir)
+            .write(&bundle)
+            .map_err(|err| TaskError::Internal(err.into()))?;
         let (pod, pending) = self.pod_for_create(&config, &pod_id, setup).await?;
         let host_dir = pod.record.container_dir(&req.id);
         let created = self
@@ -99,9 +104,6 @@ impl Inner {
         spec: &mut oci_spec::runtime::Spec,
         host_dir: &Path,
     ) -> TaskResult<u32> {
-        pod.record
-            .write(bundle)
-            .map_err(|err| TaskError::Internal(err.into()))?;
         let guest_dir = guest_path(Path::new(&req.id));
         // A container whose layers the policy pins runs from their verified images; any
         // other from containerd's rootfs, shared as a directory.
