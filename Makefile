@@ -15,7 +15,7 @@ FIRMWARE      ?= $(CACHE_DIR)/firmware/OVMF.amdsev.fd
 
 export CLOAK_CACHE_DIR := $(CACHE_DIR)
 
-.PHONY: all guest-binaries cloak firmware shim vmm image test demo bench bench-boot bench-containers bench-containerd bench-cri bench-kbs bench-layers bench-policy bench-vmm fuzz lint deny clean
+.PHONY: all guest-binaries cloak firmware shim vmm image test demo soak bench bench-boot bench-containers bench-containerd bench-cri bench-kbs bench-layers bench-policy bench-vmm fuzz lint deny clean
 
 all: image
 
@@ -53,7 +53,8 @@ test: image shim vmm
 	$(TEST_ENV) CLOAK_CONTAINERD_DIR=$(CONTAINERD2_DIR) \
 		cargo test --release --locked -p cloak-tests --features cloak-vmm/test-guests \
 		--test cri --test cri_pod_semantics --test cri_policy --test kbs_secrets \
-		--test cri_streaming --test cri_vm_size --test cri_port_forward --test cri_privileged --test cri_pod_network
+		--test cri_streaming --test cri_vm_size --test cri_port_forward --test cri_privileged --test cri_pod_network \
+		--test cri_restart
 
 # Every fuzz target of fuzz/ for FUZZ_SECONDS each over its committed corpus (not part of
 # `make test`, which runs the short smoke setting): executions per target, crash inputs kept
@@ -63,6 +64,14 @@ fuzz:
 	cargo run --profile fuzz --locked -p cloak-fuzz --bin cloak-fuzz -- --seconds $(FUZZ_SECONDS)
 
 SHIM_BIN := target/release/containerd-shim-cloak-v2
+
+# SOAK_CYCLES `ctr run --rm` cycles and as many CRI pod cycles through one containerd, with
+# the leak census before, while a pod runs, and after; fails if any count grew (the suite runs
+# a 5-cycle version, tests/tests/soak.rs).
+SOAK_CYCLES ?= 100
+soak: image shim
+	cargo build --release --locked -p cloak-tests --bin cloak-soak
+	$(TEST_ENV) CLOAK_SHIM_BIN=$(CURDIR)/$(SHIM_BIN) target/release/cloak-soak --cycles $(SOAK_CYCLES)
 
 shim:
 	cargo build --release --locked -p containerd-shim-cloak-v2

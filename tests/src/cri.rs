@@ -224,6 +224,17 @@ impl PodSpec {
         }
     }
 
+    /// Pod `name` for `runtime_handler` with its log directory below `containerd`'s, made.
+    pub fn in_containerd(
+        containerd: &crate::containerd::PrivateContainerd,
+        name: &str,
+        runtime_handler: &str,
+    ) -> anyhow::Result<Self> {
+        let log_directory = containerd.dir().join("pod-logs").join(name);
+        std::fs::create_dir_all(&log_directory)?;
+        Ok(Self::new(name, runtime_handler, log_directory))
+    }
+
     /// The namespace options the kubelet gives the sandbox and each of its containers.
     fn namespace_options(&self) -> NamespaceOption {
         NamespaceOption {

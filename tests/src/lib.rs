@@ -13,6 +13,7 @@ pub mod leaks;
 pub mod oci_image;
 pub mod pod;
 pub mod rootfs;
+pub mod soak;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};

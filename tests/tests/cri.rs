@@ -18,9 +18,7 @@ fn cri_containerd(test: &str) -> Option<(VmTestEnv, PrivateContainerd)> {
 }
 
 fn pod_spec(containerd: &PrivateContainerd, name: &str) -> PodSpec {
-    let log_directory = containerd.dir().join("pod-logs").join(name);
-    std::fs::create_dir_all(&log_directory).unwrap();
-    PodSpec::new(name, RUNTIME_HANDLER, log_directory)
+    PodSpec::in_containerd(containerd, name, RUNTIME_HANDLER).unwrap()
 }
 
 /// QEMU processes of cloak pods under this containerd.

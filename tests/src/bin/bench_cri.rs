@@ -14,12 +14,6 @@ use cloak_tests::containerd::{image, shim_binary, PrivateContainerd};
 use cloak_tests::cri::{CriClient, PodSpec, RUNTIME_HANDLER};
 use cloak_tests::VmTestEnv;
 
-fn pod(containerd: &PrivateContainerd, name: &str, handler: &str) -> anyhow::Result<PodSpec> {
-    let log_directory = containerd.dir().join("pod-logs").join(name);
-    std::fs::create_dir_all(&log_directory)?;
-    Ok(PodSpec::new(name, handler, log_directory))
-}
-
 /// RunPodSandbox → first container started; the milliseconds and the pod id (left running).
 async fn start_pod(cri: &mut CriClient, spec: &PodSpec) -> anyhow::Result<(f64, String)> {
     let started = Instant::now();
@@ -54,7 +48,7 @@ async fn run(containerd: &PrivateContainerd, runs: usize) -> anyhow::Result<()> 
                 "bench-{}-{run}",
                 if handler.is_empty() { "runc" } else { handler }
             );
-            let spec = pod(containerd, &name, handler)?;
+            let spec = PodSpec::in_containerd(containerd, &name, handler)?;
             let (ms, pod_id) = start_pod(&mut cri, &spec).await?;
             times.push(ms);
             cri.remove_pod(&pod_id).await?;
@@ -63,8 +57,8 @@ async fn run(containerd: &PrivateContainerd, runs: usize) -> anyhow::Result<()> 
     println!("RunPodSandbox + CreateContainer + StartContainer (first container running), {runs} runs each (alternating):");
     cloak_tests::bench::print_against_baseline(&mut cloak, "runc", &mut runc);
 
-    let cloak_spec = pod(containerd, "mem-cloak", RUNTIME_HANDLER)?;
-    let runc_spec = pod(containerd, "mem-runc", "")?;
+    let cloak_spec = PodSpec::in_containerd(containerd, "mem-cloak", RUNTIME_HANDLER)?;
+    let runc_spec = PodSpec::in_containerd(containerd, "mem-runc", "")?;
     let (_, cloak_pod) = start_pod(&mut cri, &cloak_spec).await?;
     let (_, runc_pod) = start_pod(&mut cri, &runc_spec).await?;
     // Let the guest settle (module loading, page cache) before reading the figures.

@@ -1,0 +1,52 @@
+//! The soak (`make soak`): N `ctr run --rm` cycles and N CRI pod cycles through one private
+//! containerd with cloak, then the leak census before, while a pod ran, and after. Exits
+//! non-zero if any count grew, so a long soak is a check as well as a table of figures.
+//!
+//! Usage: cloak-soak [--cycles N]   (make soak sets the env; default 100)
+
+#![allow(clippy::print_stdout)] // the soak prints its figures
+
+use anyhow::Context as _;
+use cloak_tests::containerd::{shim_binary, PrivateContainerd};
+use cloak_tests::VmTestEnv;
+
+fn cycles_from_args(default: usize) -> anyhow::Result<usize> {
+    std::env::args()
+        .skip_while(|arg| arg != "--cycles")
+        .nth(1)
+        .map(|n| n.parse())
+        .transpose()
+        .context("--cycles takes a number")
+        .map(|value| value.unwrap_or(default))
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "cloak_tests=info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cycles = cycles_from_args(100)?;
+    let env = VmTestEnv::get("cloak-soak").context("the guest image is needed")?;
+    if let Some(reason) = cloak_tests::cri::cri_unavailable() {
+        anyhow::bail!("{reason}");
+    }
+    let shim =
+        shim_binary().context("build containerd-shim-cloak-v2 first (cargo build --release)")?;
+    let containerd = PrivateContainerd::start_with_cri(&env, &shim)?;
+    let report =
+        tokio::runtime::Runtime::new()?.block_on(cloak_tests::soak::soak(&containerd, cycles))?;
+    println!(
+        "soak: {cycles} ctr run --rm cycles and {cycles} CRI pod cycles (after one warm-up each)"
+    );
+    print!("{}", report.table());
+    let growth = report.growth();
+    if growth.is_empty() {
+        println!("no count grew");
+        Ok(())
+    } else {
+        anyhow::bail!("grew over the soak: {growth:?}")
+    }
+}
