@@ -84,6 +84,20 @@ fn node(out: &mut impl Write, args: &CheckArgs, config: &Configuration) -> anyho
         all &= found.is_ok();
         line(out, what, found.is_ok(), &found.unwrap_or_else(|e| e))?;
     }
+    let sandbox = cloak_host::hypervisor::qemu::sandbox_supported(&config.hypervisor.qemu_path);
+    all &= sandbox.is_ok();
+    line(
+        out,
+        "VMM sandbox",
+        sandbox.is_ok(),
+        &match sandbox {
+            Ok(()) => format!(
+                "QEMU runs with -sandbox {} and CAP_NET_ADMIN only; cloak-vmm confines each thread with its own seccomp filter; vhost-device-vsock keeps no capability; virtiofsd runs --sandbox=namespace --seccomp=kill",
+                cloak_host::hypervisor::qemu::SANDBOX
+            ),
+            Err(reason) => format!("QEMU refuses -sandbox (built without seccomp?): {reason}"),
+        },
+    )?;
     let tun = std::path::Path::new("/dev/net/tun").exists();
     let tools: Vec<&str> = ["ip", "tc", "nsenter"]
         .into_iter()

@@ -28,6 +28,7 @@ use crate::devices::{i8042::I8042, serial::SerialConsole};
 use crate::devices::{COM1_PORT, COM1_PORTS, I8042_PORT, I8042_PORTS};
 use crate::event_loop::EventLoop;
 use crate::memory::{GuestRam, MemoryError};
+use crate::seccomp::SeccompLevel;
 
 /// Where KVM on Intel puts the real-mode TSS (three pages below 4 GiB, out of RAM's way).
 const TSS_ADDRESS: usize = 0xfffb_d000;
@@ -103,6 +104,8 @@ pub struct TinyVmConfig {
     pub console: Box<dyn Write + Send>,
     /// virtio-mmio windows: (base address, device).
     pub virtio_mmio: Vec<(u64, VirtioSpec)>,
+    /// The vCPU and event-loop threads' seccomp filters.
+    pub seccomp: SeccompLevel,
 }
 
 /// A device behind a virtio-mmio window.
@@ -148,6 +151,8 @@ pub struct DirectVmConfig {
     pub console: Box<dyn Write + Send>,
     /// Devices, one per virtio-mmio slot of the guest's ACPI tables, in slot order.
     pub devices: Vec<VirtioSpec>,
+    /// The vCPU and event-loop threads' seccomp filters.
+    pub seccomp: SeccompLevel,
 }
 
 pub struct RunningVm {
@@ -278,6 +283,7 @@ fn build_buses(
     devices: Vec<PlacedDevice<'_>>,
     memory: &vm_memory::GuestMemoryMmap,
     wake: Arc<vmm_sys_util::eventfd::EventFd>,
+    seccomp: SeccompLevel,
 ) -> Result<Buses, StartVmError> {
     let mut pio = Bus::default();
     pio.insert(COM1_PORT, COM1_PORTS, Arc::new(Mutex::new(console)))?;
@@ -309,7 +315,7 @@ fn build_buses(
     let event_loop = if transports.is_empty() {
         None
     } else {
-        Some(EventLoop::spawn(transports, wake).map_err(StartVmError::EventLoop)?)
+        Some(EventLoop::spawn(transports, wake, seccomp).map_err(StartVmError::EventLoop)?)
     };
     Ok(Buses {
         pio,
@@ -334,13 +340,14 @@ fn linux_devices(
     devices: &[VirtioSpec],
     ram: &GuestRam,
     encrypted_guest: bool,
+    seccomp: SeccompLevel,
 ) -> Result<Buses, StartVmError> {
     use cloak_launch::acpi::COM1_IRQ;
     let console =
         SerialConsole::with_interrupt(console, Some(crate::machine::interrupt_line(vm, COM1_IRQ)?));
     let wake = new_wake()?;
     let devices = place_in_slots(vm, devices, &wake, encrypted_guest)?;
-    build_buses(control, console, devices, &ram.memory, wake)
+    build_buses(control, console, devices, &ram.memory, wake, seccomp)
 }
 
 /// The devices of a Linux guest in the ACPI tables' virtio-mmio slots, each with its
@@ -466,9 +473,17 @@ impl RunningVm {
         let plan = crate::direct_boot::plan_of(&config.launch)?;
         crate::direct_boot::load_plan(&ram, &plan)?;
         let control = Arc::new(VmControl::default());
-        let buses = linux_devices(&vm, &control, config.console, &config.devices, &ram, false)?;
+        let buses = linux_devices(
+            &vm,
+            &control,
+            config.console,
+            &config.devices,
+            &ram,
+            false,
+            config.seccomp,
+        )?;
         let vcpus = create_planned_vcpus(&supported_cpuid(&kvm)?, &vm, &config.launch)?;
-        Self::start(started, vm, ram, control, buses, vcpus)
+        Self::start(started, vm, ram, control, buses, vcpus, config.seccomp)
     }
 
     /// Launches an SEV-SNP guest from the same plan (snp_launch.rs): private memory, every
@@ -500,12 +515,20 @@ impl RunningVm {
             &mut firmware,
         )?;
         let control = Arc::new(VmControl::default());
-        let buses = linux_devices(&vm, &control, config.console, &config.devices, &ram, true)?;
+        let buses = linux_devices(
+            &vm,
+            &control,
+            config.console,
+            &config.devices,
+            &ram,
+            true,
+            config.seccomp,
+        )?;
         let vcpus = create_planned_vcpus(&supported, &vm, &config.launch)?;
         // KVM turns each vCPU's registers into its VMSA here, the plan's VMSA records.
         firmware.launch_finish(snp.host_data)?;
         tracing::info!(policy = snp.policy, "SNP launch finished");
-        let mut running = Self::start(started, vm, ram, control, buses, vcpus)?;
+        let mut running = Self::start(started, vm, ram, control, buses, vcpus, config.seccomp)?;
         private.push(sev);
         running._private = private;
         Ok(running)
@@ -542,9 +565,10 @@ impl RunningVm {
             devices,
             &ram.memory,
             wake,
+            config.seccomp,
         )?;
         let vcpus = create_vcpus(&vm, &config.entries)?;
-        Self::start(started, vm, ram, control, buses, vcpus)
+        Self::start(started, vm, ram, control, buses, vcpus, config.seccomp)
     }
 
     /// Starts one thread per vCPU.
@@ -555,6 +579,7 @@ impl RunningVm {
         control: Arc<VmControl>,
         buses: Buses,
         vcpus: Vec<VcpuFd>,
+        seccomp: SeccompLevel,
     ) -> Result<Self, StartVmError> {
         crate::vcpu::install_kick_handler().map_err(StartVmError::Signal)?;
         let (pio, mmio) = (Arc::new(buses.pio), Arc::new(buses.mmio));
@@ -584,7 +609,19 @@ impl RunningVm {
             };
             let thread = std::thread::Builder::new()
                 .name(format!("vcpu{index}"))
-                .spawn(move || crate::vcpu::run(vcpu, context))
+                .spawn(move || {
+                    // Before the guest's first instruction: a guest that takes this thread
+                    // over finds it confined.
+                    match crate::seccomp::install(crate::seccomp::ThreadRole::Vcpu, seccomp) {
+                        Ok(()) => crate::vcpu::run(vcpu, context),
+                        Err(err) => context.control.request_exit(VmExitReason::Failed(
+                            crate::control::VcpuFailure::Seccomp {
+                                vcpu: index,
+                                reason: err.to_string(),
+                            },
+                        )),
+                    }
+                })
                 .map_err(|source| StartVmError::Thread { index, source })?;
             running.threads.push(thread);
         }

@@ -28,6 +28,8 @@ pub enum VcpuFailure {
         /// Where the guest stopped (rip and the code there).
         at: String,
     },
+    #[error("vCPU {vcpu}: {reason}")]
+    Seccomp { vcpu: usize, reason: String },
     #[error("vCPU {vcpu}: KVM_RUN: {error}")]
     KvmRun { vcpu: usize, error: String },
 }

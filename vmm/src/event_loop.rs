@@ -27,13 +27,20 @@ impl EventLoop {
     pub fn spawn(
         transports: Vec<Arc<Mutex<MmioTransport>>>,
         wake: Arc<EventFd>,
+        seccomp: crate::seccomp::SeccompLevel,
     ) -> std::io::Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
             let (stop, wake) = (stop.clone(), wake.clone());
             std::thread::Builder::new()
                 .name("event-loop".into())
-                .spawn(move || run(&transports, &wake, &stop))?
+                .spawn(move || {
+                    match crate::seccomp::install(crate::seccomp::ThreadRole::EventLoop, seccomp) {
+                        Ok(()) => run(&transports, &wake, &stop),
+                        // The devices' host sides go unserved; the guest sees dead devices.
+                        Err(err) => tracing::error!(error = %err, "event loop not started"),
+                    }
+                })?
         };
         Ok(Self {
             stop,
@@ -168,7 +175,12 @@ mod tests {
             );
         }
         let transport = Arc::new(Mutex::new(transport));
-        let mut event_loop = EventLoop::spawn(vec![transport.clone()], wake).expect("loop");
+        let mut event_loop = EventLoop::spawn(
+            vec![transport.clone()],
+            wake,
+            crate::seccomp::SeccompLevel::Kill,
+        )
+        .expect("loop");
 
         let mut host = std::os::unix::net::UnixStream::connect(&socket).expect("connect");
         host.write_all(b"CONNECT 1024\n").expect("handshake");

@@ -1,7 +1,8 @@
 //! cloak-vmm: cloak's micro-VMM on KVM, built from rust-vmm crates (kvm-ioctls, vm-memory,
 //! vm-superio). Guest RAM comes from a memfd so vhost-user backends can share it; devices sit
 //! on a port-I/O and an MMIO bus; each vCPU runs in its own thread; booting is a sequence of
-//! small steps (builder.rs).
+//! small steps (builder.rs). Every thread confines itself with its own seccomp filter before
+//! it runs guest code (seccomp.rs).
 //!
 //! It boots Linux from the direct-launch plan (the same description that predicts the SEV-SNP
 //! launch digest, in cloak-launch's direct.rs) on in-kernel APICs and PIT, COM1,
@@ -18,6 +19,7 @@ pub mod direct_boot;
 pub mod event_loop;
 pub mod machine;
 pub mod memory;
+pub mod seccomp;
 pub mod snp_launch;
 pub mod vcpu;
 
@@ -25,6 +27,7 @@ pub mod vcpu;
 pub use builder::TinyVmConfig;
 pub use builder::{DirectVmConfig, RunningVm, SnpSettings, StartVmError, VirtioSpec};
 pub use control::VmExitReason;
+pub use seccomp::SeccompLevel;
 
 /// Whether this host's KVM can run a VM at all, or why not.
 pub fn kvm_available() -> Result<(), String> {

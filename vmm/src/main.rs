@@ -13,7 +13,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 #[cfg(feature = "test-guests")]
 use cloak_vmm::TinyVmConfig;
-use cloak_vmm::{DirectVmConfig, RunningVm, VirtioSpec, VmExitReason};
+use cloak_vmm::{DirectVmConfig, RunningVm, SeccompLevel, VirtioSpec, VmExitReason};
 
 #[derive(Parser)]
 #[command(name = "cloak-vmm", about = "cloak's micro-VMM on KVM")]
@@ -115,6 +115,9 @@ struct RunArgs {
     /// Launch as an SEV-SNP guest (the same plan through SNP_LAUNCH_*).
     #[arg(long)]
     snp: bool,
+    /// What a syscall outside a thread's seccomp list does.
+    #[arg(long, value_enum, default_value_t = SeccompLevel::Kill)]
+    seccomp: SeccompLevel,
     /// SNP guest policy.
     #[arg(long, default_value = "0x30000", value_parser = parse_number)]
     snp_policy: u64,
@@ -151,8 +154,18 @@ fn install_stop_handlers() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs until the guest ends the VM or a stop signal arrives.
-fn supervise(vm: RunningVm) -> VmExitReason {
+/// Confines the main thread, then runs until the guest ends the VM or a stop signal arrives.
+fn supervise(vm: RunningVm, seccomp: SeccompLevel) -> anyhow::Result<VmExitReason> {
+    if let Err(err) =
+        cloak_vmm::seccomp::install(cloak_vmm::seccomp::ThreadRole::Supervisor, seccomp)
+    {
+        let _ = vm.stop();
+        return Err(err.into());
+    }
+    Ok(watch(vm))
+}
+
+fn watch(vm: RunningVm) -> VmExitReason {
     loop {
         if let Some(reason) = vm.wait(Duration::from_millis(50)) {
             vm.stop();
@@ -204,6 +217,7 @@ fn run(args: RunArgs) -> anyhow::Result<VmExitReason> {
         launch,
         console: console_writer(&args.console)?,
         devices,
+        seccomp: args.seccomp,
     };
     let vm = if args.snp {
         RunningVm::boot_snp(
@@ -216,7 +230,7 @@ fn run(args: RunArgs) -> anyhow::Result<VmExitReason> {
     } else {
         RunningVm::boot_direct(config)?
     };
-    Ok(supervise(vm))
+    supervise(vm, args.seccomp)
 }
 
 #[cfg(feature = "test-guests")]
@@ -235,6 +249,13 @@ struct TinyArgs {
     /// Serial console output: a file, or "-" for standard output.
     #[arg(long, default_value = "-")]
     console: String,
+    /// What a syscall outside a thread's seccomp list does.
+    #[arg(long, value_enum, default_value_t = SeccompLevel::Kill)]
+    seccomp: SeccompLevel,
+    /// Once the VM runs, make a syscall no thread may make (socket(2) on the supervising
+    /// thread): the test that the filters are in force.
+    #[arg(long, hide = true)]
+    seccomp_probe: bool,
 }
 
 fn parse_number(text: &str) -> Result<u64, String> {
@@ -273,8 +294,22 @@ fn tiny(args: TinyArgs) -> anyhow::Result<VmExitReason> {
         entries,
         console,
         virtio_mmio: Vec::new(),
+        seccomp: args.seccomp,
     })?;
-    Ok(supervise(vm))
+    if args.seccomp_probe {
+        if let Err(err) =
+            cloak_vmm::seccomp::install(cloak_vmm::seccomp::ThreadRole::Supervisor, args.seccomp)
+        {
+            let _ = vm.stop();
+            return Err(err.into());
+        }
+        // SAFETY: socket(2) takes integers and returns a descriptor or -1; under the filter
+        // it does not return at all.
+        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0) };
+        let _ = vm.stop();
+        anyhow::bail!("socket(2) was allowed under the supervisor's filter (fd {fd})");
+    }
+    supervise(vm, args.seccomp)
 }
 
 /// The error and its causes, each cause once: library errors already name their source in

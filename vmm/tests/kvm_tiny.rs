@@ -168,6 +168,8 @@ fn boot(
         entries,
         console: Box::new(console.clone()),
         virtio_mmio,
+        // The filters the product runs with: every device path below runs under them.
+        seccomp: cloak_vmm::SeccompLevel::Kill,
     })
     .unwrap();
     (vm, console)
@@ -378,6 +380,7 @@ fn a_long_mode_guest_finds_the_machine_the_direct_launch_plan_describes() {
             guest_cid: 3,
             socket: vsock.clone(),
         }],
+        seccomp: cloak_vmm::SeccompLevel::Kill,
     })
     .unwrap();
     assert!(
@@ -470,6 +473,7 @@ fn a_device_interrupt_reaches_the_guest_through_the_io_apic() {
         launch,
         console: Box::new(console.clone()),
         devices: vec![],
+        seccomp: cloak_vmm::SeccompLevel::Kill,
     })
     .unwrap();
     let ended = vm.wait(Duration::from_secs(10));

@@ -179,6 +179,20 @@ pub fn host_kernel_params(accel: Accel) -> Vec<String> {
 /// changes to scheduling or affinity. Installed before any guest code runs.
 pub const SANDBOX: &str = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny";
 
+/// Whether `qemu` accepts `SANDBOX` (it was built with seccomp), or why not: QEMU parses
+/// `-sandbox` before it handles `-version`, so the check starts no VM.
+pub fn sandbox_supported(qemu: &Path) -> Result<(), String> {
+    let output = std::process::Command::new(qemu)
+        .args(["-sandbox", SANDBOX, "-version"])
+        .output()
+        .map_err(|err| format!("{} cannot run: {err}", qemu.display()))?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&output.stderr).trim().to_owned())
+    }
+}
+
 pub struct Qemu {
     pub(super) settings: HypervisorConfig,
 }
