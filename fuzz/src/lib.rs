@@ -2,7 +2,8 @@
 //! headers, port-forward lines, simulated AMD-SP answers, attestation reports), the host in a
 //! confidential pod (every agent request as protobuf, put to the policy's input mapping;
 //! init-data) and operators' files and annotations (configuration, pod-size annotations), and
-//! the virtio rings a guest writes for cloak-vmm's devices (`virtio`).
+//! the virtio rings a guest writes for cloak-vmm's devices (`virtio`: vsock, block), and the
+//! host listeners a guest reaches (`host_listeners`: the ready port, the hybrid-vsock answer).
 //!
 //! The project builds on the stable toolchain only, where libFuzzer's coverage
 //! instrumentation is not available; `driver` is a bounded mutation driver over the committed
@@ -11,6 +12,7 @@
 //! that what parses re-encodes to the same value.
 
 pub mod driver;
+mod host_listeners;
 mod mutate;
 pub mod seeds;
 mod targets;

@@ -115,6 +115,40 @@ fn all() -> anyhow::Result<Vec<(&'static str, String, Vec<u8>)>> {
         "two-buffers",
         crate::virtio::seed(&[(data, 44, 3, 1), (data + 0x1000, 256, 2, 0)], &[]),
     );
+    // Block requests: a header (type, reserved, sector), a data buffer, a status byte.
+    for (name, kind, data_flags) in [("read-sector-1", 0u32, 3u16), ("write-sector-1", 1, 1)] {
+        let mut header = kind.to_le_bytes().to_vec();
+        header.extend_from_slice(&0u32.to_le_bytes());
+        header.extend_from_slice(&1u64.to_le_bytes());
+        add(
+            "vmm_block_request",
+            name,
+            crate::virtio::seed(
+                &[
+                    (data, 16, 1, 1),
+                    (data + 0x1000, 512, data_flags, 2),
+                    (data + 0x2000, 1, 2, 0),
+                ],
+                &header,
+            ),
+        );
+    }
+    add(
+        "ready_port",
+        "ready",
+        cloak_protocol::READY_MESSAGE.to_vec(),
+    );
+    add("ready_port", "other", b"READY? not yet\n".to_vec());
+    add(
+        "hybrid_vsock_answer",
+        "ok-then-data",
+        b"OK 1073741824\nhello".to_vec(),
+    );
+    add(
+        "hybrid_vsock_answer",
+        "refused",
+        b"ERR no listener\n".to_vec(),
+    );
     Ok(seeds)
 }
 

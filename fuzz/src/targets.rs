@@ -54,6 +54,18 @@ pub const TARGETS: &[Target] = &[
         name: "vmm_vsock_rx",
         run: crate::virtio::vsock_rx,
     },
+    Target {
+        name: "vmm_block_request",
+        run: crate::virtio::block_request,
+    },
+    Target {
+        name: "ready_port",
+        run: crate::host_listeners::ready_port,
+    },
+    Target {
+        name: "hybrid_vsock_answer",
+        run: crate::host_listeners::hybrid_vsock_answer,
+    },
 ];
 
 /// The header line a guest-facing stdio connection starts with (the agent reads it from the

@@ -101,6 +101,32 @@ pub(crate) fn vsock_rx(data: &[u8]) {
     });
 }
 
+/// A block request chain executed against a small disk: the device answers with a status
+/// and never writes more into guest memory than the chain's writable room, nor beyond the
+/// disk (its length does not change).
+pub(crate) fn block_request(data: &[u8]) {
+    use cloak_vmm::devices::virtio_block::{BlockBackend, SECTOR_SIZE};
+    const SECTORS: u64 = 8;
+    let Ok(file) = tempfile::tempfile() else {
+        return;
+    };
+    if file.set_len(SECTORS * SECTOR_SIZE).is_err() {
+        return;
+    }
+    let read_only = data.first().is_some_and(|b| b & 0x80 != 0);
+    let Ok(mut backend) = BlockBackend::new(file, read_only, "fuzz-disk") else {
+        return;
+    };
+    with_first_chain(data, |chain| {
+        let room = writable_room(&chain);
+        if let Ok(written) = backend.process(chain) {
+            assert!(written as usize <= room, "{written} written, room {room}");
+        }
+    });
+    let length = backend.file_len().unwrap_or(0);
+    assert_eq!(length, SECTORS * SECTOR_SIZE, "a request resized the disk");
+}
+
 /// A well-formed ring for the seeds: `descriptors` as (address, length, flags, next), then
 /// `payload` at the data address.
 pub(crate) fn seed(descriptors: &[(u64, u32, u16, u16)], payload: &[u8]) -> Vec<u8> {

@@ -55,7 +55,11 @@ pub async fn connect(path: &Path, port: u32) -> Result<UnixStream, HandshakeErro
         }
         answer.push(byte[0]);
         if answer.len() > MAX_ANSWER {
-            break;
+            // No backend answers this much: not a handshake answer.
+            return Err(HandshakeError::Rejected {
+                port,
+                answer: String::from_utf8_lossy(&answer).into_owned(),
+            });
         }
     }
     let answer = String::from_utf8_lossy(&answer).into_owned();

@@ -72,22 +72,29 @@ impl ReadyListener {
                 return Err(HypervisorError::AgentTimeout);
             }
             let slice = LIVENESS_POLL.min(deadline - now);
-            if let Ok(Ok((mut stream, _))) =
-                tokio::time::timeout(slice, self.listener.accept()).await
-            {
-                let mut message = Vec::new();
-                let read = tokio::time::timeout(
-                    Duration::from_secs(2),
-                    (&mut stream).take(64).read_to_end(&mut message),
-                )
-                .await;
-                if matches!(read, Ok(Ok(_))) && message == cloak_protocol::READY_MESSAGE {
+            if let Ok(Ok((stream, _))) = tokio::time::timeout(slice, self.listener.accept()).await {
+                if reads_ready(stream).await {
                     return Ok(());
                 }
-                tracing::warn!(?message, "unexpected message on the ready port");
             }
         }
     }
+}
+
+/// Whether what a guest connection to the ready port sends (to its end, at most 64 bytes,
+/// within 2 s) is exactly the agent's ready message.
+pub async fn reads_ready(mut stream: impl tokio::io::AsyncRead + Unpin) -> bool {
+    let mut message = Vec::new();
+    let read = tokio::time::timeout(
+        Duration::from_secs(2),
+        (&mut stream).take(64).read_to_end(&mut message),
+    )
+    .await;
+    let ready = matches!(read, Ok(Ok(_))) && message == cloak_protocol::READY_MESSAGE;
+    if !ready {
+        tracing::warn!(?message, "unexpected message on the ready port");
+    }
+    ready
 }
 
 impl Drop for ReadyListener {

@@ -67,6 +67,11 @@ impl BlockBackend {
         })
     }
 
+    /// The backing file's length now (what a request must never change).
+    pub fn file_len(&self) -> std::io::Result<u64> {
+        Ok(self.file.metadata()?.len())
+    }
+
     pub fn features(&self) -> u64 {
         VIRTIO_BLK_F_FLUSH | if self.read_only { VIRTIO_BLK_F_RO } else { 0 }
     }
