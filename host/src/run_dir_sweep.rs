@@ -220,12 +220,18 @@ mod tests {
         let locked = leftover(root.path(), "locked-pod");
         let owner = PodDirOwner::take(&locked).expect("lock");
         let running = leftover(root.path(), "running-pod");
+        // `; :` keeps the shell from exec'ing sleep, so its command line (naming the
+        // directory as $0) stays; until the child has exec'd, its command line is ours.
         let mut process = std::process::Command::new("sh")
             .arg("-c")
-            .arg("sleep 30")
+            .arg("sleep 30; :")
             .arg(&running)
             .spawn()
             .expect("sh");
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while processes_mentioning(&running).is_empty() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
         let later = SystemTime::now() + 2 * SETUP_GRACE;
         assert_eq!(sweep(root.path(), later), Swept::default());
         assert!(locked.join("qemu.pid").exists() && running.join("qemu.pid").exists());

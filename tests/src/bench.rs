@@ -37,13 +37,18 @@ pub fn print_against_baseline(cloak: &mut [f64], baseline_name: &str, baseline: 
 
 /// `--runs N` from the command line, else `default`.
 pub fn runs_from_args(default: usize) -> anyhow::Result<usize> {
+    number_from_args("--runs", default)
+}
+
+/// The number after `flag` on the command line, else `default`.
+pub fn number_from_args(flag: &str, default: usize) -> anyhow::Result<usize> {
     use anyhow::Context as _;
     std::env::args()
-        .skip_while(|arg| arg != "--runs")
+        .skip_while(|arg| arg != flag)
         .nth(1)
         .map(|n| n.parse())
         .transpose()
-        .context("--runs takes a number")
+        .with_context(|| format!("{flag} takes a number"))
         .map(|value| value.unwrap_or(default))
 }
 

@@ -523,6 +523,19 @@ pub fn assert_pods_left_nothing(
     );
 }
 
+/// `assert_pods_left_nothing` for pods whose VM died: their console logs stay.
+pub fn assert_pods_left_nothing_but_console_logs(
+    containerd: &crate::containerd::PrivateContainerd,
+    netns_before: &[String],
+) {
+    assert_eq!(containerd.wait_for_no_leftovers(true), Vec::<String>::new());
+    assert_eq!(
+        cni_netns(),
+        netns_before,
+        "the pods' network namespaces are gone"
+    );
+}
+
 /// Network namespaces CNI pods have (`/var/run/netns/cni-*`).
 pub fn cni_netns() -> Vec<String> {
     crate::leaks::named_netns()

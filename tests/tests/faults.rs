@@ -142,6 +142,61 @@ fn the_vmm_killed_while_create_boots_the_pod_fails_create_cleanly() {
     assert_clean_and_serving(&containerd, &["victim"]);
 }
 
+/// The kubelet's path: the pod VM runs (RunPodSandbox booted it) and CreateContainer is in
+/// flight when the VMM dies. Whichever comes first, the create fails or the container is
+/// reported exited; the pod then stops and is removed with nothing left.
+#[test]
+fn the_vmm_killed_during_a_cri_create_container_leaves_a_removable_pod() {
+    use cloak_tests::cri::{CriClient, PodSpec, RUNTIME_HANDLER};
+    let _slot = cloak_tests::vm_slot();
+    let Some(containerd) = containerd(
+        "the_vmm_killed_during_a_cri_create_container_leaves_a_removable_pod",
+        &|_| {},
+    ) else {
+        return;
+    };
+    let netns_before = cloak_tests::cri::cni_netns();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let mut cri = CriClient::connect(&containerd.address).await.unwrap();
+        let pod = PodSpec::in_containerd(&containerd, "doomed", RUNTIME_HANDLER).unwrap();
+        let pod_id = cri.run_pod(&pod).await.unwrap();
+        let pod_dir = containerd
+            .run_dir
+            .join(cloak_host::run_dir::pod_dir_name(&pod_id));
+        let qemu = wait_for_process(&pod_dir, "qemu-system");
+        let mut creator = cri.clone();
+        let create = {
+            let pod = pod.clone();
+            let pod_id = pod_id.clone();
+            tokio::spawn(async move {
+                creator
+                    .create_container(&pod_id, &pod, "main", &image(), &["sleep", "3600"])
+                    .await
+            })
+        };
+        // containerd prepares the snapshot first; the shim's Create follows within moments.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        signal(qemu, Signal::SIGKILL);
+        match create.await.unwrap() {
+            Err(err) => eprintln!("CreateContainer failed: {err:#}"),
+            Ok(container) => {
+                // Created before the VM died: it cannot start, or it is reported exited.
+                if cri.start_container(&container).await.is_ok() {
+                    let code = cri
+                        .wait_for_exit(&container, Duration::from_secs(30))
+                        .await
+                        .unwrap();
+                    assert_eq!(code, VM_DIED_EXIT_STATUS as i32);
+                }
+            }
+        }
+        cri.remove_pod(&pod_id).await.unwrap();
+    });
+    cloak_tests::cri::assert_pods_left_nothing_but_console_logs(&containerd, &netns_before);
+    assert_clean_and_serving(&containerd, &[]);
+}
+
 #[test]
 fn the_shim_killed_while_create_boots_the_pod_leaves_nothing() {
     let _slot = cloak_tests::vm_slot();

@@ -5,6 +5,8 @@
 
 #![allow(clippy::unwrap_used)] // a test fails loudly by design
 
+mod common;
+use common::kvm_or_skip;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -13,19 +15,6 @@ use cloak_vmm::devices::virtio_mmio::device_type;
 use cloak_vmm::{RunningVm, TinyVmConfig, VirtioSpec, VmExitReason};
 
 const LOAD: u64 = 0x1000;
-
-fn kvm_or_skip(test: &str) -> bool {
-    match cloak_vmm::kvm_available() {
-        Ok(()) => true,
-        Err(reason) if std::env::var_os("CLOAK_REQUIRE_VM_TESTS").is_some() => {
-            panic!("{test}: KVM is required here but: {reason}")
-        }
-        Err(reason) => {
-            eprintln!("SKIP {test}: {reason}");
-            false
-        }
-    }
-}
 
 #[derive(Clone, Default)]
 struct Console(Arc<Mutex<Vec<u8>>>);

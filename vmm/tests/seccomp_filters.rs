@@ -6,6 +6,8 @@
 
 #![allow(clippy::unwrap_used, clippy::print_stderr)] // a test fails loudly by design
 
+mod common;
+use common::kvm_or_skip;
 use std::io::Read as _;
 use std::os::unix::process::ExitStatusExt as _;
 use std::process::{Command, Stdio};
@@ -15,19 +17,6 @@ use std::time::Duration;
 const TINY_GUEST: [u8; 11] = [
     0xBA, 0xF8, 0x03, 0xB0, b'R', 0xEE, 0xB0, b'\n', 0xEE, 0xFA, 0xF4,
 ];
-
-fn kvm_or_skip(test: &str) -> bool {
-    match cloak_vmm::kvm_available() {
-        Ok(()) => true,
-        Err(reason) if std::env::var_os("CLOAK_REQUIRE_VM_TESTS").is_some() => {
-            panic!("{test}: KVM is required here but: {reason}")
-        }
-        Err(reason) => {
-            eprintln!("SKIP {test}: {reason}");
-            false
-        }
-    }
-}
 
 fn tiny(image: &std::path::Path, extra: &[&str]) -> std::process::Child {
     Command::new(env!("CARGO_BIN_EXE_cloak-vmm"))

@@ -10,16 +10,6 @@ use anyhow::Context as _;
 use cloak_tests::containerd::{shim_binary, PrivateContainerd};
 use cloak_tests::VmTestEnv;
 
-fn cycles_from_args(default: usize) -> anyhow::Result<usize> {
-    std::env::args()
-        .skip_while(|arg| arg != "--cycles")
-        .nth(1)
-        .map(|n| n.parse())
-        .transpose()
-        .context("--cycles takes a number")
-        .map(|value| value.unwrap_or(default))
-}
-
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -28,7 +18,7 @@ fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let cycles = cycles_from_args(100)?;
+    let cycles = cloak_tests::bench::number_from_args("--cycles", 100)?;
     let env = VmTestEnv::get("cloak-soak").context("the guest image is needed")?;
     if let Some(reason) = cloak_tests::cri::cri_unavailable() {
         anyhow::bail!("{reason}");
