@@ -67,7 +67,7 @@ SHIM_BIN := target/release/containerd-shim-cloak-v2
 
 # SOAK_CYCLES `ctr run --rm` cycles and as many CRI pod cycles through one containerd, with
 # the leak census before, while a pod runs, and after; fails if any count grew (the suite runs
-# a 5-cycle version, tests/tests/soak.rs).
+# a 3-cycle version, tests/tests/soak.rs).
 SOAK_CYCLES ?= 100
 soak: image shim
 	cargo build --release --locked -p cloak-tests --bin cloak-soak

@@ -9,7 +9,7 @@
 use cloak_tests::containerd::PrivateContainerd;
 use cloak_tests::cri::cri_test_env;
 
-const CYCLES: usize = 5;
+const CYCLES: usize = 3;
 
 #[test]
 fn ctr_and_cri_cycles_leave_no_count_grown() {
