@@ -30,6 +30,21 @@ fi
 # Before anything runs cargo here: the toolchain rust-toolchain.toml names.
 bash "$(dirname "$0")/toolchain.sh"
 
+# Tools cargo builds from source. Their own release profiles ask for (fat) LTO, which costs a
+# fresh machine minutes and buys these helpers nothing that matters here: builds here turn it
+# off. vhost-device-vsock needs no Debian package, so it builds while apt works; the others
+# follow apt (virtiofsd links libseccomp and libcap-ng).
+fast_install() {
+    CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 \
+        cargo install --locked --quiet "$@"
+}
+background=()
+if ! command -v vhost-device-vsock >/dev/null 2>&1; then
+    log "installing vhost-device-vsock $VHOST_DEVICE_VSOCK_VERSION (cargo install, in the background)"
+    fast_install vhost-device-vsock --version "$VHOST_DEVICE_VSOCK_VERSION" &
+    background+=($!)
+fi
+
 codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
 if [ "$codename" != bookworm ]; then
     log "warning: written for Debian bookworm, this is '${codename:-unknown}'"
@@ -83,20 +98,23 @@ if ! dpkg -s qemu-system-x86 >/dev/null 2>&1; then
     apt-get install -y -q --no-install-recommends -t bookworm-backports qemu-system-x86 >/dev/null
 fi
 
-if ! command -v vhost-device-vsock >/dev/null 2>&1; then
-    log "installing vhost-device-vsock $VHOST_DEVICE_VSOCK_VERSION (cargo install)"
-    cargo install --locked --quiet vhost-device-vsock --version "$VHOST_DEVICE_VSOCK_VERSION"
+if [ "$("$CARGO_DENY_ROOT/bin/cargo-deny" --version 2>/dev/null)" != "cargo-deny $CARGO_DENY_VERSION" ]; then
+    # A debug build: it checks a dependency graph in well under a second either way.
+    log "installing cargo-deny $CARGO_DENY_VERSION (cargo install --debug, in $CARGO_DENY_ROOT, in the background)"
+    cargo install --locked --quiet --debug cargo-deny --version "$CARGO_DENY_VERSION" \
+        --root "$CARGO_DENY_ROOT" &
+    background+=($!)
 fi
 
 if ! command -v virtiofsd >/dev/null 2>&1; then
     log "installing virtiofsd $VIRTIOFSD_VERSION (cargo install)"
-    cargo install --locked --quiet virtiofsd --version "$VIRTIOFSD_VERSION"
+    fast_install virtiofsd --version "$VIRTIOFSD_VERSION"
 fi
 
-if [ "$("$CARGO_DENY_ROOT/bin/cargo-deny" --version 2>/dev/null)" != "cargo-deny $CARGO_DENY_VERSION" ]; then
-    log "installing cargo-deny $CARGO_DENY_VERSION (cargo install, in $CARGO_DENY_ROOT)"
-    cargo install --locked --quiet cargo-deny --version "$CARGO_DENY_VERSION" --root "$CARGO_DENY_ROOT"
-fi
+# A failed background build fails the setup here.
+for pid in "${background[@]}"; do
+    wait "$pid"
+done
 
 # The reference implementation of SEV-SNP launch digests, which the tests compare cloak's with.
 if ! command -v sev-snp-measure >/dev/null 2>&1; then
