@@ -24,6 +24,8 @@ pub struct Outcome {
     pub elapsed: Duration,
     /// Inputs that made the target panic (the first few).
     pub crashes: Vec<Vec<u8>>,
+    /// What the first crash's panic said.
+    pub first_panic: Option<String>,
 }
 
 impl Outcome {
@@ -70,13 +72,21 @@ pub fn run(target: &Target, seeds: &[Vec<u8>], budget: Budget, seed: u64) -> Out
         executions: 0,
         elapsed: Duration::ZERO,
         crashes: Vec::new(),
+        first_panic: None,
     };
     let execute = |input: &[u8], outcome: &mut Outcome| {
         outcome.executions += 1;
-        if catch_unwind(AssertUnwindSafe(|| (target.run)(input))).is_err()
-            && outcome.crashes.len() < KEPT_CRASHES
-        {
-            outcome.crashes.push(input.to_vec());
+        if let Err(panic) = catch_unwind(AssertUnwindSafe(|| (target.run)(input))) {
+            if outcome.first_panic.is_none() {
+                let message = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()));
+                outcome.first_panic = Some(message.unwrap_or_else(|| "(no message)".into()));
+            }
+            if outcome.crashes.len() < KEPT_CRASHES {
+                outcome.crashes.push(input.to_vec());
+            }
         }
     };
     for input in seeds {

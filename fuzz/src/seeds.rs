@@ -133,6 +133,68 @@ fn all() -> anyhow::Result<Vec<(&'static str, String, Vec<u8>)>> {
             ),
         );
     }
+    {
+        use crate::agent_ttrpc::{frame, request, AGENT_SERVICE};
+        for (selector, name, bytes) in agent_requests()? {
+            let method = match selector {
+                0 => "CreateSandbox",
+                1 => "CreateContainer",
+                3 => "UpdateInterface",
+                _ => "UpdateRoutes",
+            };
+            add(
+                "agent_ttrpc_frames",
+                name,
+                frame(3, 1, &request(AGENT_SERVICE, method, &bytes)),
+            );
+        }
+        let exec = agent::ExecProcessRequest {
+            container_id: "3f1c".into(),
+            exec_id: "e1".into(),
+            ..Default::default()
+        };
+        add(
+            "agent_ttrpc_frames",
+            "exec-process",
+            frame(
+                5,
+                1,
+                &request(AGENT_SERVICE, "ExecProcess", &exec.write_to_bytes()?),
+            ),
+        );
+        add(
+            "agent_ttrpc_frames",
+            "unknown-method",
+            frame(7, 1, &request(AGENT_SERVICE, "Reboot", &[])),
+        );
+        let mut two = frame(1, 1, &request("cloak.health.v1.Health", "Check", &[]));
+        two.extend(frame(
+            3,
+            1,
+            &request(AGENT_SERVICE, "CopyFile", &[0x0a, 0x02, b'/', b'x']),
+        ));
+        add("agent_ttrpc_frames", "two-requests", two);
+    }
+    add(
+        "vmm_vsock_connect_line",
+        "connect",
+        b"CONNECT 1024\n".to_vec(),
+    );
+    add(
+        "vmm_vsock_connect_line",
+        "connect-then-data",
+        b"CONNECT 5000\nGET / HTTP/1.0\n".to_vec(),
+    );
+    add(
+        "vmm_mmio_transport",
+        "virtio-fs-bring-up",
+        crate::mmio::bring_up_seed(0),
+    );
+    add(
+        "vmm_mmio_transport",
+        "virtio-rng-bring-up",
+        crate::mmio::bring_up_seed(1),
+    );
     add(
         "ready_port",
         "ready",

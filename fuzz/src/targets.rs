@@ -47,6 +47,10 @@ pub const TARGETS: &[Target] = &[
         run: agent_requests,
     },
     Target {
+        name: "agent_ttrpc_frames",
+        run: crate::agent_ttrpc::agent_ttrpc_frames,
+    },
+    Target {
         name: "vmm_vsock_tx",
         run: crate::virtio::vsock_tx,
     },
@@ -57,6 +61,14 @@ pub const TARGETS: &[Target] = &[
     Target {
         name: "vmm_block_request",
         run: crate::virtio::block_request,
+    },
+    Target {
+        name: "vmm_vsock_connect_line",
+        run: crate::virtio::vsock_connect_line,
+    },
+    Target {
+        name: "vmm_mmio_transport",
+        run: crate::mmio::mmio_transport,
     },
     Target {
         name: "ready_port",

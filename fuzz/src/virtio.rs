@@ -127,6 +127,61 @@ pub(crate) fn block_request(data: &[u8]) {
     assert_eq!(length, SECTORS * SECTOR_SIZE, "a request resized the disk");
 }
 
+/// What a host process writes to the VM's vsock socket before `CONNECT <port>\n` is
+/// answered: the muxer asks the guest (REQUEST to that port, from the host CID) for a
+/// well-formed line, and for a line that is not one — none within 65 bytes, or no CONNECT
+/// in it — asks nothing.
+pub(crate) fn vsock_connect_line(data: &[u8]) {
+    use cloak_vmm::devices::vsock::muxer::Muxer;
+    use cloak_vmm::devices::vsock::packet::{op, HOST_CID, TYPE_STREAM};
+    use std::io::Write as _;
+    const GUEST_CID: u64 = 3;
+    let Ok(dir) = tempfile::tempdir() else {
+        return;
+    };
+    let path = dir.path().join("vm.vsock");
+    let Ok(mut muxer) = Muxer::new(GUEST_CID, &path) else {
+        return;
+    };
+    let Ok(mut host) = std::os::unix::net::UnixStream::connect(&path) else {
+        return;
+    };
+    let _ = host.write_all(data);
+    let _ = host.shutdown(std::net::Shutdown::Write);
+    muxer.poll_host();
+    let request = muxer.next_for_guest(4096);
+
+    let line = data
+        .iter()
+        .position(|b| *b == b'\n')
+        .filter(|end| *end <= 64)
+        .map(|end| &data[..end]);
+    let well_formed = line.and_then(|line| {
+        let port = line.strip_prefix(b"CONNECT ")?;
+        let digits = port.iter().all(u8::is_ascii_digit) && !port.is_empty() && port.len() <= 9;
+        digits.then(|| String::from_utf8_lossy(port).parse::<u32>().ok())?
+    });
+    match request {
+        Some(packet) => {
+            let line = line.unwrap_or_else(|| panic!("a REQUEST for {data:?}, no line"));
+            assert!(
+                String::from_utf8_lossy(line).contains("CONNECT"),
+                "a REQUEST for {line:?}"
+            );
+            let header = packet.header;
+            assert_eq!(
+                (header.op, header.kind, header.src_cid, header.dst_cid),
+                (op::REQUEST, TYPE_STREAM, HOST_CID, GUEST_CID)
+            );
+            if let Some(port) = well_formed {
+                assert_eq!(header.dst_port, port, "the port of {line:?}");
+            }
+            assert!(packet.payload.is_empty());
+        }
+        None => assert!(well_formed.is_none(), "no REQUEST for {data:?}"),
+    }
+}
+
 /// A well-formed ring for the seeds: `descriptors` as (address, length, flags, next), then
 /// `payload` at the data address.
 pub(crate) fn seed(descriptors: &[(u64, u32, u16, u16)], payload: &[u8]) -> Vec<u8> {

@@ -64,12 +64,15 @@ fn main() -> anyhow::Result<()> {
             seed,
         );
         println!(
-            "{:<22} {:>12} {:>12.0} {:>8}",
+            "{:<24} {:>12} {:>12.0} {:>8}",
             outcome.target,
             outcome.executions,
             outcome.per_second(),
             outcome.crashes.len()
         );
+        if let Some(message) = &outcome.first_panic {
+            println!("  first crash: {message}");
+        }
         for (index, input) in outcome.crashes.iter().enumerate() {
             std::fs::create_dir_all(&crashes_dir)?;
             let path = crashes_dir.join(format!("{}-{seed:x}-{index}", target.name));
