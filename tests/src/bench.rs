@@ -65,20 +65,6 @@ pub fn rss_kib(pid: u32) -> (u64, u64) {
     (field("VmRSS:"), field("RssShmem:"))
 }
 
-/// The pids among `lines` (`pid: command line`, as `processes_mentioning` gives) whose
-/// executable ends with `program`.
-pub fn pids_of(lines: &[String], program: &str) -> Vec<u32> {
-    lines
-        .iter()
-        .filter(|line| {
-            line.split_once(": ")
-                .and_then(|(_, cmd)| cmd.split_whitespace().next())
-                .is_some_and(|exe| exe.ends_with(program))
-        })
-        .filter_map(|line| line.split(':').next()?.parse().ok())
-        .collect()
-}
-
 /// Prints the host memory of one running cloak pod — its shim (among `shims`) and the VM's
 /// processes (among `vm_processes`, as `processes_mentioning` lists them) — beside runc's
 /// shims as the baseline; returns the pod's total in MiB.
@@ -91,17 +77,17 @@ pub fn print_pod_memory(vm_processes: &[String], shims: &[String]) -> f64 {
     for (name, pids) in [
         (
             "containerd-shim-cloak-v2",
-            pids_of(shims, "containerd-shim-cloak-v2"),
+            crate::pids_of(shims, "containerd-shim-cloak-v2"),
         ),
         (
             "qemu-system-x86_64",
-            pids_of(vm_processes, "qemu-system-x86_64"),
+            crate::pids_of(vm_processes, "qemu-system-x86_64"),
         ),
         (
             "vhost-device-vsock",
-            pids_of(vm_processes, "vhost-device-vsock"),
+            crate::pids_of(vm_processes, "vhost-device-vsock"),
         ),
-        ("virtiofsd", pids_of(vm_processes, "virtiofsd")),
+        ("virtiofsd", crate::pids_of(vm_processes, "virtiofsd")),
     ] {
         let (rss, shmem) = pids
             .iter()
@@ -118,7 +104,7 @@ pub fn print_pod_memory(vm_processes: &[String], shims: &[String]) -> f64 {
     }
     let total_mib = total as f64 / 1024.0;
     println!("  {:<26} {total_mib:>8.1} MiB", "cloak pod total");
-    let runc: u64 = pids_of(shims, "containerd-shim-runc-v2")
+    let runc: u64 = crate::pids_of(shims, "containerd-shim-runc-v2")
         .iter()
         .map(|pid| rss_kib(*pid).0)
         .sum();
@@ -148,8 +134,8 @@ mod tests {
             "12: /usr/bin/qemu-system-x86_64 -machine microvm".to_owned(),
             "13: /usr/local/bin/virtiofsd --socket-path /run/qemu-system-x86_64".to_owned(),
         ];
-        assert_eq!(pids_of(&lines, "qemu-system-x86_64"), vec![12]);
-        assert_eq!(pids_of(&lines, "virtiofsd"), vec![13]);
+        assert_eq!(crate::pids_of(&lines, "qemu-system-x86_64"), vec![12]);
+        assert_eq!(crate::pids_of(&lines, "virtiofsd"), vec![13]);
         assert!(
             rss_kib(std::process::id()).0 > 0,
             "this process has a resident set"

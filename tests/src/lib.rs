@@ -191,6 +191,26 @@ pub fn on_path(program: &str) -> bool {
         .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
 }
 
+/// A line of `processes_mentioning` (`pid: command line`): the pid and the file name of the
+/// executable.
+pub fn pid_and_program(line: &str) -> Option<(u32, String)> {
+    let (pid, command) = line.split_once(": ")?;
+    let executable = command.split_whitespace().next()?;
+    let name = Path::new(executable).file_name()?.to_string_lossy();
+    Some((pid.parse().ok()?, name.into_owned()))
+}
+
+/// The pids among `lines` (as `processes_mentioning` gives them) whose executable's file name
+/// starts with `program` (`""`: every line's).
+pub fn pids_of(lines: &[String], program: &str) -> Vec<u32> {
+    lines
+        .iter()
+        .filter_map(|line| pid_and_program(line))
+        .filter(|(_, name)| name.starts_with(program))
+        .map(|(pid, _)| pid)
+        .collect()
+}
+
 /// Host processes whose command line mentions `needle` (a test's private directory).
 pub fn processes_mentioning(needle: &Path) -> Vec<String> {
     let needle = needle.to_string_lossy().into_owned();

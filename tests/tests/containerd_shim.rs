@@ -371,11 +371,11 @@ fn a_dead_vm_is_reported_exited_and_its_pod_deletes_cleanly() {
             let events = containerd.record_events().unwrap();
             run_detached(containerd, "doomed", &["sleep", "1000"]);
             let pod_dir = containerd.run_dir.join("doomed");
-            let qemu: Vec<i32> = cloak_tests::processes_mentioning(&pod_dir)
-                .iter()
-                .filter(|p| p.contains("qemu-system"))
-                .filter_map(|p| p.split(':').next()?.parse().ok())
-                .collect();
+            let qemu: Vec<i32> =
+                cloak_tests::pids_of(&cloak_tests::processes_mentioning(&pod_dir), "qemu-system")
+                    .into_iter()
+                    .filter_map(|pid| i32::try_from(pid).ok())
+                    .collect();
             assert_eq!(qemu.len(), 1, "one QEMU process for the pod");
             nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(qemu[0]),

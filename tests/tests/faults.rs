@@ -27,16 +27,9 @@ fn containerd(
 
 /// Pids of processes naming `pod_dir` whose command line contains `program`.
 fn pids_of(pod_dir: &Path, program: &str) -> Vec<i32> {
-    cloak_tests::processes_mentioning(pod_dir)
-        .iter()
-        .filter(|line| {
-            line.split_once(": ").is_some_and(|(_, cmd)| {
-                cmd.split_whitespace()
-                    .next()
-                    .is_some_and(|p| p.contains(program))
-            })
-        })
-        .filter_map(|line| line.split(':').next()?.parse().ok())
+    cloak_tests::pids_of(&cloak_tests::processes_mentioning(pod_dir), program)
+        .into_iter()
+        .filter_map(|pid| i32::try_from(pid).ok())
         .collect()
 }
 
@@ -63,11 +56,14 @@ fn signal(pid: i32, signal: Signal) {
 /// The shim server serving container `id`.
 fn shim_of(containerd: &PrivateContainerd, id: &str) -> i32 {
     let needle = format!("-id {id} ");
-    let shims: Vec<i32> = containerd
+    let shims: Vec<String> = containerd
         .shim_processes()
-        .iter()
+        .into_iter()
         .filter(|p| p.contains(&needle))
-        .filter_map(|p| p.split(':').next()?.parse().ok())
+        .collect();
+    let shims: Vec<i32> = cloak_tests::pids_of(&shims, "")
+        .into_iter()
+        .filter_map(|pid| i32::try_from(pid).ok())
         .collect();
     assert_eq!(shims.len(), 1, "{:?}", containerd.shim_processes());
     shims[0]

@@ -16,12 +16,7 @@ const SECCOMP_FILTER: u32 = 2;
 fn pod_processes(run_dir: &std::path::Path) -> Vec<(u32, String)> {
     cloak_tests::processes_mentioning(run_dir)
         .iter()
-        .filter_map(|line| {
-            let (pid, command) = line.split_once(": ")?;
-            let program = command.split_whitespace().next()?;
-            let name = std::path::Path::new(program).file_name()?.to_string_lossy();
-            Some((pid.parse().ok()?, name.into_owned()))
-        })
+        .filter_map(|line| cloak_tests::pid_and_program(line))
         .collect()
 }
 

@@ -86,6 +86,7 @@ pub(super) async fn launch(
         host_side,
         id: config.id.clone(),
         vsock_socket: config.vsock_socket(),
+        helper_exit: None,
     })
 }
 

@@ -58,6 +58,9 @@ pub struct VmProcesses {
     /// Served by the VMM or by vhost-device-vsock; removed once both are gone (a killed VMM
     /// cannot remove it itself).
     pub vsock_socket: PathBuf,
+    /// The exit of the helper that ended the VM, once seen: reported (and logged) once, then
+    /// returned as it was on every later poll, not replaced by the VMM's kill.
+    pub helper_exit: Option<VmExit>,
 }
 
 #[async_trait::async_trait]
@@ -74,6 +77,9 @@ impl RunningVm for VmProcesses {
     }
 
     fn try_exit(&mut self) -> Option<VmExit> {
+        if let Some(exit) = &self.helper_exit {
+            return Some(exit.clone());
+        }
         if let Some(exit) = self.vmm.try_exit() {
             return Some(exit);
         }
@@ -81,6 +87,7 @@ impl RunningVm for VmProcesses {
         let (helper, exit) = self.helpers.exited()?;
         tracing::error!(pod = %self.id, helper, %exit, "a helper daemon of the VM exited: the VM cannot go on without it, killing it");
         self.vmm.kill();
+        self.helper_exit = Some(exit.clone());
         Some(exit)
     }
 
