@@ -17,6 +17,9 @@ pub(crate) struct AgentState {
     pub loaded_modules: Vec<String>,
     /// Signalled by DestroySandbox: the server stops and the VM powers off.
     pub shutdown: Notify,
+    /// Set with `shutdown`: long-polling requests (GetOOMEvent) answer at once, so the
+    /// server's stop waits for no request that would only end with the VM.
+    pub powering_off: tokio::sync::watch::Sender<bool>,
     /// The TEE, decided at its first use (it may ask the host for a simulated one), and the
     /// report that question brought back, if any: its HOST_DATA serves the init-data check.
     pub tee: tokio::sync::OnceCell<(cloak_protocol::agent::TeeKind, Option<Vec<u8>>)>,
@@ -39,6 +42,7 @@ impl AgentState {
             reaper,
             loaded_modules,
             shutdown: Notify::new(),
+            powering_off: tokio::sync::watch::Sender::new(false),
             tee: tokio::sync::OnceCell::new(),
             ready_at_ms: std::sync::atomic::AtomicU64::new(0),
             policy: std::sync::OnceLock::new(),

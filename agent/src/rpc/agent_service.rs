@@ -315,6 +315,7 @@ impl AgentRpc {
             .destroy(&self.state.containers)
             .await;
         if req.power_off {
+            self.state.powering_off.send_replace(true);
             // notify_one keeps the permit if serve() is not waiting yet.
             self.state.shutdown.notify_one();
         }
@@ -358,7 +359,16 @@ impl AgentRpc {
     }
 
     async fn do_get_oom_event(&self) -> anyhow::Result<OOMEvent> {
-        let container_id = self.state.containers.next_oom_event().await?;
+        let mut powering_off = self.state.powering_off.subscribe();
+        let container_id = tokio::select! {
+            event = self.state.containers.next_oom_event() => event?,
+            _ = powering_off.wait_for(|off| *off) => {
+                return Err(AgentError::FailedPrecondition(
+                    "the pod VM is powering off: no more OOM events".into(),
+                )
+                .into());
+            }
+        };
         Ok(OOMEvent {
             container_id,
             ..Default::default()
