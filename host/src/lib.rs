@@ -16,6 +16,7 @@ pub mod pod_vm;
 pub mod port_forward;
 pub mod run_dir;
 pub mod run_dir_sweep;
+pub mod start_timeline;
 pub mod stdio_streams;
 
 pub use agent_client::{AgentClient, AgentClientError};

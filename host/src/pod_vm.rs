@@ -17,6 +17,7 @@ use crate::agent_client::AgentClient;
 use crate::config::Configuration;
 use crate::hypervisor::{Hypervisor, RunningVm, VmConfig, VmExit, VmNetwork};
 use crate::network::PodNetwork;
+use crate::start_timeline::StartTimeline;
 
 /// Console lines carried by boot errors.
 const CONSOLE_TAIL_LINES: usize = 30;
@@ -71,6 +72,8 @@ pub struct PodVm {
     network: Option<PodNetwork>,
     /// Answers the CRI plugin's port-forward dials in the pod's namespace; stopped with the VM.
     port_forward: Option<crate::port_forward::PortForwarder>,
+    /// The phases of this VM's start, from the launch (or the network setup) on.
+    timeline: StartTimeline,
 }
 
 impl PodVm {
@@ -82,13 +85,41 @@ impl PodVm {
         boot_timeout: Duration,
         request_timeout: Duration,
     ) -> Result<Self, BootError> {
+        Self::boot_timed(
+            hypervisor,
+            config,
+            boot_timeout,
+            request_timeout,
+            StartTimeline::new(),
+        )
+        .await
+    }
+
+    /// `boot`, its phases added to `timeline`: the VMM and its helpers started, the guest
+    /// booted to its agent, the agent connected.
+    async fn boot_timed(
+        hypervisor: &dyn Hypervisor,
+        config: VmConfig,
+        boot_timeout: Duration,
+        request_timeout: Duration,
+        mut timeline: StartTimeline,
+    ) -> Result<Self, BootError> {
         let started = Instant::now();
         let deadline = started + boot_timeout;
         let mut vm = match hypervisor.launch(&config).await {
             Ok(vm) => vm,
             Err(err) => return Err(boot_error(&config, "starting the VM", err.to_string())),
         };
-        let agent = match connect_agent(vm.as_mut(), &config, deadline, request_timeout).await {
+        timeline.phase("vm launch");
+        let agent = match connect_agent(
+            vm.as_mut(),
+            &config,
+            deadline,
+            request_timeout,
+            &mut timeline,
+        )
+        .await
+        {
             Ok(agent) => agent,
             Err((stage, reason)) => {
                 vm.stop().await;
@@ -108,6 +139,7 @@ impl PodVm {
             run_dir: config.run_dir.clone(),
             network: None,
             port_forward: None,
+            timeline,
         })
     }
 
@@ -121,12 +153,14 @@ impl PodVm {
     ) -> Result<Self, PodError> {
         // Invalid init-data is refused before anything starts.
         cloak_init_data::host_data_for(&setup.init_data)?;
+        let mut timeline = StartTimeline::new();
         let network = match &setup.netns {
             Some(netns) => PodNetwork::discover(netns).await?,
             None => None,
         };
         if let Some(network) = &network {
             network.attach().await?;
+            timeline.phase("network attach");
         }
         let mut vm_config = vm_config_for(config, manifest, id);
         let (size, capped) = config.size_policy().size_for(&setup.resources);
@@ -145,11 +179,12 @@ impl PodVm {
             mac: network.interface.mac.clone(),
         });
         let hypervisor = crate::hypervisor::from_config(&config.hypervisor);
-        let booted = Self::boot(
+        let booted = Self::boot_timed(
             hypervisor.as_ref(),
             vm_config,
             config.boot_timeout(),
             config.request_timeout(),
+            timeline,
         )
         .await;
         let mut pod = match booted {
@@ -166,7 +201,11 @@ impl PodVm {
             pod.shutdown().await;
             return Err(err);
         }
+        pod.timeline.phase("create sandbox");
         pod.start_port_forward().await;
+        if pod.network.is_some() {
+            pod.timeline.phase("port forward");
+        }
         Ok(pod)
     }
 
@@ -234,6 +273,11 @@ impl PodVm {
         &self.id
     }
 
+    /// The phases of this VM's start so far.
+    pub fn timeline(&self) -> &StartTimeline {
+        &self.timeline
+    }
+
     pub fn agent(&self) -> &AgentClient {
         &self.agent
     }
@@ -270,10 +314,16 @@ impl PodVm {
     /// Stops the host processes of a VM that already exited (its helpers outlive it) and
     /// detaches its network.
     pub async fn stop_exited(&mut self) -> VmExit {
+        self.stop_timed(&mut StartTimeline::new()).await
+    }
+
+    async fn stop_timed(&mut self, timeline: &mut StartTimeline) -> VmExit {
         self.port_forward = None;
         let exit = self.vm.stop().await;
+        timeline.phase("stop vm processes");
         if let Some(network) = self.network.take() {
             network.detach().await;
+            timeline.phase("network detach");
         }
         exit
     }
@@ -281,14 +331,19 @@ impl PodVm {
     /// Asks the agent to power off, waits briefly for the VM to exit by itself, then stops
     /// every host process of the VM and detaches its network.
     pub async fn shutdown(mut self) -> VmExit {
+        let mut timeline = StartTimeline::new();
         if let Err(err) = self.agent.destroy_sandbox().await {
             tracing::warn!(pod = %self.id, error = %err, "agent did not take the shutdown request");
         }
+        timeline.phase("destroy sandbox");
         let grace = Instant::now() + POWER_OFF_GRACE;
         while self.vm.try_exit().is_none() && Instant::now() < grace {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        self.stop_exited().await
+        timeline.phase("power off");
+        let exit = self.stop_timed(&mut timeline).await;
+        timeline.log(&self.id, crate::start_timeline::STOP_MESSAGE);
+        exit
     }
 }
 
@@ -304,10 +359,12 @@ async fn connect_agent(
     config: &VmConfig,
     deadline: Instant,
     request_timeout: Duration,
+    timeline: &mut StartTimeline,
 ) -> Result<AgentClient, (&'static str, String)> {
     vm.wait_for_agent(deadline)
         .await
         .map_err(|err| ("waiting for the agent", err.to_string()))?;
+    timeline.phase("guest boot");
     let agent = AgentClient::connect_until(
         &config.vsock_socket(),
         cloak_protocol::AGENT_VSOCK_PORT,
@@ -321,6 +378,7 @@ async fn connect_agent(
         .check()
         .await
         .map_err(|err| ("checking the agent", err.to_string()))?;
+    timeline.phase("agent connect");
     Ok(agent)
 }
 

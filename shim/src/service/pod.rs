@@ -12,6 +12,7 @@ use super::bundle::PodRecord;
 use cloak_host::config::Configuration;
 use cloak_host::host_mounts;
 use cloak_host::hypervisor::VmExit;
+use cloak_host::start_timeline::StartTimeline;
 use cloak_host::{AgentClient, PodSetup, PodVm};
 
 /// Exit status reported for every process of a pod whose VM died under it: not a status a
@@ -74,6 +75,8 @@ pub struct Pod {
     liveness: Option<(Duration, u32)>,
     /// The lock that tells other shims' sweeps this pod directory is live.
     _owner: cloak_host::run_dir_sweep::PodDirOwner,
+    /// The phases of the pod's start, logged once its first container started.
+    start_timeline: StdMutex<Option<StartTimeline>>,
 }
 
 /// Counts probes without an answer; a pod is dead after `misses` in a row.
@@ -102,6 +105,7 @@ impl Pod {
         record: PodRecord,
         mut setup: PodSetup,
     ) -> anyhow::Result<Self> {
+        let mut timeline = StartTimeline::new();
         let manifest = cloak_image::Manifest::load(&config.guest.image_dir)?;
         // What a reboot or a lost cleanup left of other pods goes before this one starts.
         let run_root = config.runtime.run_dir.clone();
@@ -109,10 +113,12 @@ impl Pod {
             cloak_host::run_dir_sweep::sweep(&run_root, std::time::SystemTime::now())
         })
         .await?;
+        timeline.phase("run-dir sweep");
         let owner = cloak_host::run_dir_sweep::PodDirOwner::take(&record.pod_dir)?;
         let shared = record.shared_dir();
         host_mounts::make_shared_mount_point(&shared)?;
         setup.shared_dir = shared.clone();
+        timeline.phase("host prepare");
         let booted = PodVm::create_pod(config, &manifest, &record.pod_id, &setup).await;
         let vm = match booted {
             Ok(vm) => vm,
@@ -126,6 +132,7 @@ impl Pod {
                 return Err(err.into());
             }
         };
+        timeline.append(vm.timeline());
         let vmm_pid = vm.process_ids().first().copied().unwrap_or(0);
         Ok(Self {
             layer_pins: super::layers::LayerPins::of_init_data(&setup.init_data),
@@ -140,7 +147,35 @@ impl Pod {
             died: StdMutex::new(None),
             liveness: config.liveness(),
             _owner: owner,
+            start_timeline: StdMutex::new(Some(timeline)),
         })
+    }
+
+    /// Ends phase `name` of the pod's start (until its first container started).
+    pub fn start_phase(&self, name: &'static str) {
+        let mut timeline = self
+            .start_timeline
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(timeline) = timeline.as_mut() {
+            timeline.phase(name);
+        }
+    }
+
+    /// Ends the last phase of the pod's start, `name`, and logs the timeline (once).
+    pub fn finish_start(&self, name: &'static str) {
+        let timeline = self
+            .start_timeline
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(mut timeline) = timeline {
+            timeline.phase(name);
+            timeline.log(
+                &self.record.pod_id,
+                cloak_host::start_timeline::START_MESSAGE,
+            );
+        }
     }
 
     pub fn agent(&self) -> &AgentServiceClient {

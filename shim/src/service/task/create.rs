@@ -81,6 +81,7 @@ impl Inner {
         drop(pending);
         match result {
             Ok(pid) => {
+                pod.start_phase("create container");
                 let fifos = fifos_of(&req.stdin, &req.stdout, &req.stderr, req.terminal);
                 self.events.created(&req.id, &req.bundle, &fifos, pid).await;
                 tracing::info!(container = %req.id, pod = %pod_id, pid, "container created");
@@ -142,6 +143,7 @@ impl Inner {
         };
         host_mounts::share_bind_mounts(spec, &host_dir.join("mounts"), &guest_dir.join("mounts"))
             .map_err(|err| TaskError::InvalidArgument(format!("mounts: {err}")))?;
+        pod.start_phase("stage rootfs");
         let fifos = fifos_of(&req.stdin, &req.stdout, &req.stderr, req.terminal);
         let (streams, stdio) = pod
             .client()
@@ -151,6 +153,7 @@ impl Inner {
         let (mut bridge, drain) = StdioBridge::start(&fifos, streams, &req.id).map_err(|err| {
             TaskError::Internal(anyhow::anyhow!("opening the stdio fifos: {err}"))
         })?;
+        pod.start_phase("stdio streams");
         let spec_json = serde_json::to_vec(spec).map_err(|err| TaskError::Internal(err.into()))?;
         if let Err(err) = pod
             .create_container(&req.id, spec_json, rootfs, storages, stdio)

@@ -35,6 +35,7 @@ impl Inner {
             pod.start_container(&req.id)
                 .await
                 .map_err(TaskError::agent(format!("starting container {}", req.id)))?;
+            pod.finish_start("start container");
             let pid = self.mark_running(&req.id, "", None, None)?;
             self.spawn_waiter(pod.clone(), req.id.clone(), String::new(), pid);
             self.events.started(&req.id, pid).await;
