@@ -15,7 +15,7 @@ FIRMWARE      ?= $(CACHE_DIR)/firmware/OVMF.amdsev.fd
 
 export CLOAK_CACHE_DIR := $(CACHE_DIR)
 
-.PHONY: all guest-binaries cloak firmware shim vmm image test demo soak bench bench-boot bench-containers bench-containerd bench-cri bench-kbs bench-layers bench-policy bench-vmm fuzz lint deny clean
+.PHONY: all guest-binaries cloak firmware shim vmm image test demo soak bench bench-boot bench-containers bench-containerd bench-cri bench-kbs bench-layers bench-policy bench-scale bench-start bench-vmm fuzz lint deny clean
 
 all: image
 
@@ -93,7 +93,7 @@ bench-boot: image
 
 bench-containers: image
 	cargo build --release --locked -p cloak-tests --bin cloak-bench-containers
-	CLOAK_GUEST_DIR=$(CURDIR)/$(GUEST_DIR) target/release/cloak-bench-containers --runs 20 --mib 256
+	$(TEST_ENV) target/release/cloak-bench-containers --runs 20 --mib 256 --rounds 3
 
 bench-containerd: image shim
 	cargo build --release --locked -p cloak-tests --bin cloak-bench-containerd
@@ -121,12 +121,25 @@ bench-policy: image
 	cargo build --release --locked -p cloak-tests --bin cloak-bench-policy
 	$(TEST_ENV) target/release/cloak-bench-policy --runs 10
 
+# Pod start against the boot floor (QEMU launch -> agent Check) in one run: `ctr run --rm`
+# and CRI first-container-running medians, their ratios to the floor, and the median of each
+# phase of the shim's start timeline.
+bench-start: image shim
+	cargo build --release --locked -p cloak-tests --bin cloak-bench-start
+	$(TEST_ENV) CLOAK_SHIM_BIN=$(CURDIR)/$(SHIM_BIN) target/release/cloak-bench-start --runs 5
+
+# 1, 2 and 3 CRI pods started at once: each pod's start time and the host memory of all,
+# against one pod alone in the same run.
+bench-scale: image shim
+	cargo build --release --locked -p cloak-tests --bin cloak-bench-scale
+	$(TEST_ENV) CLOAK_SHIM_BIN=$(CURDIR)/$(SHIM_BIN) target/release/cloak-bench-scale --max-pods 3
+
 bench-vmm:
 	cargo build --release --locked -p cloak-vmm -p cloak-tests --features cloak-vmm/test-guests \
 		--bin cloak-vmm --bin cloak-bench-vmm
 	target/release/cloak-bench-vmm --runs 10
 
-bench: bench-boot bench-containers bench-containerd bench-cri bench-kbs bench-layers bench-policy bench-vmm
+bench: bench-boot bench-containers bench-containerd bench-cri bench-kbs bench-layers bench-policy bench-scale bench-start bench-vmm
 
 # Installed by scripts/setup-host.sh.
 CARGO_DENY ?= /opt/cloak-tools/cargo-deny/bin/cargo-deny

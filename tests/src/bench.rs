@@ -65,6 +65,17 @@ pub fn rss_kib(pid: u32) -> (u64, u64) {
     (field("VmRSS:"), field("RssShmem:"))
 }
 
+/// Proportional set size of `pid` in KiB (`smaps_rollup`): its private pages and its share of
+/// pages other processes map too (libraries, the same binary in another pod's helper).
+pub fn pss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("Pss:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0)
+}
+
 /// Prints the host memory of one running cloak pod — its shim (among `shims`) and the VM's
 /// processes (among `vm_processes`, as `processes_mentioning` lists them) — beside runc's
 /// shims as the baseline; returns the pod's total in MiB.
@@ -74,6 +85,7 @@ pub fn print_pod_memory(vm_processes: &[String], shims: &[String]) -> f64 {
         "\nhost memory of one running cloak pod (VmRSS; guest RAM is the VMM's shared memory):"
     );
     let mut total = 0;
+    let (mut helpers_rss, mut helpers_pss) = (0, 0);
     for (name, pids) in [
         (
             "containerd-shim-cloak-v2",
@@ -93,10 +105,16 @@ pub fn print_pod_memory(vm_processes: &[String], shims: &[String]) -> f64 {
             .iter()
             .map(|pid| rss_kib(*pid))
             .fold((0, 0), |acc, x| (acc.0 + x.0, acc.1 + x.1));
+        let pss: u64 = pids.iter().map(|pid| pss_kib(*pid)).sum();
         total += rss;
+        if !name.starts_with("qemu") {
+            helpers_rss += rss;
+            helpers_pss += pss;
+        }
         println!(
-            "  {name:<26} {:>8.1} MiB  ({} process{}, guest RAM in it {:.1} MiB)",
+            "  {name:<26} {:>8.1} MiB  (PSS {:.1} MiB; {} process{}, guest RAM in it {:.1} MiB)",
             rss as f64 / 1024.0,
+            pss as f64 / 1024.0,
             pids.len(),
             if pids.len() == 1 { "" } else { "es" },
             shmem as f64 / 1024.0
@@ -104,6 +122,12 @@ pub fn print_pod_memory(vm_processes: &[String], shims: &[String]) -> f64 {
     }
     let total_mib = total as f64 / 1024.0;
     println!("  {:<26} {total_mib:>8.1} MiB", "cloak pod total");
+    println!(
+        "  {:<26} {:>8.1} MiB  (PSS {:.1} MiB; target 16 MiB)",
+        "helpers (all but the VMM)",
+        helpers_rss as f64 / 1024.0,
+        helpers_pss as f64 / 1024.0
+    );
     let runc: u64 = crate::pids_of(shims, "containerd-shim-runc-v2")
         .iter()
         .map(|pid| rss_kib(*pid).0)
