@@ -51,10 +51,25 @@ pub fn build_busybox_rootfs(dir: &Path) -> std::io::Result<()> {
         "root:x:0:\nuser:x:1000:\nextra:x:2000:user\nnogroup:x:65534:\n",
     )?;
     std::fs::write(dir.join("www/index.html"), "hello from cloak\n")?;
-    if let Some(probe) = shm_probe_binary() {
-        std::fs::copy(probe, dir.join("bin").join(SHM_PROBE))?;
+    for tool in [SHM_PROBE, VSOCK_FLOOD] {
+        if let Some(binary) = guest_tool_binary(tool) {
+            std::fs::copy(binary, dir.join("bin").join(tool))?;
+        }
     }
     Ok(())
+}
+
+/// The raw vsock writer (tests/floor-init): the stdout benchmark's floor.
+pub const VSOCK_FLOOD: &str = "cloak-vsock-flood";
+
+/// A static guest tool built beside the floor init `make test` names.
+fn guest_tool_binary(name: &str) -> Option<std::path::PathBuf> {
+    if name == SHM_PROBE {
+        return shm_probe_binary();
+    }
+    let floor = std::path::PathBuf::from(std::env::var_os("CLOAK_FLOOR_INIT_BIN")?);
+    let binary = floor.parent()?.join(name);
+    binary.is_file().then_some(binary)
 }
 
 /// The System V shared-memory probe's name in the rootfs's /bin (tests/floor-init).
