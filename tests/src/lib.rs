@@ -12,6 +12,7 @@ pub mod kbs;
 pub mod leaks;
 pub mod oci_image;
 pub mod pod;
+pub mod pod_starts;
 pub mod rootfs;
 pub mod soak;
 

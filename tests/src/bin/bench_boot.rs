@@ -13,7 +13,6 @@ use anyhow::Context as _;
 use cloak_host::hybrid_vsock;
 use cloak_host::hypervisor;
 use cloak_host::pod_vm::vm_config_for;
-use cloak_host::PodVm;
 use cloak_tests::bench::{join, median, runs_from_args};
 use cloak_tests::{build_image_with_init, VmTestEnv, ENV_FLOOR_INIT_BIN};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -24,17 +23,8 @@ struct AgentBoot {
 }
 
 async fn boot_agent(env: &VmTestEnv, run_root: &Path, run: usize) -> anyhow::Result<AgentBoot> {
-    let config = env.configuration(run_root);
-    let vm_config = vm_config_for(&config, &env.manifest, &format!("bench-agent-{run}"));
-    let started = Instant::now();
-    let vm = PodVm::boot(
-        hypervisor::from_config(&config.hypervisor).as_ref(),
-        vm_config,
-        config.boot_timeout(),
-        config.request_timeout(),
-    )
-    .await?;
-    let total_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let (total_ms, vm) =
+        cloak_tests::pod_starts::boot_floor(env, run_root, &format!("bench-agent-{run}")).await?;
     let details = vm.agent().guest_details().await?;
     vm.shutdown().await;
     Ok(AgentBoot {

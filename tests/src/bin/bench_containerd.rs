@@ -6,28 +6,12 @@
 
 #![allow(clippy::print_stdout)] // a benchmark prints its figures
 
-use std::time::Instant;
-
 use anyhow::{ensure, Context as _};
 use cloak_tests::containerd::{image, shim_binary, PrivateContainerd, RUNTIME};
+use cloak_tests::pod_starts::ctr_run;
 use cloak_tests::VmTestEnv;
 
 const RUNC_RUNTIME: &str = "io.containerd.runc.v2";
-
-fn timed_run(containerd: &PrivateContainerd, runtime: &str, id: &str) -> anyhow::Result<f64> {
-    let image = image();
-    let started = Instant::now();
-    let output = containerd
-        .ctr(&["run", "--rm", "--runtime", runtime, &image, id, "true"])
-        .output()?;
-    let elapsed = started.elapsed().as_secs_f64() * 1000.0;
-    ensure!(
-        output.status.success(),
-        "{runtime}: ctr run failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    Ok(elapsed)
-}
 
 fn memory_per_pod(containerd: &PrivateContainerd) -> anyhow::Result<()> {
     let image = image();
@@ -77,12 +61,12 @@ fn main() -> anyhow::Result<()> {
     let mut cloak = Vec::new();
     let mut runc = Vec::new();
     for run in 0..runs {
-        cloak.push(timed_run(
+        cloak.push(ctr_run(
             &containerd,
             RUNTIME,
             &format!("bench-cloak-{run}"),
         )?);
-        runc.push(timed_run(
+        runc.push(ctr_run(
             &containerd,
             RUNC_RUNTIME,
             &format!("bench-runc-{run}"),

@@ -7,23 +7,13 @@
 
 #![allow(clippy::print_stdout)] // a benchmark prints its figures
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context as _;
-use cloak_tests::containerd::{image, shim_binary, PrivateContainerd};
+use cloak_tests::containerd::{shim_binary, PrivateContainerd};
 use cloak_tests::cri::{CriClient, PodSpec, RUNTIME_HANDLER};
+use cloak_tests::pod_starts::cri_first_container;
 use cloak_tests::VmTestEnv;
-
-/// RunPodSandbox → first container started; the milliseconds and the pod id (left running).
-async fn start_pod(cri: &mut CriClient, spec: &PodSpec) -> anyhow::Result<(f64, String)> {
-    let started = Instant::now();
-    let pod_id = cri.run_pod(spec).await?;
-    let container = cri
-        .create_container(&pod_id, spec, "main", &image(), &["sleep", "3600"])
-        .await?;
-    cri.start_container(&container).await?;
-    Ok((started.elapsed().as_secs_f64() * 1000.0, pod_id))
-}
 
 fn print_pod_overhead(containerd: &PrivateContainerd, cloak_pod: &str) {
     let pod_dir = containerd
@@ -49,7 +39,7 @@ async fn run(containerd: &PrivateContainerd, runs: usize) -> anyhow::Result<()> 
                 if handler.is_empty() { "runc" } else { handler }
             );
             let spec = PodSpec::in_containerd(containerd, &name, handler)?;
-            let (ms, pod_id) = start_pod(&mut cri, &spec).await?;
+            let (ms, pod_id) = cri_first_container(&mut cri, &spec).await?;
             times.push(ms);
             cri.remove_pod(&pod_id).await?;
         }
@@ -59,8 +49,8 @@ async fn run(containerd: &PrivateContainerd, runs: usize) -> anyhow::Result<()> 
 
     let cloak_spec = PodSpec::in_containerd(containerd, "mem-cloak", RUNTIME_HANDLER)?;
     let runc_spec = PodSpec::in_containerd(containerd, "mem-runc", "")?;
-    let (_, cloak_pod) = start_pod(&mut cri, &cloak_spec).await?;
-    let (_, runc_pod) = start_pod(&mut cri, &runc_spec).await?;
+    let (_, cloak_pod) = cri_first_container(&mut cri, &cloak_spec).await?;
+    let (_, runc_pod) = cri_first_container(&mut cri, &runc_spec).await?;
     // Let the guest settle (module loading, page cache) before reading the figures.
     tokio::time::sleep(Duration::from_secs(3)).await;
     print_pod_overhead(containerd, &cloak_pod);

@@ -11,21 +11,16 @@
 
 use std::time::{Duration, Instant};
 
+use cloak_tests::pod_starts::cri_first_container;
+
 use anyhow::Context as _;
 use cloak_tests::bench::{join, median, number_from_args, pss_kib, rss_kib};
-use cloak_tests::containerd::{image, shim_binary, PrivateContainerd};
+use cloak_tests::containerd::{shim_binary, PrivateContainerd};
 use cloak_tests::cri::{CriClient, PodSpec, RUNTIME_HANDLER};
 use cloak_tests::VmTestEnv;
 
-/// RunPodSandbox → first container started: the milliseconds and the pod id.
 async fn start_pod(mut cri: CriClient, spec: PodSpec) -> anyhow::Result<(f64, String)> {
-    let started = Instant::now();
-    let pod_id = cri.run_pod(&spec).await?;
-    let container = cri
-        .create_container(&pod_id, &spec, "main", &image(), &["sleep", "3600"])
-        .await?;
-    cri.start_container(&container).await?;
-    Ok((started.elapsed().as_secs_f64() * 1000.0, pod_id))
+    cri_first_container(&mut cri, &spec).await
 }
 
 /// (RSS, PSS) in KiB of every host process of `pods`: their shims and VM processes.

@@ -14,60 +14,20 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::Instant;
 
-use anyhow::{ensure, Context as _};
-use cloak_host::hypervisor;
-use cloak_host::pod_vm::vm_config_for;
+use anyhow::Context as _;
 use cloak_host::start_timeline::{parse_phases, START_MESSAGE, STOP_MESSAGE};
-use cloak_host::PodVm;
 use cloak_tests::bench::{join, median, runs_from_args};
-use cloak_tests::containerd::{image, shim_binary, PrivateContainerd, RUNTIME};
+use cloak_tests::containerd::{shim_binary, PrivateContainerd, RUNTIME};
 use cloak_tests::cri::{CriClient, PodSpec, RUNTIME_HANDLER};
+use cloak_tests::pod_starts::{boot_floor, cri_first_container, ctr_run};
 use cloak_tests::VmTestEnv;
 
 /// QEMU launch → agent Check answered, the VM then shut down (not timed).
 async fn floor(env: &VmTestEnv, run_root: &Path, run: usize) -> anyhow::Result<f64> {
-    let config = env.configuration(run_root);
-    let vm_config = vm_config_for(&config, &env.manifest, &format!("floor-{run}"));
-    let started = Instant::now();
-    let vm = PodVm::boot(
-        hypervisor::from_config(&config.hypervisor).as_ref(),
-        vm_config,
-        config.boot_timeout(),
-        config.request_timeout(),
-    )
-    .await?;
-    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    let (ms, vm) = boot_floor(env, run_root, &format!("floor-{run}")).await?;
     vm.shutdown().await;
     Ok(ms)
-}
-
-fn ctr_run(containerd: &PrivateContainerd, id: &str) -> anyhow::Result<f64> {
-    let image = image();
-    let started = Instant::now();
-    let output = containerd
-        .ctr(&["run", "--rm", "--runtime", RUNTIME, &image, id, "true"])
-        .output()?;
-    let ms = started.elapsed().as_secs_f64() * 1000.0;
-    ensure!(
-        output.status.success(),
-        "ctr run failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    Ok(ms)
-}
-
-/// RunPodSandbox → first container started; the milliseconds and the pod's id.
-async fn cri_start(cri: &mut CriClient, spec: &PodSpec) -> anyhow::Result<(f64, String)> {
-    let started = Instant::now();
-    let pod_id = cri.run_pod(spec).await?;
-    let container = cri
-        .create_container(&pod_id, spec, "main", &image(), &["sleep", "3600"])
-        .await?;
-    cri.start_container(&container).await?;
-    let ms = started.elapsed().as_secs_f64() * 1000.0;
-    Ok((ms, pod_id))
 }
 
 /// The timelines logged under `message` in containerd's log, by pod id.
@@ -123,17 +83,17 @@ async fn run(env: &VmTestEnv, containerd: &PrivateContainerd, runs: usize) -> an
     let (mut ctr_ids, mut cri_ids) = (Vec::new(), Vec::new());
     // One of each first, not counted: caches (images, page cache of the guest files) warm.
     floor(env, work.path(), 999).await?;
-    ctr_run(containerd, "warm-up")?;
+    ctr_run(containerd, RUNTIME, "warm-up")?;
     let spec = PodSpec::in_containerd(containerd, "warm-up", RUNTIME_HANDLER)?;
-    let (_, pod) = cri_start(&mut cri, &spec).await?;
+    let (_, pod) = cri_first_container(&mut cri, &spec).await?;
     cri.remove_pod(&pod).await?;
     for run in 0..runs {
         floors.push(floor(env, work.path(), run).await?);
         let id = format!("start-{run}");
-        ctrs.push(ctr_run(containerd, &id)?);
+        ctrs.push(ctr_run(containerd, RUNTIME, &id)?);
         ctr_ids.push(id);
         let spec = PodSpec::in_containerd(containerd, &format!("start-{run}"), RUNTIME_HANDLER)?;
-        let (ms, pod) = cri_start(&mut cri, &spec).await?;
+        let (ms, pod) = cri_first_container(&mut cri, &spec).await?;
         cris.push(ms);
         cri.remove_pod(&pod).await?;
         cri_ids.push(pod);
