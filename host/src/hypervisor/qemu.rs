@@ -148,6 +148,20 @@ impl QemuLaunch {
         if !microvm {
             args.extend(["-device".into(), "virtio-rng-pci".into()]);
         }
+        if self.snp.is_none() {
+            // Free page reporting: pages the guest frees (the unpacked initrd, a container's
+            // memory after it exits) go back to the host instead of staying resident in the
+            // VM's memfd. Not for SEV-SNP: its private memory cannot be handed back this way.
+            let balloon = if microvm {
+                "virtio-balloon-device"
+            } else {
+                "virtio-balloon-pci"
+            };
+            args.extend([
+                "-device".into(),
+                format!("{balloon},free-page-reporting=on"),
+            ]);
+        }
         if let Some(snp) = &self.snp {
             args.extend([
                 "-bios".into(),
@@ -317,7 +331,10 @@ mod tests {
         );
         assert_eq!(
             value_after(&args, "-device"),
-            ["vhost-user-vsock-device,chardev=vsock"]
+            [
+                "vhost-user-vsock-device,chardev=vsock",
+                "virtio-balloon-device,free-page-reporting=on"
+            ]
         );
         // Commas in paths are escaped for QEMU's option parser.
         assert!(value_after(&args, "-chardev")
@@ -334,7 +351,11 @@ mod tests {
         assert_eq!(value_after(&args, "-cpu"), ["host"]);
         assert_eq!(
             value_after(&args, "-device"),
-            ["vhost-user-vsock-pci,chardev=vsock", "virtio-rng-pci"]
+            [
+                "vhost-user-vsock-pci,chardev=vsock",
+                "virtio-rng-pci",
+                "virtio-balloon-pci,free-page-reporting=on"
+            ]
         );
     }
 
@@ -382,6 +403,10 @@ mod tests {
         assert_eq!(value_after(&args, "-kernel"), ["/img/vmlinuz"]);
         assert!(value_after(&args, "-device")
             .contains(&"vhost-user-vsock-pci,chardev=vsock".to_owned()));
+        // SNP's private memory is not handed back through a balloon.
+        assert!(!value_after(&args, "-device")
+            .iter()
+            .any(|d| d.starts_with("virtio-balloon")));
     }
 
     #[test]
