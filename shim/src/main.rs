@@ -7,8 +7,27 @@
 
 use cloak_shim::service::{cleanup, server, start, RUNTIME_ID};
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
+/// Worker threads of the shim's runtime. One shim runs per pod, and tokio's default is one
+/// worker per host CPU: on a 64-core node that is 64 threads (stacks, allocator arenas) per
+/// pod for a server whose work is relaying requests and streams. Blocking work goes to the
+/// blocking pool, which grows on demand.
+const WORKER_THREADS: usize = 2;
+
+fn main() -> std::process::ExitCode {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(WORKER_THREADS)
+        .enable_all()
+        .build();
+    match runtime {
+        Ok(runtime) => runtime.block_on(run()),
+        Err(err) => {
+            eprintln!("{RUNTIME_ID}: starting the async runtime: {err}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> std::process::ExitCode {
     let args: Vec<_> = std::env::args_os().collect();
     let flags = match containerd_shim::parse(&args[1..]) {
         Ok(flags) => flags,
