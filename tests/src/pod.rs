@@ -372,3 +372,41 @@ impl RunOutput {
 pub fn ctx() -> ttrpc::context::Context {
     ttrpc::context::with_timeout(Duration::from_secs(60).as_nanos() as i64)
 }
+
+/// Runs `body` on a freshly booted busybox pod (in the VM slot), then shuts the pod down; the
+/// guest console is printed if `body` panics. Skips (saying why) where the pod cannot run.
+#[allow(clippy::unwrap_used, clippy::panic)] // a test helper fails loudly by design
+pub fn with_pod(test: &str, body: impl AsyncFnOnce(&TestPod)) {
+    use futures::FutureExt as _;
+    let Some(env) = crate::VmTestEnv::get(test) else {
+        return;
+    };
+    if let Err(reason) = crate::rootfs::busybox_available() {
+        crate::skip(test, &reason);
+        return;
+    }
+    let _slot = crate::vm_slot();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let pod = TestPod::boot(&env)
+            .await
+            .unwrap_or_else(|err| panic!("pod boot: {err:#}"));
+        let console = pod.console_log();
+        let result = std::panic::AssertUnwindSafe(body(&pod))
+            .catch_unwind()
+            .await;
+        if let Err(panic) = result {
+            eprintln!(
+                "--- guest console ---\n{}",
+                std::fs::read_to_string(&console).unwrap_or_default()
+            );
+            std::panic::resume_unwind(panic);
+        }
+        pod.shutdown().await.unwrap_or_else(|err| {
+            panic!(
+                "shutdown: {err:#}\n{}",
+                std::fs::read_to_string(console).unwrap_or_default()
+            )
+        });
+    });
+}

@@ -6,44 +6,7 @@
 
 use std::time::Duration;
 
-use futures::FutureExt as _;
-
-use cloak_tests::pod::{busybox_spec, ctx, read_all, Streams, TestPod};
-use cloak_tests::{skip, vm_slot, VmTestEnv};
-
-fn with_pod(test: &str, body: impl AsyncFnOnce(&TestPod)) {
-    let Some(env) = VmTestEnv::get(test) else {
-        return;
-    };
-    if let Err(reason) = cloak_tests::rootfs::busybox_available() {
-        skip(test, &reason);
-        return;
-    }
-    let _slot = vm_slot();
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async {
-        let pod = TestPod::boot(&env)
-            .await
-            .unwrap_or_else(|err| panic!("pod boot: {err:#}"));
-        let console = pod.console_log();
-        let result = std::panic::AssertUnwindSafe(body(&pod))
-            .catch_unwind()
-            .await;
-        if let Err(panic) = result {
-            eprintln!(
-                "--- guest console ---\n{}",
-                std::fs::read_to_string(&console).unwrap_or_default()
-            );
-            std::panic::resume_unwind(panic);
-        }
-        pod.shutdown().await.unwrap_or_else(|err| {
-            panic!(
-                "shutdown: {err:#}\n{}",
-                std::fs::read_to_string(console).unwrap_or_default()
-            )
-        });
-    });
-}
+use cloak_tests::pod::{busybox_spec, ctx, read_all, with_pod, Streams};
 
 #[test]
 fn stdout_stderr_and_exit_codes() {

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use tokio::io::AsyncBufReadExt as _;
 
 use cloak_tests::bench::rss_kib;
-use cloak_tests::pod::{busybox_spec, Streams, TestPod};
-use cloak_tests::{pids_of, processes_mentioning, skip, vm_slot, VmTestEnv};
+use cloak_tests::pod::{busybox_spec, with_pod, Streams};
+use cloak_tests::{pids_of, processes_mentioning};
 
 const FILL_MIB: u64 = 192;
 
@@ -23,18 +23,7 @@ fn guest_ram_mib(qemu: u32) -> u64 {
 
 #[test]
 fn pages_a_container_frees_go_back_to_the_host() {
-    let test = "pages_a_container_frees_go_back_to_the_host";
-    let Some(env) = VmTestEnv::get(test) else {
-        return;
-    };
-    if let Err(reason) = cloak_tests::rootfs::busybox_available() {
-        skip(test, &reason);
-        return;
-    }
-    let _slot = vm_slot();
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async {
-        let pod = TestPod::boot(&env).await.unwrap();
+    with_pod("pages_a_container_frees_go_back_to_the_host", async |pod| {
         let qemu = pids_of(&processes_mentioning(pod.run_root.path()), "qemu-system");
         assert_eq!(qemu.len(), 1, "one QEMU for the pod");
         let qemu = qemu[0];
@@ -77,6 +66,5 @@ fn pages_a_container_frees_go_back_to_the_host() {
         pod.signal("filler", "", 9).await.unwrap();
         let _ = pod.wait("filler", "").await;
         pod.remove("filler").await.unwrap();
-        pod.shutdown().await.unwrap();
     });
 }
