@@ -11,12 +11,12 @@ pub mod hybrid_vsock;
 pub mod hypervisor;
 pub mod layer_cache;
 pub mod network;
+pub mod phase_timeline;
 pub mod pod_size;
 pub mod pod_vm;
 pub mod port_forward;
 pub mod run_dir;
 pub mod run_dir_sweep;
-pub mod start_timeline;
 pub mod stdio_streams;
 
 pub use agent_client::{AgentClient, AgentClientError};

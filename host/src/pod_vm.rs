@@ -17,7 +17,7 @@ use crate::agent_client::AgentClient;
 use crate::config::Configuration;
 use crate::hypervisor::{Hypervisor, RunningVm, VmConfig, VmExit, VmNetwork};
 use crate::network::PodNetwork;
-use crate::start_timeline::StartTimeline;
+use crate::phase_timeline::PhaseTimeline;
 
 /// Console lines carried by boot errors.
 const CONSOLE_TAIL_LINES: usize = 30;
@@ -73,7 +73,7 @@ pub struct PodVm {
     /// Answers the CRI plugin's port-forward dials in the pod's namespace; stopped with the VM.
     port_forward: Option<crate::port_forward::PortForwarder>,
     /// The phases of this VM's start, from the launch (or the network setup) on.
-    timeline: StartTimeline,
+    timeline: PhaseTimeline,
 }
 
 impl PodVm {
@@ -90,7 +90,7 @@ impl PodVm {
             config,
             boot_timeout,
             request_timeout,
-            StartTimeline::new(),
+            PhaseTimeline::new(),
         )
         .await
     }
@@ -102,7 +102,7 @@ impl PodVm {
         config: VmConfig,
         boot_timeout: Duration,
         request_timeout: Duration,
-        mut timeline: StartTimeline,
+        mut timeline: PhaseTimeline,
     ) -> Result<Self, BootError> {
         let started = Instant::now();
         let deadline = started + boot_timeout;
@@ -153,7 +153,7 @@ impl PodVm {
     ) -> Result<Self, PodError> {
         // Invalid init-data is refused before anything starts.
         cloak_init_data::host_data_for(&setup.init_data)?;
-        let mut timeline = StartTimeline::new();
+        let mut timeline = PhaseTimeline::new();
         let network = match &setup.netns {
             Some(netns) => PodNetwork::discover(netns).await?,
             None => None,
@@ -274,7 +274,7 @@ impl PodVm {
     }
 
     /// The phases of this VM's start so far.
-    pub fn timeline(&self) -> &StartTimeline {
+    pub fn timeline(&self) -> &PhaseTimeline {
         &self.timeline
     }
 
@@ -314,10 +314,10 @@ impl PodVm {
     /// Stops the host processes of a VM that already exited (its helpers outlive it) and
     /// detaches its network.
     pub async fn stop_exited(&mut self) -> VmExit {
-        self.stop_timed(&mut StartTimeline::new()).await
+        self.stop_timed(&mut PhaseTimeline::new()).await
     }
 
-    async fn stop_timed(&mut self, timeline: &mut StartTimeline) -> VmExit {
+    async fn stop_timed(&mut self, timeline: &mut PhaseTimeline) -> VmExit {
         self.port_forward = None;
         let exit = self.vm.stop().await;
         timeline.phase("stop vm processes");
@@ -331,7 +331,7 @@ impl PodVm {
     /// Asks the agent to power off, waits briefly for the VM to exit by itself, then stops
     /// every host process of the VM and detaches its network.
     pub async fn shutdown(mut self) -> VmExit {
-        let mut timeline = StartTimeline::new();
+        let mut timeline = PhaseTimeline::new();
         if let Err(err) = self.agent.destroy_sandbox().await {
             tracing::warn!(pod = %self.id, error = %err, "agent did not take the shutdown request");
         }
@@ -342,7 +342,7 @@ impl PodVm {
         }
         timeline.phase("power off");
         let exit = self.stop_timed(&mut timeline).await;
-        timeline.log(&self.id, crate::start_timeline::STOP_MESSAGE);
+        timeline.log(&self.id, crate::phase_timeline::STOP_MESSAGE);
         exit
     }
 }
@@ -359,7 +359,7 @@ async fn connect_agent(
     config: &VmConfig,
     deadline: Instant,
     request_timeout: Duration,
-    timeline: &mut StartTimeline,
+    timeline: &mut PhaseTimeline,
 ) -> Result<AgentClient, (&'static str, String)> {
     vm.wait_for_agent(deadline)
         .await

@@ -12,7 +12,7 @@ use super::bundle::PodRecord;
 use cloak_host::config::Configuration;
 use cloak_host::host_mounts;
 use cloak_host::hypervisor::VmExit;
-use cloak_host::start_timeline::StartTimeline;
+use cloak_host::phase_timeline::PhaseTimeline;
 use cloak_host::{AgentClient, PodSetup, PodVm};
 
 /// Exit status reported for every process of a pod whose VM died under it: not a status a
@@ -76,7 +76,7 @@ pub struct Pod {
     /// The lock that tells other shims' sweeps this pod directory is live.
     _owner: cloak_host::run_dir_sweep::PodDirOwner,
     /// The phases of the pod's start, logged once its first container started.
-    start_timeline: StdMutex<Option<StartTimeline>>,
+    start_timeline: StdMutex<Option<PhaseTimeline>>,
 }
 
 /// Counts probes without an answer; a pod is dead after `misses` in a row.
@@ -105,7 +105,7 @@ impl Pod {
         record: PodRecord,
         mut setup: PodSetup,
     ) -> anyhow::Result<Self> {
-        let mut timeline = StartTimeline::new();
+        let mut timeline = PhaseTimeline::new();
         let manifest = cloak_image::Manifest::load(&config.guest.image_dir)?;
         // What a reboot or a lost cleanup left of other pods goes before this one starts.
         let run_root = config.runtime.run_dir.clone();
@@ -173,7 +173,7 @@ impl Pod {
             timeline.phase(name);
             timeline.log(
                 &self.record.pod_id,
-                cloak_host::start_timeline::START_MESSAGE,
+                cloak_host::phase_timeline::START_MESSAGE,
             );
         }
     }

@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::Context as _;
-use cloak_host::start_timeline::{parse_phases, START_MESSAGE, STOP_MESSAGE};
+use cloak_host::phase_timeline::{parse_phases, START_MESSAGE, STOP_MESSAGE};
 use cloak_tests::bench::{join, median, runs_from_args};
 use cloak_tests::containerd::{shim_binary, PrivateContainerd, RUNTIME};
 use cloak_tests::cri::{CriClient, PodSpec, RUNTIME_HANDLER};

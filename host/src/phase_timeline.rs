@@ -1,6 +1,6 @@
 //! A pod start crosses the network setup, the VMM and its helpers, the guest's boot, the
 //! agent's requests and the shim's own staging; when a start gets slower, the question is
-//! which of these did. A `StartTimeline` records each named phase as it ends and logs the
+//! which of these did. A `PhaseTimeline` records each named phase as it ends and logs the
 //! whole at debug level as one line, `pod start timeline` with `phases="name=ms ..."`, that
 //! a benchmark reads back (`parse_phases`) to print each phase's median. A pod's stop (the
 //! tail of every `ctr run --rm`) is timed the same way, as `pod stop timeline`.
@@ -13,19 +13,19 @@ pub const START_MESSAGE: &str = "pod start timeline";
 pub const STOP_MESSAGE: &str = "pod stop timeline";
 
 #[derive(Debug, Clone)]
-pub struct StartTimeline {
+pub struct PhaseTimeline {
     started: Instant,
     last: Instant,
     phases: Vec<(&'static str, Duration)>,
 }
 
-impl Default for StartTimeline {
+impl Default for PhaseTimeline {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl StartTimeline {
+impl PhaseTimeline {
     pub fn new() -> Self {
         let now = Instant::now();
         Self {
@@ -42,15 +42,9 @@ impl StartTimeline {
         self.last = now;
     }
 
-    /// Records phase `name` that took `took` and ran beside the others (overlapped work):
-    /// it does not move the end of the previous phase.
-    pub fn beside(&mut self, name: &'static str, took: Duration) {
-        self.phases.push((name, took));
-    }
-
     /// Appends the phases of `part` (a stretch of the start timed on its own, just ended):
     /// the next phase is timed from now.
-    pub fn append(&mut self, part: &StartTimeline) {
+    pub fn append(&mut self, part: &PhaseTimeline) {
         self.phases.extend(part.phases.iter().copied());
         self.last = Instant::now();
     }
@@ -109,13 +103,12 @@ mod tests {
 
     #[test]
     fn phases_are_timed_in_order_and_read_back_from_the_log_line() {
-        let mut timeline = StartTimeline::new();
+        let mut timeline = PhaseTimeline::new();
         std::thread::sleep(Duration::from_millis(20));
         timeline.phase("vm launch");
         timeline.phase("guest boot");
-        timeline.beside("rootfs staging", Duration::from_millis(7));
         let phases = timeline.phases();
-        assert_eq!(phases.len(), 3);
+        assert_eq!(phases.len(), 2);
         assert!(phases[0].1 >= Duration::from_millis(20), "{phases:?}");
         assert!(phases[1].1 < Duration::from_millis(20), "{phases:?}");
         let field = timeline.phases_field();
@@ -127,7 +120,8 @@ mod tests {
         let parsed = parse_phases(&line, START_MESSAGE).expect("a timeline line");
         assert_eq!(parsed[0].0, "vm_launch");
         assert!(parsed[0].1 >= 20);
-        assert_eq!(parsed[2], ("rootfs_staging".to_owned(), 7));
+        assert_eq!(parsed[1].0, "guest_boot");
+        assert!(parsed[1].1 < 20);
         assert_eq!(
             parse_phases("DEBUG container created pid=1", START_MESSAGE),
             None
