@@ -62,10 +62,13 @@ pub fn build_busybox_rootfs(dir: &Path) -> std::io::Result<()> {
 /// The raw vsock writer (tests/floor-init): the stdout benchmark's floor.
 pub const VSOCK_FLOOD: &str = "cloak-vsock-flood";
 
-/// A static guest tool built beside the floor init `make test` names.
+/// A static guest tool: `CLOAK_SHM_PROBE_BIN` for the shm probe, else the one built beside
+/// the floor init `make test` names.
 fn guest_tool_binary(name: &str) -> Option<std::path::PathBuf> {
     if name == SHM_PROBE {
-        return shm_probe_binary();
+        if let Some(path) = std::env::var_os("CLOAK_SHM_PROBE_BIN") {
+            return Some(path.into());
+        }
     }
     let floor = std::path::PathBuf::from(std::env::var_os("CLOAK_FLOOR_INIT_BIN")?);
     let binary = floor.parent()?.join(name);
@@ -77,12 +80,7 @@ pub const SHM_PROBE: &str = "cloak-shm-probe";
 
 /// The static shm probe: `CLOAK_SHM_PROBE_BIN`, else beside the floor init `make test` names.
 pub fn shm_probe_binary() -> Option<std::path::PathBuf> {
-    if let Some(path) = std::env::var_os("CLOAK_SHM_PROBE_BIN") {
-        return Some(path.into());
-    }
-    let floor = std::path::PathBuf::from(std::env::var_os("CLOAK_FLOOR_INIT_BIN")?);
-    let probe = floor.parent()?.join(SHM_PROBE);
-    probe.is_file().then_some(probe)
+    guest_tool_binary(SHM_PROBE)
 }
 
 /// Whether this host can build the rootfs; the reason otherwise.
