@@ -52,28 +52,28 @@ pub fn number_from_args(flag: &str, default: usize) -> anyhow::Result<usize> {
         .map(|value| value.unwrap_or(default))
 }
 
+/// The KiB figure of the `name` line (`VmRSS:`, `Pss:`) of a /proc status-like file.
+fn kib_field(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0)
+}
+
 /// Resident set of `pid` in KiB: (VmRSS, RssShmem).
 pub fn rss_kib(pid: u32) -> (u64, u64) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-            .unwrap_or(0)
-    };
-    (field("VmRSS:"), field("RssShmem:"))
+    (
+        kib_field(&status, "VmRSS:"),
+        kib_field(&status, "RssShmem:"),
+    )
 }
 
 /// Proportional set size of `pid` in KiB (`smaps_rollup`): its private pages and its share of
 /// pages other processes map too (libraries, the same binary in another pod's helper).
 pub fn pss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("Pss:"))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        .unwrap_or(0)
+    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+    kib_field(&rollup, "Pss:")
 }
 
 /// Prints the host memory of one running cloak pod — its shim (among `shims`) and the VM's
