@@ -46,6 +46,19 @@ pub fn shim_binary() -> Option<PathBuf> {
     crate::workspace_binary(SHIM_BINARY, "CLOAK_SHIM_BIN")
 }
 
+/// What a benchmark or the soak binary `program` runs against: the guest image and a private
+/// containerd with the CRI plugin and cloak's shim; an error says what is missing.
+pub fn cri_containerd_for(program: &str) -> anyhow::Result<(VmTestEnv, PrivateContainerd)> {
+    let env = VmTestEnv::get(program).context("the guest image is needed")?;
+    if let Some(reason) = crate::cri::cri_unavailable() {
+        bail!("{reason}");
+    }
+    let shim =
+        shim_binary().context("build containerd-shim-cloak-v2 first (cargo build --release)")?;
+    let containerd = PrivateContainerd::start_with_cri(&env, &shim)?;
+    Ok((env, containerd))
+}
+
 /// The shim binary, or `None` after saying why `test` cannot run.
 pub fn shim_or_skip(test: &str) -> Option<PathBuf> {
     let found = shim_binary();

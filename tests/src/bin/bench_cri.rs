@@ -9,11 +9,9 @@
 
 use std::time::Duration;
 
-use anyhow::Context as _;
-use cloak_tests::containerd::{shim_binary, PrivateContainerd};
+use cloak_tests::containerd::PrivateContainerd;
 use cloak_tests::cri::{CriClient, PodSpec, RUNTIME_HANDLER};
 use cloak_tests::pod_starts::cri_first_container;
-use cloak_tests::VmTestEnv;
 
 fn print_pod_overhead(containerd: &PrivateContainerd, cloak_pod: &str) {
     let pod_dir = containerd
@@ -61,12 +59,6 @@ async fn run(containerd: &PrivateContainerd, runs: usize) -> anyhow::Result<()> 
 
 fn main() -> anyhow::Result<()> {
     let runs = cloak_tests::bench::runs_from_args(5)?;
-    let env = VmTestEnv::get("cloak-bench-cri").context("the guest image is needed")?;
-    if let Some(reason) = cloak_tests::cri::cri_unavailable() {
-        anyhow::bail!("{reason}");
-    }
-    let shim =
-        shim_binary().context("build containerd-shim-cloak-v2 first (cargo build --release)")?;
-    let containerd = PrivateContainerd::start_with_cri(&env, &shim)?;
+    let (_env, containerd) = cloak_tests::containerd::cri_containerd_for("cloak-bench-cri")?;
     tokio::runtime::Runtime::new()?.block_on(run(&containerd, runs))
 }

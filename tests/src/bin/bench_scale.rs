@@ -13,11 +13,9 @@ use std::time::{Duration, Instant};
 
 use cloak_tests::pod_starts::cri_first_container;
 
-use anyhow::Context as _;
 use cloak_tests::bench::{join, median, number_from_args, pss_kib, rss_kib};
-use cloak_tests::containerd::{shim_binary, PrivateContainerd};
+use cloak_tests::containerd::PrivateContainerd;
 use cloak_tests::cri::{CriClient, PodSpec, RUNTIME_HANDLER};
-use cloak_tests::VmTestEnv;
 
 async fn start_pod(mut cri: CriClient, spec: PodSpec) -> anyhow::Result<(f64, String)> {
     cri_first_container(&mut cri, &spec).await
@@ -102,12 +100,6 @@ async fn run(containerd: &PrivateContainerd, max_pods: usize) -> anyhow::Result<
 
 fn main() -> anyhow::Result<()> {
     let max_pods = number_from_args("--max-pods", 3)?;
-    let env = VmTestEnv::get("cloak-bench-scale").context("the guest image is needed")?;
-    if let Some(reason) = cloak_tests::cri::cri_unavailable() {
-        anyhow::bail!("{reason}");
-    }
-    let shim =
-        shim_binary().context("build containerd-shim-cloak-v2 first (cargo build --release)")?;
-    let containerd = PrivateContainerd::start_with_cri(&env, &shim)?;
+    let (_env, containerd) = cloak_tests::containerd::cri_containerd_for("cloak-bench-scale")?;
     tokio::runtime::Runtime::new()?.block_on(run(&containerd, max_pods))
 }

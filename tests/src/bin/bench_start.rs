@@ -15,10 +15,9 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use anyhow::Context as _;
 use cloak_host::phase_timeline::{parse_phases, START_MESSAGE, STOP_MESSAGE};
 use cloak_tests::bench::{join, median, runs_from_args};
-use cloak_tests::containerd::{shim_binary, PrivateContainerd, RUNTIME};
+use cloak_tests::containerd::{PrivateContainerd, RUNTIME};
 use cloak_tests::cri::{CriClient, PodSpec, RUNTIME_HANDLER};
 use cloak_tests::pod_starts::{boot_floor, cri_first_container, ctr_run};
 use cloak_tests::VmTestEnv;
@@ -145,12 +144,6 @@ async fn run(env: &VmTestEnv, containerd: &PrivateContainerd, runs: usize) -> an
 
 fn main() -> anyhow::Result<()> {
     let runs = runs_from_args(5)?;
-    let env = VmTestEnv::get("cloak-bench-start").context("the guest image is needed")?;
-    if let Some(reason) = cloak_tests::cri::cri_unavailable() {
-        anyhow::bail!("{reason}");
-    }
-    let shim =
-        shim_binary().context("build containerd-shim-cloak-v2 first (cargo build --release)")?;
-    let containerd = PrivateContainerd::start_with_cri(&env, &shim)?;
+    let (env, containerd) = cloak_tests::containerd::cri_containerd_for("cloak-bench-start")?;
     tokio::runtime::Runtime::new()?.block_on(run(&env, &containerd, runs))
 }

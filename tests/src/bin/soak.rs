@@ -6,10 +6,6 @@
 
 #![allow(clippy::print_stdout)] // the soak prints its figures
 
-use anyhow::Context as _;
-use cloak_tests::containerd::{shim_binary, PrivateContainerd};
-use cloak_tests::VmTestEnv;
-
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -19,13 +15,7 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cycles = cloak_tests::bench::number_from_args("--cycles", 100)?;
-    let env = VmTestEnv::get("cloak-soak").context("the guest image is needed")?;
-    if let Some(reason) = cloak_tests::cri::cri_unavailable() {
-        anyhow::bail!("{reason}");
-    }
-    let shim =
-        shim_binary().context("build containerd-shim-cloak-v2 first (cargo build --release)")?;
-    let containerd = PrivateContainerd::start_with_cri(&env, &shim)?;
+    let (_env, containerd) = cloak_tests::containerd::cri_containerd_for("cloak-soak")?;
     let report =
         tokio::runtime::Runtime::new()?.block_on(cloak_tests::soak::soak(&containerd, cycles))?;
     println!(
